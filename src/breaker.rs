@@ -1,0 +1,3 @@
+//! Per-upstream circuit breaker.
+
+pub mod state;

@@ -1,0 +1,480 @@
+//! Validated runtime configuration: `proxy.toml` plus `SEAWALL_<SECTION>_<KEY>` overrides.
+//! Every error names the file, the line and the key.
+
+pub mod file;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use http::Uri;
+use ipnet::IpNet;
+
+pub use file::FileConfig;
+
+/// A configuration problem, located as precisely as the source allows.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: key `{key}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file (or `<env>` / `<builtin>`).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `server.listen` or `routes[1].upstream`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The parsed file (after env overrides); sections are read from here.
+    pub raw: FileConfig,
+    /// Where it came from, for reloads.
+    pub source: Option<PathBuf>,
+    /// Data listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` is trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Parsed endpoints, one list per upstream (same order as `raw.upstreams`).
+    pub endpoints: Vec<Vec<Uri>>,
+    /// Unknown `SEAWALL_*` variables and other non-fatal findings.
+    pub warnings: Vec<String>,
+}
+
+/// Variables Kubernetes injects for a Service named `seawall`, and other names we own.
+fn is_ignored_env(name: &str) -> bool {
+    name == "SEAWALL_SERVICE_HOST"
+        || name == "SEAWALL_PORT"
+        || name.starts_with("SEAWALL_SERVICE_PORT")
+        || name.starts_with("SEAWALL_PORT_")
+        || name == "SEAWALL_ADMIN_TOKEN"
+        || name == "SEAWALL_SLOT"
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Str,
+    Int,
+    Float,
+    Bool,
+}
+
+/// The scalar keys of the singleton sections, derived from the file structs' defaults, with
+/// the few optional keys (absent from a serialized default) named explicitly.
+fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
+    let mut out = BTreeMap::new();
+    let defaults = toml::Value::try_from(FileConfig::default()).unwrap_or(toml::Value::Integer(0));
+    if let toml::Value::Table(t) = defaults {
+        for (section, v) in t {
+            let toml::Value::Table(keys) = v else {
+                continue;
+            };
+            for (key, v) in keys {
+                let kind = match v {
+                    toml::Value::String(_) => Kind::Str,
+                    toml::Value::Integer(_) => Kind::Int,
+                    toml::Value::Float(_) => Kind::Float,
+                    toml::Value::Boolean(_) => Kind::Bool,
+                    _ => continue,
+                };
+                let env = format!("SEAWALL_{}_{}", section, key).to_uppercase();
+                out.insert(env, (section.clone(), key, kind));
+            }
+        }
+    }
+    for (section, key) in [("coalesce", "wait_timeout"), ("admin", "token_file")] {
+        let env = format!("SEAWALL_{section}_{key}").to_uppercase();
+        out.insert(env, (section.into(), key.into(), Kind::Str));
+    }
+    out
+}
+
+impl Config {
+    /// Reads, overrides from the process environment, and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            line: None,
+            key: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut cfg = Self::parse(&src, &name, std::env::vars())?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// Parses and validates `src` (named `name` in errors) with the given environment.
+    pub fn parse(
+        src: &str,
+        name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let err_at = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, key) = span
+                .map(|s| locate_span(src, s.start))
+                .unwrap_or((None, "-".into()));
+            ConfigError {
+                file: name.to_string(),
+                line,
+                key,
+                message,
+            }
+        };
+        let mut doc: toml::Table = toml::from_str(src)
+            .map_err(|e: toml::de::Error| err_at(e.span(), e.message().into()))?;
+
+        // Environment overrides, from the known keys only.
+        let keys = env_keys();
+        let mut warnings = Vec::new();
+        for (var, value) in env {
+            if !var.starts_with("SEAWALL_") || is_ignored_env(&var) {
+                continue;
+            }
+            let Some((section, key, kind)) = keys.get(&var) else {
+                warnings.push(format!(
+                    "unknown environment variable {var} (not a Seawall setting; typo?)"
+                ));
+                continue;
+            };
+            let bad = |what: &str| ConfigError {
+                file: "<env>".into(),
+                line: None,
+                key: format!("{section}.{key} ({var})"),
+                message: format!("expected {what}, got {value:?}"),
+            };
+            let v = match kind {
+                Kind::Str => toml::Value::String(value.clone()),
+                Kind::Int => {
+                    toml::Value::Integer(value.trim().parse().map_err(|_| bad("an integer"))?)
+                }
+                Kind::Float => {
+                    toml::Value::Float(value.trim().parse().map_err(|_| bad("a number"))?)
+                }
+                Kind::Bool => {
+                    toml::Value::Boolean(match value.trim().to_ascii_lowercase().as_str() {
+                        "true" | "1" | "yes" | "on" => true,
+                        "false" | "0" | "no" | "off" => false,
+                        _ => return Err(bad("true or false")),
+                    })
+                }
+            };
+            let sec = doc
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = sec {
+                t.insert(key.clone(), v);
+            }
+        }
+
+        // Deserialize from the text when nothing was overridden, so errors carry spans.
+        let raw: FileConfig = if doc == toml::from_str::<toml::Table>(src).unwrap_or_default() {
+            toml::from_str(src)
+                .map_err(|e: toml::de::Error| err_at(e.span(), e.message().into()))?
+        } else {
+            let text = toml::to_string(&doc).map_err(|e| err_at(None, e.to_string()))?;
+            toml::from_str(&text).map_err(|e: toml::de::Error| {
+                // Spans point into the re-rendered text; find the key there, the line in `src`.
+                let (_, key) = e
+                    .span()
+                    .map(|s| locate_span(&text, s.start))
+                    .unwrap_or((None, "-".into()));
+                ConfigError {
+                    file: name.to_string(),
+                    line: find_key_line(src, &key),
+                    key,
+                    message: format!("{} (after environment overrides)", e.message()),
+                }
+            })?
+        };
+        let mut cfg = validate(raw, src, name)?;
+        cfg.warnings.extend(warnings);
+        Ok(cfg)
+    }
+
+    /// The built-in configuration used when no file is given: one route to `upstream`.
+    pub fn builtin(listen: &str, admin_listen: &str, upstream: &str) -> Result<Self, ConfigError> {
+        let src = format!(
+            "[server]\nlisten = {listen:?}\nadmin_listen = {admin_listen:?}\n\n\
+             [[upstreams]]\nname = \"demo\"\nendpoints = [{upstream:?}]\n\n\
+             [[routes]]\nupstream = \"demo\"\n"
+        );
+        Self::parse(&src, "<builtin>", std::iter::empty())
+    }
+
+    /// The route's display name.
+    pub fn route_name(&self, idx: usize) -> &str {
+        let r = &self.raw.routes[idx];
+        r.name.as_deref().unwrap_or(&r.upstream)
+    }
+}
+
+fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigError> {
+    let fail = |key: String, message: String| ConfigError {
+        file: name.to_string(),
+        line: find_key_line(src, &key),
+        key,
+        message,
+    };
+    let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
+        v.parse().map_err(|_| {
+            fail(
+                key.into(),
+                format!("{v:?} is not an address such as \"127.0.0.1:8080\""),
+            )
+        })
+    };
+    let listen = addr("server.listen", &raw.server.listen)?;
+    let admin_listen = addr("server.admin_listen", &raw.server.admin_listen)?;
+    if listen == admin_listen && listen.port() != 0 {
+        return Err(fail(
+            "server.admin_listen".into(),
+            "must differ from server.listen".into(),
+        ));
+    }
+    if !matches!(raw.log.format.as_str(), "text" | "json") {
+        return Err(fail(
+            "log.format".into(),
+            "must be \"text\" or \"json\"".into(),
+        ));
+    }
+    if raw.server.via_name.is_empty() || http::HeaderValue::from_str(&raw.server.via_name).is_err()
+    {
+        return Err(fail(
+            "server.via_name".into(),
+            "must be a non-empty token".into(),
+        ));
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.server.trusted_proxies.iter().enumerate() {
+        let net = p
+            .parse::<IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                fail(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{p:?} is not an IP address or CIDR"),
+                )
+            })?;
+        trusted_proxies.push(net);
+    }
+    if raw.cache.max_object_size > raw.cache.max_size {
+        return Err(fail(
+            "cache.max_object_size".into(),
+            "must not exceed cache.max_size".into(),
+        ));
+    }
+    if raw.cache.max_variants == 0 {
+        return Err(fail(
+            "cache.max_variants".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    for (i, f) in raw.cache.targeted_fields.iter().enumerate() {
+        if http::HeaderName::from_bytes(f.as_bytes()).is_err() {
+            return Err(fail(
+                format!("cache.targeted_fields[{i}]"),
+                format!("{f:?} is not a header name"),
+            ));
+        }
+    }
+    if raw.coalesce.max_waiters == 0 {
+        return Err(fail(
+            "coalesce.max_waiters".into(),
+            "must be at least 1".into(),
+        ));
+    }
+
+    let mut names = HashSet::new();
+    let mut endpoints = Vec::new();
+    for (i, u) in raw.upstreams.iter().enumerate() {
+        if u.name.is_empty() || !names.insert(u.name.as_str()) {
+            return Err(fail(
+                format!("upstreams[{i}].name"),
+                format!("{:?} is empty or used twice", u.name),
+            ));
+        }
+        if u.endpoints.is_empty() {
+            return Err(fail(
+                format!("upstreams[{i}].endpoints"),
+                "needs at least one endpoint".into(),
+            ));
+        }
+        let mut eps = Vec::new();
+        for (j, e) in u.endpoints.iter().enumerate() {
+            let uri: Uri = e.parse().map_err(|_| {
+                fail(
+                    format!("upstreams[{i}].endpoints[{j}]"),
+                    format!("{e:?} is not a URL"),
+                )
+            })?;
+            let ok_scheme = matches!(uri.scheme_str(), Some("http") | Some("https"));
+            let ok_path = matches!(uri.path(), "" | "/") && uri.query().is_none();
+            if !ok_scheme || uri.authority().is_none() || !ok_path {
+                return Err(fail(
+                    format!("upstreams[{i}].endpoints[{j}]"),
+                    format!("{e:?} must be http://host:port or https://host:port with no path"),
+                ));
+            }
+            eps.push(uri);
+        }
+        endpoints.push(eps);
+        if u.max_concurrent_requests == 0 {
+            return Err(fail(
+                format!("upstreams[{i}].max_concurrent_requests"),
+                "must be at least 1".into(),
+            ));
+        }
+        let b = &u.breaker;
+        if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate == 0.0 {
+            return Err(fail(
+                format!("upstreams[{i}].breaker.failure_rate"),
+                "must be in (0, 1]".into(),
+            ));
+        }
+        if b.half_open_probes == 0 || b.consecutive_failures == 0 {
+            return Err(fail(
+                format!("upstreams[{i}].breaker"),
+                "half_open_probes and consecutive_failures must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=10.0).contains(&u.retry.budget_ratio) {
+            return Err(fail(
+                format!("upstreams[{i}].retry.budget_ratio"),
+                "must be between 0 and 10".into(),
+            ));
+        }
+        if let Some(p) = &u.health_check.path
+            && !p.starts_with('/')
+        {
+            return Err(fail(
+                format!("upstreams[{i}].health_check.path"),
+                "must start with /".into(),
+            ));
+        }
+    }
+    if raw.routes.is_empty() {
+        return Err(fail(
+            "routes".into(),
+            "at least one [[routes]] entry is needed".into(),
+        ));
+    }
+    for (i, r) in raw.routes.iter().enumerate() {
+        if !names.contains(r.upstream.as_str()) {
+            return Err(fail(
+                format!("routes[{i}].upstream"),
+                format!("no [[upstreams]] entry is named {:?}", r.upstream),
+            ));
+        }
+        if let Some(p) = &r.path_prefix
+            && !p.starts_with('/')
+        {
+            return Err(fail(
+                format!("routes[{i}].path_prefix"),
+                "must start with /".into(),
+            ));
+        }
+        if let Some(vl) = &r.vary_allowlist {
+            for (j, h) in vl.iter().enumerate() {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(fail(
+                        format!("routes[{i}].vary_allowlist[{j}]"),
+                        format!("{h:?} is not a header name"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Config {
+        raw,
+        source: None,
+        listen,
+        admin_listen,
+        trusted_proxies,
+        endpoints,
+        warnings: Vec::new(),
+    })
+}
+
+/// Maps a byte offset to (line, dotted key) by reading the text around it.
+fn locate_span(src: &str, offset: usize) -> (Option<usize>, String) {
+    let offset = offset.min(src.len());
+    let line_no = src[..offset].matches('\n').count() + 1;
+    let line = src.lines().nth(line_no - 1).unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let key = key.trim_matches(|c| c == '"' || c == '\'');
+    // The table the line sits in, with its index for arrays of tables.
+    let mut table = String::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for l in src.lines().take(line_no) {
+        let t = l.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|t| t.strip_suffix("]]")) {
+            let name = name.trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{}]", *n);
+            *n += 1;
+        } else if let Some(name) = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            let name = name.trim();
+            // A sub-table of the last array element, e.g. [upstreams.breaker].
+            table = match name.split_once('.') {
+                Some((parent, child)) if counts.contains_key(parent) => {
+                    format!("{parent}[{}].{child}", counts[parent] - 1)
+                }
+                _ => name.to_string(),
+            };
+        }
+    }
+    let key = if key.starts_with('[') || key.is_empty() {
+        table
+    } else if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    };
+    (Some(line_no), key)
+}
+
+/// Finds the line of a dotted key such as `routes[1].upstream` (best effort).
+fn find_key_line(src: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = match key.rsplit_once('.') {
+        Some((t, l)) => (t, l),
+        None => ("", key),
+    };
+    let leaf = leaf.split('[').next().unwrap_or(leaf);
+    let mut current = String::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut table_line = None;
+    for (i, l) in src.lines().enumerate() {
+        let t = l.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|t| t.strip_suffix("]]")) {
+            let name = name.trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            current = format!("{name}[{}]", *n);
+            *n += 1;
+        } else if let Some(name) = t.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            let name = name.trim();
+            current = match name.split_once('.') {
+                Some((parent, child)) if counts.contains_key(parent) => {
+                    format!("{parent}[{}].{child}", counts[parent] - 1)
+                }
+                _ => name.to_string(),
+            };
+        } else if current == table {
+            let k = t.split('=').next().unwrap_or("").trim();
+            if k == leaf && t.contains('=') {
+                return Some(i + 1);
+            }
+        }
+        if current == key || current == table {
+            table_line.get_or_insert(i + 1);
+        }
+    }
+    table_line
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,500 @@
+//! The `proxy.toml` file as serde structs: every key, its default and its unit.
+//! Unknown keys are errors; `config.rs` validates these into the runtime `Config`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listeners, limits and drain.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogSection,
+    /// The HTTP cache.
+    #[serde(default)]
+    pub cache: CacheSection,
+    /// Request coalescing.
+    #[serde(default)]
+    pub coalesce: CoalesceSection,
+    /// Admin listener settings.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Backends.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSection>,
+    /// Host / path prefix → upstream.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Data listener address.
+    pub listen: String,
+    /// Admin listener address (health, metrics, admin API).
+    pub admin_listen: String,
+    /// Tokio worker threads; 0 means the number of CPUs Seawall may run on.
+    pub worker_threads: usize,
+    /// Open client connections at most; further connections wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Idle time after which a kept-alive client connection is closed.
+    #[serde(with = "dur")]
+    pub keepalive_timeout: Duration,
+    /// Time a client has to send a complete request head (slowloris guard).
+    #[serde(with = "dur")]
+    pub header_read_timeout: Duration,
+    /// Largest request head; larger ones get 431.
+    #[serde(with = "size")]
+    pub max_header_size: u64,
+    /// Most request header fields; more get 431.
+    pub max_headers: usize,
+    /// Largest request body; larger ones get 413.
+    #[serde(with = "size")]
+    pub max_body_size: u64,
+    /// HTTP/2 concurrent streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 streams reset by the client before they were accepted (rapid-reset guard).
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// After SIGTERM: how long the listener keeps accepting while `/readyz` is 503.
+    #[serde(with = "dur")]
+    pub drain_delay: Duration,
+    /// After the drain delay: how long in-flight requests may take to finish.
+    #[serde(with = "dur")]
+    pub grace_period: Duration,
+    /// Name in the `Via` header; a request already carrying it gets 508.
+    pub via_name: String,
+    /// Peers (CIDRs) whose `X-Forwarded-For` is appended to rather than replaced.
+    pub trusted_proxies: Vec<String>,
+    /// Forward the client's `Host` (true) or the endpoint's authority (false).
+    pub preserve_host: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9091".into(),
+            worker_threads: 0,
+            max_connections: 10_000,
+            keepalive_timeout: Duration::from_secs(75),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
+            max_headers: 100,
+            max_body_size: 16 * 1024 * 1024,
+            http2_max_concurrent_streams: 256,
+            http2_max_pending_accept_reset_streams: 20,
+            drain_delay: Duration::from_secs(5),
+            grace_period: Duration::from_secs(30),
+            via_name: "seawall".into(),
+            trusted_proxies: Vec::new(),
+            preserve_host: true,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Filter in `RUST_LOG` syntax; `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+    /// One line per request (off by default, like Varnish and Envoy).
+    pub access_log: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+            access_log: false,
+        }
+    }
+}
+
+/// `[cache]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Global kill switch: false makes Seawall a plain proxy.
+    pub enabled: bool,
+    /// Cache name in `Cache-Status`.
+    pub name: String,
+    /// Memory budget for stored responses (key + headers + body).
+    #[serde(with = "size")]
+    pub max_size: u64,
+    /// Larger responses stream through and are never stored.
+    #[serde(with = "size")]
+    pub max_object_size: u64,
+    /// Stored variants per URL (Vary) at most.
+    pub max_variants: usize,
+    /// Targeted Cache-Control fields (RFC 9213), first present wins over `Cache-Control`.
+    pub targeted_fields: Vec<String>,
+    /// Remove `Surrogate-Key` / `Cache-Tag` before responses go downstream.
+    pub strip_tag_headers: bool,
+    /// Add `X-Cache: HIT|MISS|STALE|REVALIDATED|BYPASS` to responses.
+    pub x_cache_header: bool,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            name: "seawall".into(),
+            max_size: 256 * 1024 * 1024,
+            max_object_size: 8 * 1024 * 1024,
+            max_variants: 16,
+            targeted_fields: vec!["seawall-cache-control".into(), "cdn-cache-control".into()],
+            strip_tag_headers: true,
+            x_cache_header: true,
+        }
+    }
+}
+
+/// `[coalesce]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoalesceSection {
+    /// One upstream fetch per cache key.
+    pub enabled: bool,
+    /// Followers per key at most; beyond: stale if allowed, else 503.
+    pub max_waiters: usize,
+    /// How long a follower waits for the leader's response head; default: the upstream's total timeout.
+    #[serde(with = "opt_dur")]
+    pub wait_timeout: Option<Duration>,
+    /// How long a key whose response could not be shared goes straight upstream.
+    #[serde(with = "dur")]
+    pub hit_for_pass_ttl: Duration,
+    /// Bytes held in all fill buffers together; past it, chunks every client has are released.
+    #[serde(with = "size")]
+    pub max_inflight_bytes: u64,
+}
+
+impl Default for CoalesceSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_waiters: 10_000,
+            wait_timeout: None,
+            hit_for_pass_ttl: Duration::from_secs(120),
+            max_inflight_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// File holding the admin bearer token (`SEAWALL_ADMIN_TOKEN` wins).
+    pub token_file: Option<String>,
+}
+
+/// `[[upstreams]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Name used by routes, metrics and logs.
+    pub name: String,
+    /// `http://` or `https://` base URLs.
+    pub endpoints: Vec<String>,
+    /// TCP (+TLS) connect deadline.
+    #[serde(default = "d_connect", with = "dur")]
+    pub connect_timeout: Duration,
+    /// Deadline for the response head after the request was sent.
+    #[serde(default = "d_ttfb", with = "dur")]
+    pub ttfb_timeout: Duration,
+    /// Deadline for the whole exchange, body included.
+    #[serde(default = "d_total", with = "dur")]
+    pub total_timeout: Duration,
+    /// Longest pause between two body chunks from the upstream.
+    #[serde(default = "d_body_idle", with = "dur")]
+    pub body_idle_timeout: Duration,
+    /// Concurrent requests at most; beyond: 503 (no unbounded queue).
+    #[serde(default = "d_max_conc")]
+    pub max_concurrent_requests: usize,
+    /// Idle pooled connections are closed after this (keep it below the backend's).
+    #[serde(default = "d_pool_idle", with = "dur")]
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections per endpoint at most.
+    #[serde(default = "d_pool_max")]
+    pub pool_max_idle: usize,
+    /// PEM CA bundle for `https://` endpoints (default: the webpki roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerSection,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// Outlier ejection.
+    #[serde(default)]
+    pub outlier: OutlierSection,
+    /// Active health check (off unless `path` is set).
+    #[serde(default)]
+    pub health_check: HealthCheckSection,
+}
+
+fn d_connect() -> Duration {
+    Duration::from_secs(2)
+}
+fn d_ttfb() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_total() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_body_idle() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_max_conc() -> usize {
+    1024
+}
+fn d_pool_idle() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_pool_max() -> usize {
+    64
+}
+
+/// `[upstreams.breaker]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Whether the breaker is active.
+    pub enabled: bool,
+    /// Rolling window for the failure rate.
+    #[serde(with = "dur")]
+    pub window: Duration,
+    /// Failure rate (0..1) that opens the breaker.
+    pub failure_rate: f64,
+    /// Requests in the window before the rate counts.
+    pub min_requests: u32,
+    /// Consecutive failures that open the breaker.
+    pub consecutive_failures: u32,
+    /// First open period; doubles with each repeated trip.
+    #[serde(with = "dur")]
+    pub open_duration: Duration,
+    /// Cap on the open period.
+    #[serde(with = "dur")]
+    pub max_open_duration: Duration,
+    /// Probe requests let through while half-open.
+    pub half_open_probes: u32,
+    /// Upstream statuses that count as failures.
+    pub failure_statuses: Vec<u16>,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(10),
+            failure_rate: 0.5,
+            min_requests: 20,
+            consecutive_failures: 5,
+            open_duration: Duration::from_secs(30),
+            max_open_duration: Duration::from_secs(300),
+            half_open_probes: 1,
+            failure_statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// `[upstreams.retry]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// Retries per request at most.
+    pub max_retries: u32,
+    /// Retries as a share of requests (the budget).
+    pub budget_ratio: f64,
+    /// Retries always allowed per second on top of the ratio.
+    pub budget_min_per_sec: u32,
+    /// Request bodies up to this size are kept for replay; larger ones are never retried.
+    #[serde(with = "size")]
+    pub max_replay_body: u64,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            budget_ratio: 0.2,
+            budget_min_per_sec: 3,
+            max_replay_body: 64 * 1024,
+        }
+    }
+}
+
+/// `[upstreams.outlier]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierSection {
+    /// Consecutive failures of one endpoint that eject it (0 disables ejection).
+    pub consecutive_failures: u32,
+    /// How long an ejected endpoint is skipped.
+    #[serde(with = "dur")]
+    pub ejection_time: Duration,
+}
+
+impl Default for OutlierSection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 3,
+            ejection_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[upstreams.health_check]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckSection {
+    /// Path to GET; unset disables the active check.
+    pub path: Option<String>,
+    /// Time between checks.
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// Deadline of one check.
+    #[serde(with = "dur")]
+    pub timeout: Duration,
+}
+
+impl Default for HealthCheckSection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `[[routes]]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Name in metrics and logs (default: the upstream's name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Upstream name.
+    pub upstream: String,
+    /// Match this Host only (exact, case-insensitive, port ignored); unset matches any.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Match paths starting with this prefix (longest wins).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Cache responses on this route.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Canonical host for cache keys (aliases share entries and purges).
+    #[serde(default)]
+    pub cache_host: Option<String>,
+    /// Freshness for responses that carry none (default: obey the origin).
+    #[serde(default, with = "opt_dur")]
+    pub default_ttl: Option<Duration>,
+    /// Cap on any freshness lifetime.
+    #[serde(default, with = "opt_dur")]
+    pub max_ttl: Option<Duration>,
+    /// Replace the origin's freshness lifetime (opt-in).
+    #[serde(default, with = "opt_dur")]
+    pub ttl_override: Option<Duration>,
+    /// Serve stale this long when the upstream fails, even without `stale-if-error`.
+    #[serde(default, with = "opt_dur")]
+    pub stale_if_error: Option<Duration>,
+    /// Store responses carrying `Set-Cookie` (the cookie is stored too).
+    #[serde(default)]
+    pub cache_set_cookie: bool,
+    /// Reduce `Accept-Encoding` to the encodings Seawall knows before keying variants.
+    #[serde(default = "yes")]
+    pub normalize_accept_encoding: bool,
+    /// If set, only these Vary headers are honoured; responses varying on others are not stored.
+    #[serde(default)]
+    pub vary_allowlist: Option<Vec<String>>,
+    /// Query parameters left out of the cache key.
+    #[serde(default)]
+    pub ignore_query_params: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Human-readable durations (`"300ms"`, `"5s"`, `"2m"`).
+pub mod dur {
+    use super::*;
+
+    /// Deserialize from a string such as `"300ms"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+
+    /// Serialize as a human-readable string.
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*v).to_string())
+    }
+}
+
+/// Optional human-readable durations.
+pub mod opt_dur {
+    use super::*;
+
+    /// Deserialize from a string such as `"300ms"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::dur::deserialize(d).map(Some)
+    }
+
+    /// Serialize as a human-readable string (absent when unset).
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::dur::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Human-readable sizes (`"256MiB"`, `"64KiB"`, or a plain byte count).
+pub mod size {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+
+    /// Deserialize from `"256MiB"` or an integer byte count.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(n),
+            Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+
+    /// Serialize as a byte count.
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&bytesize::ByteSize(*v).display().iec_short().to_string())
+    }
+
+    /// Parses `"256MiB"`, `"1.5 GB"` or `"1024"`.
+    pub fn parse(s: &str) -> Result<u64, String> {
+        s.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| format!("invalid size {s:?}: {e}"))
+    }
+}

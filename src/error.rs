@@ -1,0 +1,184 @@
+//! Leaf error types of the request path and the one place that maps them to responses.
+//! Each error knows its status and a short reason that goes into `Cache-Status: ...; detail=`.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::ProxyBody;
+
+/// The stack's error type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a timeout struck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// TCP or TLS connect.
+    Connect,
+    /// Waiting for the response head.
+    FirstByte,
+    /// The whole exchange.
+    Total,
+    /// A pause between body chunks.
+    BodyIdle,
+}
+
+/// Everything that ends a request with an error status.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the request.
+    #[error("no route matches this request")]
+    NoRoute,
+    /// The request already passed through this Seawall.
+    #[error("request loop detected (Via already names this proxy)")]
+    Loop,
+    /// Malformed or ambiguous request.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The client's request body failed (bad chunk framing, early close).
+    #[error("client request body failed")]
+    ClientBody,
+    /// The request body is larger than `max_body_size`.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The upstream refused or reset the connection.
+    #[error("upstream connection failed: {0}")]
+    UpstreamConnect(String),
+    /// The upstream closed or reset after the request was sent.
+    #[error("upstream reset: {0}")]
+    UpstreamReset(String),
+    /// A deadline passed.
+    #[error("upstream timeout ({0:?})")]
+    UpstreamTimeout(TimeoutPhase),
+    /// The upstream is at its concurrency cap.
+    #[error("upstream at its concurrency limit")]
+    UpstreamOverloaded,
+    /// The circuit breaker is open.
+    #[error("circuit open for upstream")]
+    CircuitOpen {
+        /// Time until the breaker lets a probe through.
+        retry_after: Duration,
+    },
+    /// Too many requests wait for one coalesced fetch.
+    #[error("too many waiters for one cache key")]
+    TooManyWaiters,
+    /// A coalesced follower waited past its deadline.
+    #[error("coalesced wait timed out")]
+    WaitTimeout,
+    /// `only-if-cached` and nothing usable is stored.
+    #[error("only-if-cached and no stored response")]
+    OnlyIfCached,
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::Loop => StatusCode::LOOP_DETECTED,
+            Self::BadRequest(_) | Self::ClientBody => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamConnect(_) | Self::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) | Self::WaitTimeout | Self::OnlyIfCached => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::UpstreamOverloaded | Self::CircuitOpen { .. } | Self::TooManyWaiters => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// Short machine-readable reason (a `Cache-Status` detail token).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no-route",
+            Self::Loop => "loop",
+            Self::BadRequest(_) => "bad-request",
+            Self::ClientBody => "client-body",
+            Self::BodyTooLarge => "body-too-large",
+            Self::UpstreamConnect(_) => "upstream-refused",
+            Self::UpstreamReset(_) => "upstream-reset",
+            Self::UpstreamTimeout(TimeoutPhase::Connect) => "connect-timeout",
+            Self::UpstreamTimeout(TimeoutPhase::FirstByte) => "upstream-timeout",
+            Self::UpstreamTimeout(TimeoutPhase::Total) => "total-timeout",
+            Self::UpstreamTimeout(TimeoutPhase::BodyIdle) => "body-timeout",
+            Self::UpstreamOverloaded => "upstream-overloaded",
+            Self::CircuitOpen { .. } => "circuit-open",
+            Self::TooManyWaiters => "too-many-waiters",
+            Self::WaitTimeout => "wait-timeout",
+            Self::OnlyIfCached => "only-if-cached",
+        }
+    }
+
+    /// Whether this outcome counts against the upstream (breaker, outlier ejection).
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamConnect(_) | Self::UpstreamReset(_) | Self::UpstreamTimeout(_)
+        )
+    }
+
+    /// Whether the response should close the client connection.
+    fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_) | Self::ClientBody | Self::BodyTooLarge
+        )
+    }
+
+    /// Renders the error. `cache_status` is the full `Cache-Status` value to send.
+    pub fn to_response(&self, cache_status: &str) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = format!("{} {}: {}\n", status.as_u16(), self.reason(), self);
+        let mut res = Response::new(ProxyBody::full(body));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_str(cache_status) {
+            h.insert("cache-status", v);
+        }
+        if let Self::CircuitOpen { retry_after } = self {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        if matches!(self, Self::TooManyWaiters | Self::UpstreamOverloaded) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.closes_connection() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
+    }
+}
+
+/// Finds a `ProxyError` anywhere in an error's source chain.
+pub fn find_proxy_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ProxyError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(p) = e.downcast_ref::<ProxyError>() {
+            return Some(p);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Finds an `io::Error` of the given kind anywhere in an error's source chain.
+pub fn has_io_kind(err: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == kind
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}

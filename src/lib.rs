@@ -1,0 +1,16 @@
+//! Seawall: a caching reverse proxy for slow backends. `stack` shows the request path;
+//! `app` wires the parts; `config` documents every setting.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod breaker;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod route;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+pub mod upstream;

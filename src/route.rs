@@ -1,0 +1,206 @@
+//! Routing: request host and path → the route (upstream and cache rules). Longest prefix wins;
+//! a route with a host beats one without.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::config::Config;
+
+/// Per-route cache rules.
+#[derive(Clone, Debug)]
+pub struct RouteCache {
+    /// Caching on for this route.
+    pub enabled: bool,
+    /// Canonical host used in keys instead of the request's.
+    pub cache_host: Option<String>,
+    /// Freshness for responses without explicit freshness.
+    pub default_ttl: Option<Duration>,
+    /// Cap on freshness.
+    pub max_ttl: Option<Duration>,
+    /// Replaces the origin's freshness.
+    pub ttl_override: Option<Duration>,
+    /// Stale-if-error window when the origin gives none.
+    pub stale_if_error: Option<Duration>,
+    /// Store `Set-Cookie` responses.
+    pub cache_set_cookie: bool,
+    /// Bucket `Accept-Encoding` before keying variants.
+    pub normalize_accept_encoding: bool,
+    /// Only these Vary headers are honoured.
+    pub vary_allowlist: Option<Vec<HeaderName>>,
+    /// Query parameters dropped from keys.
+    pub ignore_query_params: Vec<String>,
+}
+
+/// A route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Position in config.
+    pub idx: usize,
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Upstream index.
+    pub upstream: usize,
+    /// Upstream name.
+    pub upstream_name: String,
+    host: Option<String>,
+    path_prefix: Option<String>,
+    /// Cache rules.
+    pub cache: RouteCache,
+}
+
+/// The routing table.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    /// Builds the table from validated config.
+    pub fn new(cfg: &Config) -> Self {
+        let routes = cfg
+            .raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(idx, r)| {
+                let upstream = cfg
+                    .raw
+                    .upstreams
+                    .iter()
+                    .position(|u| u.name == r.upstream)
+                    .unwrap_or(0);
+                Arc::new(Route {
+                    idx,
+                    name: cfg.route_name(idx).to_string(),
+                    upstream,
+                    upstream_name: r.upstream.clone(),
+                    host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    path_prefix: r.path_prefix.clone(),
+                    cache: RouteCache {
+                        enabled: r.cache,
+                        cache_host: r.cache_host.as_ref().map(|h| h.to_ascii_lowercase()),
+                        default_ttl: r.default_ttl,
+                        max_ttl: r.max_ttl,
+                        ttl_override: r.ttl_override,
+                        stale_if_error: r.stale_if_error,
+                        cache_set_cookie: r.cache_set_cookie,
+                        normalize_accept_encoding: r.normalize_accept_encoding,
+                        vary_allowlist: r.vary_allowlist.as_ref().map(|l| {
+                            l.iter()
+                                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                                .collect()
+                        }),
+                        ignore_query_params: r.ignore_query_params.clone(),
+                    },
+                })
+            })
+            .collect();
+        Self { routes }
+    }
+
+    /// The best route for `host` (port ignored) and `path`, if any.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .filter(|r| match (&r.host, host) {
+                (None, _) => true,
+                (Some(h), Some(req)) => h.eq_ignore_ascii_case(req),
+                (Some(_), None) => false,
+            })
+            .filter(|r| {
+                r.path_prefix
+                    .as_ref()
+                    .is_none_or(|p| path.starts_with(p.as_str()))
+            })
+            .max_by_key(|r| {
+                (
+                    r.host.is_some(),
+                    r.path_prefix.as_ref().map_or(0, String::len),
+                    std::cmp::Reverse(r.idx),
+                )
+            })
+    }
+
+    /// All routes.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}
+
+/// `host:port` → `host` (IPv6 literals keep their brackets).
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_and_host_specific_routes_win() {
+        let src = r#"
+[[upstreams]]
+name = "a"
+endpoints = ["http://127.0.0.1:1"]
+[[upstreams]]
+name = "b"
+endpoints = ["http://127.0.0.1:2"]
+[[routes]]
+upstream = "a"
+[[routes]]
+upstream = "b"
+path_prefix = "/api"
+[[routes]]
+name = "api-v2"
+upstream = "a"
+path_prefix = "/api/v2"
+[[routes]]
+name = "shop"
+upstream = "b"
+host = "Shop.Example"
+"#;
+        let cfg = Config::parse(src, "t", std::iter::empty()).expect("valid");
+        let r = Router::new(&cfg);
+        assert_eq!(r.route(Some("x"), "/").map(|r| r.name.as_str()), Some("a"));
+        assert_eq!(
+            r.route(Some("x"), "/api/1").map(|r| r.name.as_str()),
+            Some("b")
+        );
+        assert_eq!(
+            r.route(Some("x"), "/api/v2/z").map(|r| r.name.as_str()),
+            Some("api-v2")
+        );
+        assert_eq!(
+            r.route(Some("shop.example:8080"), "/api")
+                .map(|r| r.name.as_str()),
+            Some("shop")
+        );
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn no_catch_all_means_no_route() {
+        let src = r#"
+[[upstreams]]
+name = "a"
+endpoints = ["http://127.0.0.1:1"]
+[[routes]]
+upstream = "a"
+path_prefix = "/only"
+"#;
+        let cfg = Config::parse(src, "t", std::iter::empty()).expect("valid");
+        let r = Router::new(&cfg);
+        assert!(r.route(Some("x"), "/other").is_none());
+        assert!(r.route(Some("x"), "/only/x").is_some());
+    }
+}

@@ -1,0 +1,205 @@
+//! Data-plane accept loop: HTTP/1.1 + h2c on one listener, connection cap, idle timeout,
+//! slowloris and rapid-reset guards, and the drain phases that graceful shutdown walks through.
+
+pub mod sniff;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
+use tower::{Service, ServiceExt};
+
+use crate::body::ProxyBody;
+use crate::config::file::ServerSection;
+use sniff::{ConnState, Sniff};
+
+/// Lifecycle phase shared by the listener, the connections and `/readyz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Normal operation.
+    Serving,
+    /// Not ready; still accepting; HTTP/1 responses carry `Connection: close`, HTTP/2 gets GOAWAY.
+    Draining,
+    /// No longer accepting; connections are asked to finish.
+    Closing,
+}
+
+/// The phase channel.
+#[derive(Debug)]
+pub struct Lifecycle {
+    tx: watch::Sender<Phase>,
+}
+
+impl Lifecycle {
+    /// Starts in `Serving`.
+    pub fn new() -> Self {
+        Self {
+            tx: watch::Sender::new(Phase::Serving),
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        *self.tx.borrow()
+    }
+
+    /// Moves forward to `p` (never backwards).
+    pub fn advance(&self, p: Phase) {
+        self.tx.send_if_modified(|cur| {
+            let rank = |p: Phase| p as u8;
+            if rank(p) > rank(*cur) {
+                *cur = p;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A receiver for phase changes.
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.tx.subscribe()
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Per-connection facts handed to every request in its extensions.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// What the IO sniffer saw.
+    pub state: Arc<ConnState>,
+}
+
+fn builder(cfg: &ServerSection, keep_alive: bool) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .keep_alive(keep_alive)
+        .max_buf_size((cfg.max_header_size as usize).max(8192))
+        .max_headers(cfg.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.http2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(cfg.http2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(1024))
+        .max_header_list_size(cfg.max_header_size as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
+
+/// Serves `listener` until the lifecycle reaches `Closing`, then waits for the connections
+/// (the caller bounds that wait with the grace period).
+pub async fn serve<S>(
+    listener: TcpListener,
+    svc: S,
+    cfg: ServerSection,
+    lifecycle: Arc<Lifecycle>,
+) -> TaskTracker
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conns = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let normal = builder(&cfg, true);
+    let draining = builder(&cfg, false);
+    let mut phase = lifecycle.subscribe();
+    loop {
+        if *phase.borrow() == Phase::Closing {
+            break;
+        }
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = phase.changed() => continue,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = phase.changed() => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::new(ConnState::new());
+        let info = ConnInfo {
+            peer,
+            state: state.clone(),
+        };
+        let svc = svc.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(info.clone());
+            svc.clone().oneshot(req)
+        });
+        let b = if *phase.borrow() == Phase::Serving {
+            normal.clone()
+        } else {
+            draining.clone()
+        };
+        let mut rx = phase.clone();
+        let idle_timeout = cfg.keepalive_timeout;
+        conns.spawn(async move {
+            let _permit = permit;
+            let io = TokioIo::new(Sniff::new(stream, state.clone()));
+            let conn = b.serve_connection_with_upgrades(io, service);
+            tokio::pin!(conn);
+            let mut watching = true;
+            let mut shut = false;
+            let tick = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, peer = %peer, "Connection ended with an error.");
+                        }
+                        break;
+                    }
+                    c = rx.changed(), if watching => {
+                        if c.is_err() {
+                            watching = false;
+                            continue;
+                        }
+                        let p = *rx.borrow();
+                        let h2 = state.h2.load(std::sync::atomic::Ordering::Relaxed);
+                        if !shut && (p == Phase::Closing || (p == Phase::Draining && h2)) {
+                            shut = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                    _ = tokio::time::sleep(tick), if !shut => {
+                        if state.idle_for() >= idle_timeout {
+                            shut = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    conns.close();
+    conns
+}

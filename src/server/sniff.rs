@@ -1,0 +1,234 @@
+//! A read-side wrapper that notices what hyper hides from services: a request head carrying
+//! both `Transfer-Encoding` and `Content-Length` (a smuggling attempt), and the HTTP/2 preface.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// What the sniffer has seen on one connection; shared with the connection's requests.
+#[derive(Debug)]
+pub struct ConnState {
+    /// A header block had both Transfer-Encoding and Content-Length.
+    pub te_and_cl: AtomicBool,
+    /// The connection speaks HTTP/2.
+    pub h2: AtomicBool,
+    /// Milliseconds since `epoch` of the last read or write.
+    last_io_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl ConnState {
+    /// A fresh state.
+    pub fn new() -> Self {
+        Self {
+            te_and_cl: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+            last_io_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_io_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last byte moved.
+    pub fn idle_for(&self) -> std::time::Duration {
+        let last = self.last_io_ms.load(Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        std::time::Duration::from_millis(now.saturating_sub(last))
+    }
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Line scanner state, carried across reads.
+#[derive(Debug, Default)]
+struct Scan {
+    started: bool,
+    done: bool,
+    line: [u8; 20],
+    line_len: usize,
+    /// Length of the current line so far (beyond the prefix kept in `line`).
+    line_total: usize,
+    te: bool,
+    cl: bool,
+}
+
+impl Scan {
+    fn feed(&mut self, data: &[u8], state: &ConnState) {
+        if self.done {
+            return;
+        }
+        if !self.started && !data.is_empty() {
+            self.started = true;
+            if data.starts_with(b"PRI * HTTP/2") {
+                state.h2.store(true, Ordering::Relaxed);
+                self.done = true;
+                return;
+            }
+        }
+        for &b in data {
+            if b == b'\n' {
+                // A blank line ends a header block (or is a blank line in a body).
+                let blank = self.line_total == 0 || (self.line_total == 1 && self.line[0] == b'\r');
+                if blank {
+                    if self.te && self.cl {
+                        state.te_and_cl.store(true, Ordering::Relaxed);
+                    }
+                    self.te = false;
+                    self.cl = false;
+                } else {
+                    let l = &self.line[..self.line_len];
+                    if l.starts_with(b"transfer-encoding:") || l.starts_with(b"transfer-encoding ")
+                    {
+                        self.te = true;
+                    } else if l.starts_with(b"content-length:") || l.starts_with(b"content-length ")
+                    {
+                        self.cl = true;
+                    }
+                }
+                self.line_len = 0;
+                self.line_total = 0;
+            } else {
+                if self.line_len < self.line.len() {
+                    self.line[self.line_len] = b.to_ascii_lowercase();
+                    self.line_len += 1;
+                }
+                self.line_total += 1;
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The IO wrapper.
+    pub struct Sniff<T> {
+        #[pin]
+        io: T,
+        scan: Scan,
+        state: Arc<ConnState>,
+    }
+}
+
+impl<T> Sniff<T> {
+    /// Wraps `io`, reporting into `state`.
+    pub fn new(io: T, state: Arc<ConnState>) -> Self {
+        Self {
+            io,
+            scan: Scan::default(),
+            state,
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Sniff<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.io.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                this.state.touch();
+                this.scan.feed(new, this.state);
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Sniff<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.io.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            this.state.touch();
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.io.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            this.state.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> ConnState {
+        let st = ConnState::new();
+        let mut s = Scan::default();
+        for c in chunks {
+            s.feed(c, &st);
+        }
+        st
+    }
+
+    #[test]
+    fn te_and_cl_in_one_head_is_flagged_even_split_across_reads() {
+        let st = scan(&[
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Enc",
+            b"oding: chunked\r\nContent-Length: 4\r\n\r\n",
+        ]);
+        assert!(st.te_and_cl.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn separate_heads_are_not_confused() {
+        let st = scan(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ]);
+        assert!(!st.te_and_cl.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn h2_preface_is_detected() {
+        let st = scan(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
+        assert!(st.h2.load(Ordering::Relaxed));
+    }
+}

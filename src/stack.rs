@@ -1,0 +1,261 @@
+//! The one place that assembles the request path, outermost first:
+//!
+//! 1. `Proxy` (this file): strict request checks (framing, Host, loops, body size), routing,
+//!    rescue of every error into a status with `Cache-Status`, and `Connection: close` while
+//!    draining. It sees the final status of every request, so metrics sit here too.
+//! 2. `cache::CacheLayer`: hits answer here and never touch coalescing, the breaker or upstream.
+//! 3. `coalesce::CoalesceLayer`: one leader per cache key goes on; followers wait for it.
+//! 4. `breaker::BreakerLayer`: per upstream; sees only upstream outcomes.
+//! 5. `Forward` (this file): forwarding headers, then the pooled upstream client.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response, Version, header};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use ipnet::IpNet;
+use tower::Service;
+use tower::util::BoxCloneSyncService;
+
+use crate::body::ProxyBody;
+use crate::config::Config;
+use crate::error::{BoxError, ProxyError};
+use crate::route::{Route, Router};
+use crate::server::{ConnInfo, Lifecycle, Phase};
+use crate::upstream::{Upstreams, headers};
+
+/// The inner stack's service type: routed requests in, responses or leaf errors out.
+pub type Inner = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, ProxyError>;
+
+/// Everything one config generation needs; swapped whole on reload.
+pub struct Runtime {
+    /// The config.
+    pub config: Arc<Config>,
+    /// The routing table.
+    pub router: Router,
+    /// The inner stack.
+    pub inner: Inner,
+    /// `Cache-Status` name.
+    pub cache_name: Arc<str>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// The entry service handed to the server.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    rt: Arc<ArcSwap<Runtime>>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl Proxy {
+    /// A proxy over the swappable runtime.
+    pub fn new(rt: Arc<ArcSwap<Runtime>>, lifecycle: Arc<Lifecycle>) -> Self {
+        Self { rt, lifecycle }
+    }
+}
+
+/// Request checks that hyper leaves to us (RFC 9112 §3.2, §6.3; RFC 9110 §7.6.3).
+fn check_request(req: &Request<Incoming>, cfg: &Config) -> Result<(), ProxyError> {
+    let h = req.headers();
+    if let Some(info) = req.extensions().get::<ConnInfo>()
+        && info
+            .state
+            .te_and_cl
+            .load(std::sync::atomic::Ordering::Relaxed)
+        && h.contains_key(header::TRANSFER_ENCODING)
+    {
+        return Err(ProxyError::BadRequest(
+            "both Transfer-Encoding and Content-Length",
+        ));
+    }
+    if req.version() == Version::HTTP_11 || req.version() == Version::HTTP_10 {
+        let hosts = h.get_all(header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+            return Err(ProxyError::BadRequest("missing or repeated Host"));
+        }
+        if let (Some(auth), Some(host)) = (req.uri().authority(), h.get(header::HOST))
+            && !host
+                .as_bytes()
+                .eq_ignore_ascii_case(auth.as_str().as_bytes())
+        {
+            return Err(ProxyError::BadRequest(
+                "absolute-form target does not match Host",
+            ));
+        }
+    }
+    if headers::via_has(h, &cfg.raw.server.via_name) {
+        return Err(ProxyError::Loop);
+    }
+    if let Some(len) = req.body().size_hint().exact()
+        && len > cfg.raw.server.max_body_size
+    {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    Ok(())
+}
+
+/// The request's host: `Host`, else the URI authority (HTTP/2).
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+impl Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let rt = self.rt.load_full();
+        let draining = self.lifecycle.phase() != Phase::Serving;
+        Box::pin(async move {
+            let version = req.version();
+            let mut res = match route_and_call(&rt, req).await {
+                Ok(res) => res,
+                Err(e) => {
+                    let status = format!("{}; fwd=bypass; detail={}", rt.cache_name, e.reason());
+                    e.to_response(&status)
+                }
+            };
+            // While draining, HTTP/1 clients are told to reconnect elsewhere.
+            if draining && version != Version::HTTP_2 {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(res)
+        })
+    }
+}
+
+async fn route_and_call(
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    check_request(&req, &rt.config)?;
+    let route = rt
+        .router
+        .route(request_host(&req), req.uri().path())
+        .ok_or(ProxyError::NoRoute)?
+        .clone();
+    let limit = rt.config.raw.server.max_body_size as usize;
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(route);
+    let body = if body.is_end_stream() {
+        ProxyBody::empty()
+    } else {
+        ProxyBody::stream(Limited::new(body, limit).map_err(map_client_body_error))
+    };
+    let mut inner = rt.inner.clone();
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(Request::from_parts(parts, body)).await
+}
+
+/// Client body errors become `ProxyError`s so the upstream side can tell them apart.
+fn map_client_body_error(e: BoxError) -> BoxError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        Box::new(ProxyError::BodyTooLarge)
+    } else {
+        Box::new(ProxyError::ClientBody)
+    }
+}
+
+/// The innermost service: forwarding headers and the upstream call.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    upstreams: Arc<Upstreams>,
+    via_name: Arc<str>,
+    trusted: Arc<[IpNet]>,
+    preserve_host: bool,
+}
+
+impl Forward {
+    /// A forwarder for `cfg`'s upstreams.
+    pub fn new(cfg: &Config, upstreams: Arc<Upstreams>) -> Self {
+        Self {
+            upstreams,
+            via_name: cfg.raw.server.via_name.as_str().into(),
+            trusted: cfg.trusted_proxies.clone().into(),
+            preserve_host: cfg.raw.server.preserve_host,
+        }
+    }
+}
+
+/// Whether a request asks for a protocol upgrade (WebSocket and friends).
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+impl Service<Request<ProxyBody>> for Forward {
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let route = req
+                .extensions()
+                .get::<Arc<Route>>()
+                .cloned()
+                .ok_or(ProxyError::NoRoute)?;
+            let upstream = this
+                .upstreams
+                .get(route.upstream)
+                .cloned()
+                .ok_or(ProxyError::NoRoute)?;
+            let upgrade = is_upgrade(&req);
+            let host = request_host(&req).map(str::to_string);
+            let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
+            let version = req.version();
+            let h = req.headers_mut();
+            headers::strip_hop_by_hop(h, upgrade);
+            if let Some(peer) = peer {
+                headers::set_forwarded(h, peer, &this.trusted, host.as_deref());
+            }
+            headers::append_via(h, version, &this.via_name);
+            if this.preserve_host {
+                if let Some(host) = host.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                    h.insert(header::HOST, host);
+                }
+            } else {
+                h.remove(header::HOST);
+            }
+            let mut res = upstream.forward(req).await?;
+            let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            let h = res.headers_mut();
+            headers::strip_hop_by_hop(h, switching);
+            headers::append_via(h, Version::HTTP_11, &this.via_name);
+            headers::ensure_date(h, SystemTime::now());
+            Ok(res)
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! Forwarding headers: hop-by-hop removal, `Via`, `X-Forwarded-*`, loop detection, `Date`.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Headers that are always hop-by-hop (RFC 9110 §7.6.1), besides those `Connection` names.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop headers. With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay
+/// (the tunnel handshake must reach the other side).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        if keep_upgrade && (h == "upgrade" || h == "connection") {
+            continue;
+        }
+        headers.remove(h);
+    }
+    // Every Proxy-* field is meant for this hop only (Proxy-Authorization, Proxy-Authenticate...).
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for k in proxy {
+        headers.remove(k);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether `Via` already names this proxy (a loop).
+pub fn via_has(headers: &HeaderMap, via_name: &str) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|hop| {
+            // "1.1 name (comment)": the received-by token is the second word.
+            hop.split_whitespace()
+                .nth(1)
+                .is_some_and(|by| by.eq_ignore_ascii_case(via_name))
+        })
+}
+
+fn version_token(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// Appends this hop to `Via`.
+pub fn append_via(headers: &mut HeaderMap, version: Version, via_name: &str) {
+    let hop = format!("{} {}", version_token(version), via_name);
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) if headers.get_all(header::VIA).iter().count() == 1 => format!("{prev}, {hop}"),
+        _ => {
+            let prev: Vec<&str> = headers
+                .get_all(header::VIA)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if prev.is_empty() {
+                hop
+            } else {
+                format!("{}, {hop}", prev.join(", "))
+            }
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::VIA, v);
+    }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` for a request received from `peer`.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[IpNet], host: Option<&str>) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let trusted_peer = trusted.iter().any(|n| n.contains(&peer));
+    let prior: Vec<String> = headers
+        .get_all(&xff)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let value = if trusted_peer && !prior.is_empty() {
+        format!("{}, {peer}", prior.join(", "))
+    } else {
+        peer.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(h) => {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+        }
+        None => {
+            headers.remove("x-forwarded-host");
+        }
+    }
+}
+
+/// Adds `Date` when the upstream sent none (RFC 9110 §6.6.1: a recipient with a clock adds it).
+pub fn ensure_date(headers: &mut HeaderMap, now: SystemTime) {
+    if !headers.contains_key(header::DATE)
+        && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+    {
+        headers.insert(header::DATE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_named_and_fixed_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("proxy-authorization", HeaderValue::from_static("basic x"));
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn via_loop_detection_matches_received_by_token() {
+        let mut h = HeaderMap::new();
+        h.insert("via", HeaderValue::from_static("1.1 other, 2 seawall"));
+        assert!(via_has(&h, "seawall"));
+        assert!(!via_has(&h, "sea"));
+        append_via(&mut h, Version::HTTP_11, "edge");
+        assert_eq!(h["via"], "1.1 other, 2 seawall, 1.1 edge");
+    }
+
+    #[test]
+    fn xff_appends_only_for_trusted_peers() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        set_forwarded(
+            &mut h,
+            "10.1.1.1".parse().expect("ip"),
+            &trusted,
+            Some("a.example"),
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.1.1");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        set_forwarded(&mut h, "192.0.2.9".parse().expect("ip"), &trusted, None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+    }
+}
