@@ -12,6 +12,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::cache::{CacheLayer, CacheShared};
+use crate::coalesce::{CoalesceLayer, CoalesceShared};
 use crate::config::Config;
 use crate::route::Router;
 use crate::server::{self, Lifecycle, Phase};
@@ -27,8 +29,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// Lifecycle phase.
     pub lifecycle: Arc<Lifecycle>,
-    /// The upstream clients (tests read endpoint counters).
-    pub upstreams: Arc<Upstreams>,
+    /// Shared state (tests read counters and advance the cache clock).
+    pub parts: Arc<Parts>,
     shutdown: Arc<Notify>,
     done: JoinHandle<bool>,
 }
@@ -45,8 +47,23 @@ impl Running {
     }
 }
 
-fn build_inner(cfg: &Config, upstreams: &Arc<Upstreams>) -> Inner {
-    Inner::new(Forward::new(cfg, upstreams.clone()))
+/// Shared state that survives reloads.
+#[derive(Debug)]
+pub struct Parts {
+    /// Upstream clients.
+    pub upstreams: Arc<Upstreams>,
+    /// The cache.
+    pub cache: Arc<CacheShared>,
+    /// Coalescing.
+    pub coalesce: Arc<CoalesceShared>,
+}
+
+fn build_inner(cfg: &Config, parts: &Parts) -> Inner {
+    let svc = tower::ServiceBuilder::new()
+        .layer(CacheLayer::new(parts.cache.clone()))
+        .layer(CoalesceLayer::new(parts.coalesce.clone()))
+        .service(Forward::new(cfg, parts.upstreams.clone()));
+    Inner::new(svc)
 }
 
 /// Binds both listeners and starts serving.
@@ -56,10 +73,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::warn!(warning = %w, "Configuration warning.");
     }
     let upstreams = Arc::new(Upstreams::new(&config).map_err(|e| anyhow::anyhow!(e))?);
+    let parts = Arc::new(Parts {
+        upstreams,
+        cache: Arc::new(CacheShared::new(&config)),
+        coalesce: Arc::new(CoalesceShared::new(&config)),
+    });
     let lifecycle = Arc::new(Lifecycle::new());
     let runtime = Runtime {
         router: Router::new(&config),
-        inner: build_inner(&config, &upstreams),
+        inner: build_inner(&config, &parts),
         cache_name: config.raw.cache.name.as_str().into(),
         config: config.clone(),
     };
@@ -120,7 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         addr,
         admin_addr,
         lifecycle,
-        upstreams,
+        parts,
         shutdown,
         done,
     })

@@ -24,7 +24,7 @@ pub enum TimeoutPhase {
 }
 
 /// Everything that ends a request with an error status.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ProxyError {
     /// No route matches the request.
     #[error("no route matches this request")]

@@ -1,0 +1,1123 @@
+//! The HTTP cache layer (RFC 9111 shared cache, RFC 9211 `Cache-Status`). Hits are answered
+//! here from memory; misses and revalidations go below with a `FetchPlan` that the coalescing
+//! layer uses to share the fetch and to store the complete response.
+
+pub mod cache_control;
+pub mod entry;
+pub mod fill;
+pub mod key;
+pub mod policy;
+pub mod store;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body as _;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::body::ProxyBody;
+use crate::coalesce::Collapsed;
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::route::Route;
+use cache_control::CacheControl;
+use entry::Entry;
+use policy::{Decision, NotStorable, Revalidate};
+use store::{Lookup, Store};
+
+/// Wall clock for freshness, with an offset tests can advance (production never does).
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_ms: AtomicI64,
+}
+
+impl Clock {
+    /// Now, plus the offset.
+    pub fn now(&self) -> SystemTime {
+        let off = self.offset_ms.load(Ordering::Relaxed);
+        let now = SystemTime::now();
+        if off >= 0 {
+            now + Duration::from_millis(off as u64)
+        } else {
+            now - Duration::from_millis(off.unsigned_abs())
+        }
+    }
+
+    /// Moves the clock forward (tests).
+    pub fn advance(&self, d: Duration) {
+        self.offset_ms
+            .fetch_add(d.as_millis() as i64, Ordering::Relaxed);
+    }
+}
+
+/// Counters for metrics and the admin API.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Fresh hits.
+    pub hits: AtomicU64,
+    /// Misses (nothing usable stored).
+    pub misses: AtomicU64,
+    /// Stale responses served (SWR, stale-if-error, max-stale, circuit open).
+    pub stale: AtomicU64,
+    /// Revalidated with 304.
+    pub revalidated: AtomicU64,
+    /// Requests that bypassed the cache.
+    pub bypass: AtomicU64,
+    /// Responses stored.
+    pub stored: AtomicU64,
+}
+
+/// Cache state shared by every request and kept across reloads.
+pub struct CacheShared {
+    /// The store.
+    pub store: Store,
+    /// Kill switch (false: plain proxy).
+    pub enabled: AtomicBool,
+    /// Name in `Cache-Status`.
+    pub name: Arc<str>,
+    max_object_size: u64,
+    targeted: Vec<HeaderName>,
+    strip_downstream: Vec<HeaderName>,
+    x_cache: bool,
+    /// The freshness clock.
+    pub clock: Clock,
+    refreshing: Mutex<HashSet<Arc<str>>>,
+    /// Counters.
+    pub stats: CacheStats,
+}
+
+impl std::fmt::Debug for CacheShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheShared")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Request headers that origins commonly honour without naming them in `Vary`; they are not
+/// forwarded on fetches whose response is shared, so nobody can poison an entry with them.
+const UNKEYED_OVERRIDES: [&str; 9] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-host",
+];
+
+impl CacheShared {
+    /// From `[cache]`.
+    pub fn new(cfg: &Config) -> Self {
+        let c = &cfg.raw.cache;
+        let targeted: Vec<HeaderName> = c
+            .targeted_fields
+            .iter()
+            .filter_map(|f| HeaderName::from_bytes(f.as_bytes()).ok())
+            .collect();
+        // Seawall's own targeted fields stop here; CDN-Cache-Control is for the next CDN.
+        let mut strip_downstream: Vec<HeaderName> = targeted
+            .iter()
+            .filter(|n| n.as_str() != "cdn-cache-control")
+            .cloned()
+            .collect();
+        if c.strip_tag_headers {
+            strip_downstream.push(HeaderName::from_static("surrogate-key"));
+            strip_downstream.push(HeaderName::from_static("cache-tag"));
+        }
+        Self {
+            store: Store::new(c.max_size, c.max_variants),
+            enabled: AtomicBool::new(c.enabled),
+            name: c.name.as_str().into(),
+            max_object_size: c.max_object_size,
+            targeted,
+            strip_downstream,
+            x_cache: c.x_cache_header,
+            clock: Clock::default(),
+            refreshing: Mutex::new(HashSet::new()),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Builds the stored entry for a complete response.
+    fn make_entry(
+        &self,
+        plan: &FetchPlan,
+        status: StatusCode,
+        res: &HeaderMap,
+        body: Bytes,
+        response_time: SystemTime,
+    ) -> (Arc<Entry>, Duration) {
+        let cc = policy::effective_cc(res, &self.targeted);
+        let fresh = policy::freshness(
+            status,
+            &plan.req_headers,
+            res,
+            cc,
+            plan.request_time,
+            response_time,
+            &plan.route.cache,
+        );
+        let mut headers = res.clone();
+        headers.remove(header::AGE);
+        for h in &self.strip_downstream {
+            headers.remove(h);
+        }
+        let ae = plan.route.cache.normalize_accept_encoding;
+        let fields = key::vary_fields(res).unwrap_or_default();
+        let e = Entry {
+            key: plan.primary.clone(),
+            status,
+            vary: key::vary_key(&plan.req_headers, &fields, ae),
+            normalise_ae: ae,
+            tags: entry::tags_of(res),
+            headers,
+            body,
+            fresh,
+            stored_at: response_time,
+            hits: AtomicU64::new(0),
+        };
+        let has_validators = e.etag().is_some() || e.last_modified().is_some();
+        let keep = policy::keep_for(&e.fresh, has_validators);
+        (Arc::new(e), keep)
+    }
+
+    /// RFC 9111 §4.3.4: a 304 updates the stored headers (except Content-Length) and freshness.
+    fn refresh(
+        &self,
+        old: &Arc<Entry>,
+        plan: &FetchPlan,
+        res: &HeaderMap,
+        response_time: SystemTime,
+    ) -> Arc<Entry> {
+        let mut headers = old.headers.clone();
+        for name in res.keys() {
+            if name == header::CONTENT_LENGTH || self.strip_downstream.contains(name) {
+                continue;
+            }
+            headers.remove(name);
+            for v in res.get_all(name) {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+        let (new, keep) =
+            self.make_entry(plan, old.status, &headers, old.body.clone(), response_time);
+        // The variant stays the one the stored response was selected by.
+        let new = Arc::new(Entry {
+            key: new.key.clone(),
+            status: new.status,
+            headers: new.headers.clone(),
+            body: new.body.clone(),
+            fresh: new.fresh.clone(),
+            vary: old.vary.clone(),
+            normalise_ae: old.normalise_ae,
+            tags: new.tags.clone(),
+            stored_at: new.stored_at,
+            hits: AtomicU64::new(old.hits.load(Ordering::Relaxed)),
+        });
+        self.store.replace(old, new.clone(), keep);
+        new
+    }
+}
+
+/// How a fetched response may be used (decided once, by the coalescing layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// Storable and fresh: stored and shared with followers.
+    Storable,
+    /// Storable but already stale (e.g. `no-cache`): stored, not shared.
+    StorableStale,
+    /// A failure (5xx): shared with current followers, not stored.
+    Failure,
+    /// 304 to a revalidation: shared with the other revalidators.
+    NotModified,
+    /// Not storable for a shared cache: followers fetch for themselves.
+    Personal(NotStorable),
+}
+
+impl Share {
+    /// Whether the fill stores it.
+    pub fn storable(&self) -> bool {
+        matches!(self, Self::Storable | Self::StorableStale)
+    }
+
+    /// Whether followers may receive it.
+    pub fn shareable(&self) -> bool {
+        matches!(self, Self::Storable | Self::Failure | Self::NotModified)
+    }
+}
+
+/// What the layers below need to share a fetch and store its response.
+#[derive(Debug)]
+pub struct FetchPlan {
+    /// Coalescing key (the primary key, plus the validators for revalidations).
+    pub key: Arc<str>,
+    /// Primary cache key.
+    pub primary: Arc<str>,
+    /// The route.
+    pub route: Arc<Route>,
+    req_headers: HeaderMap,
+    req_cc: CacheControl,
+    request_time: SystemTime,
+    conditional: bool,
+    shared: Arc<CacheShared>,
+}
+
+impl FetchPlan {
+    /// Bodies above this are streamed, never stored.
+    pub fn max_object_size(&self) -> u64 {
+        self.shared.max_object_size
+    }
+
+    /// Classifies a response head.
+    pub fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Share {
+        if self.conditional && status == StatusCode::NOT_MODIFIED {
+            return Share::NotModified;
+        }
+        let cc = policy::effective_cc(headers, &self.shared.targeted);
+        match policy::storable(
+            &Method::GET,
+            &self.req_headers,
+            &self.req_cc,
+            status,
+            headers,
+            &cc,
+            &self.route.cache,
+        ) {
+            Ok(()) => {
+                let now = self.shared.clock.now();
+                let f = policy::freshness(
+                    status,
+                    &self.req_headers,
+                    headers,
+                    cc,
+                    self.request_time,
+                    now,
+                    &self.route.cache,
+                );
+                let fresh = f.lifetime > f.initial_age
+                    && !(f.cc.no_cache && f.cc.no_cache_fields.is_empty());
+                if fresh {
+                    Share::Storable
+                } else {
+                    Share::StorableStale
+                }
+            }
+            Err(_) if status.is_server_error() => Share::Failure,
+            Err(NotStorable::RequestNoStore) => Share::StorableStale,
+            Err(r) => Share::Personal(r),
+        }
+    }
+
+    /// The completion callback that stores the body (response time taken now, at the head).
+    pub fn on_complete(self: Arc<Self>) -> fill::OnComplete {
+        let response_time = self.shared.clock.now();
+        Box::new(move |head: &fill::Head, body: Bytes| {
+            let (entry, keep) =
+                self.shared
+                    .make_entry(&self, head.status, &head.headers, body, response_time);
+            self.shared.store.insert(entry, keep);
+            self.shared.stats.stored.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+}
+
+/// The layer.
+#[derive(Clone, Debug)]
+pub struct CacheLayer {
+    shared: Arc<CacheShared>,
+}
+
+impl CacheLayer {
+    /// A layer over shared state.
+    pub fn new(shared: Arc<CacheShared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = Cache<S>;
+    fn layer(&self, inner: S) -> Cache<S> {
+        Cache {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service.
+#[derive(Clone, Debug)]
+pub struct Cache<S> {
+    inner: S,
+    shared: Arc<CacheShared>,
+}
+
+/// How a response was produced, rendered as `Cache-Status` and `X-Cache`.
+#[derive(Clone, Debug)]
+enum Outcome {
+    Hit {
+        ttl: i64,
+        detail: Option<&'static str>,
+    },
+    Miss {
+        fwd: &'static str,
+        stored: bool,
+        detail: Option<&'static str>,
+    },
+    Revalidated {
+        fwd: &'static str,
+        status: u16,
+        stored: bool,
+    },
+    StaleOnError {
+        status: Option<u16>,
+    },
+    Bypass(&'static str),
+}
+
+impl Outcome {
+    fn render(&self, name: &str, collapsed: bool) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(64);
+        s.push_str(name);
+        match self {
+            Self::Hit { ttl, detail } => {
+                let _ = write!(s, "; hit; ttl={ttl}");
+                if let Some(d) = detail {
+                    let _ = write!(s, "; detail={d}");
+                }
+            }
+            Self::Miss {
+                fwd,
+                stored,
+                detail,
+            } => {
+                let _ = write!(s, "; fwd={fwd}");
+                if *stored {
+                    s.push_str("; stored");
+                }
+                if let Some(d) = detail {
+                    let _ = write!(s, "; detail={d}");
+                }
+            }
+            Self::Revalidated {
+                fwd,
+                status,
+                stored,
+            } => {
+                let _ = write!(s, "; fwd={fwd}; fwd-status={status}");
+                if *stored {
+                    s.push_str("; stored");
+                }
+            }
+            Self::StaleOnError { status } => {
+                s.push_str("; fwd=stale");
+                if let Some(st) = status {
+                    let _ = write!(s, "; fwd-status={st}");
+                }
+                s.push_str("; detail=stale-if-error");
+            }
+            Self::Bypass(reason) => {
+                let _ = write!(s, "; fwd=bypass; detail={reason}");
+            }
+        }
+        if collapsed {
+            s.push_str("; collapsed");
+        }
+        s
+    }
+
+    fn x_cache(&self) -> &'static str {
+        match self {
+            Self::Hit { detail: None, .. } => "HIT",
+            Self::Hit { .. } | Self::StaleOnError { .. } => "STALE",
+            Self::Revalidated { status: 304, .. } => "REVALIDATED",
+            Self::Miss { .. } | Self::Revalidated { .. } => "MISS",
+            Self::Bypass(_) => "BYPASS",
+        }
+    }
+}
+
+type BoxFut = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+impl<S> Service<Request<ProxyBody>> for Cache<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFut;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> BoxFut {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+impl<S> Cache<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Finishes a response: strips Seawall-only fields, adds `Cache-Status` and `X-Cache`.
+    fn decorate(&self, mut res: Response<ProxyBody>, outcome: &Outcome) -> Response<ProxyBody> {
+        let collapsed = res.extensions().get::<Collapsed>().is_some();
+        let h = res.headers_mut();
+        for n in &self.shared.strip_downstream {
+            h.remove(n);
+        }
+        if let Ok(v) = HeaderValue::from_str(&outcome.render(&self.shared.name, collapsed)) {
+            h.insert(HeaderName::from_static("cache-status"), v);
+        }
+        if self.shared.x_cache {
+            h.insert(
+                HeaderName::from_static("x-cache"),
+                HeaderValue::from_static(outcome.x_cache()),
+            );
+        }
+        let s = &self.shared.stats;
+        match outcome {
+            Outcome::Hit { detail: None, .. } => &s.hits,
+            Outcome::Hit { .. } | Outcome::StaleOnError { .. } => &s.stale,
+            Outcome::Revalidated { status: 304, .. } => &s.revalidated,
+            Outcome::Miss { .. } | Outcome::Revalidated { .. } => &s.misses,
+            Outcome::Bypass(_) => &s.bypass,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        res
+    }
+
+    fn error(&self, e: ProxyError, fwd: &'static str) -> Response<ProxyBody> {
+        let outcome = match e {
+            ProxyError::CircuitOpen { .. } => Outcome::Bypass("circuit-open"),
+            _ => Outcome::Miss {
+                fwd,
+                stored: false,
+                detail: Some(e.reason()),
+            },
+        };
+        let res = e.to_response(&outcome.render(&self.shared.name, false));
+        self.decorate(res, &outcome)
+    }
+
+    async fn pass(&self, req: Request<ProxyBody>, reason: &'static str) -> Response<ProxyBody> {
+        match self.inner.clone().oneshot(req).await {
+            Ok(res) => self.decorate(res, &Outcome::Bypass(reason)),
+            Err(e) => {
+                let status = format!("{}; fwd=bypass; detail={}", self.shared.name, e.reason());
+                e.to_response(&status)
+            }
+        }
+    }
+
+    async fn handle(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
+        let Some(route) = req.extensions().get::<Arc<Route>>().cloned() else {
+            return self.pass(req, "no-route").await;
+        };
+        if !self.shared.enabled.load(Ordering::Relaxed) {
+            return self.pass(req, "cache-disabled").await;
+        }
+        if !route.cache.enabled {
+            return self.pass(req, "route-disabled").await;
+        }
+        match *req.method() {
+            Method::GET | Method::HEAD => {}
+            Method::POST | Method::PUT | Method::DELETE | Method::PATCH => {
+                return self.unsafe_method(req, &route).await;
+            }
+            _ => return self.pass(req, "method").await,
+        }
+        if crate::stack::is_upgrade(&req) {
+            return self.pass(req, "upgrade").await;
+        }
+        if !req.body().is_end_stream() {
+            return self.pass(req, "request-body").await;
+        }
+        let now = self.shared.clock.now();
+        let req_cc = policy::request_cc(req.headers());
+        let primary = key::primary_key(&req, &route.cache);
+        match self.shared.store.lookup(&primary, req.headers()) {
+            Lookup::Hit(entry) => match policy::evaluate(&entry.fresh, &req_cc, now) {
+                Decision::Fresh => {
+                    let ttl = policy::ttl_secs(&entry.fresh, now);
+                    self.serve(&req, &entry, now, Outcome::Hit { ttl, detail: None })
+                }
+                Decision::StaleAccepted => {
+                    let ttl = policy::ttl_secs(&entry.fresh, now);
+                    self.serve(
+                        &req,
+                        &entry,
+                        now,
+                        Outcome::Hit {
+                            ttl,
+                            detail: Some("max-stale"),
+                        },
+                    )
+                }
+                Decision::StaleWhileRevalidate => {
+                    self.refresh_in_background(
+                        &req,
+                        &route,
+                        &entry,
+                        primary.clone(),
+                        req_cc.clone(),
+                        now,
+                    );
+                    let ttl = policy::ttl_secs(&entry.fresh, now);
+                    self.serve(
+                        &req,
+                        &entry,
+                        now,
+                        Outcome::Hit {
+                            ttl,
+                            detail: Some("stale-while-revalidate"),
+                        },
+                    )
+                }
+                Decision::Revalidate(why) => {
+                    if req_cc.only_if_cached {
+                        return self.error(ProxyError::OnlyIfCached, "stale");
+                    }
+                    self.revalidate(req, route, entry, primary, req_cc, why, now)
+                        .await
+                }
+            },
+            lookup => {
+                if req_cc.only_if_cached {
+                    return self.error(ProxyError::OnlyIfCached, "uri-miss");
+                }
+                let fwd = if matches!(lookup, Lookup::VaryMiss) {
+                    "vary-miss"
+                } else {
+                    "uri-miss"
+                };
+                self.miss(req, route, primary, req_cc, fwd, now).await
+            }
+        }
+    }
+
+    /// A request prepared for a shared fetch: client conditionals and unkeyed overrides removed.
+    fn fetch_request(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+        let mut out = Request::new(ProxyBody::empty());
+        *out.method_mut() = Method::GET;
+        *out.uri_mut() = req.uri().clone();
+        *out.version_mut() = req.version();
+        let mut h = req.headers().clone();
+        for n in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_RANGE,
+            header::RANGE,
+        ] {
+            h.remove(n);
+        }
+        for n in UNKEYED_OVERRIDES {
+            h.remove(n);
+        }
+        *out.headers_mut() = h;
+        if let Some(r) = req.extensions().get::<Arc<Route>>() {
+            out.extensions_mut().insert(r.clone());
+        }
+        if let Some(c) = req.extensions().get::<crate::server::ConnInfo>() {
+            out.extensions_mut().insert(c.clone());
+        }
+        out
+    }
+
+    fn plan(
+        &self,
+        req: &Request<ProxyBody>,
+        route: &Arc<Route>,
+        key: Arc<str>,
+        primary: Arc<str>,
+        req_cc: CacheControl,
+        conditional: bool,
+        now: SystemTime,
+    ) -> Arc<FetchPlan> {
+        Arc::new(FetchPlan {
+            key,
+            primary,
+            route: route.clone(),
+            req_headers: req.headers().clone(),
+            req_cc,
+            request_time: now,
+            conditional,
+            shared: self.shared.clone(),
+        })
+    }
+
+    async fn miss(
+        &self,
+        req: Request<ProxyBody>,
+        route: Arc<Route>,
+        primary: Arc<str>,
+        req_cc: CacheControl,
+        fwd: &'static str,
+        now: SystemTime,
+    ) -> Response<ProxyBody> {
+        // HEAD and Range misses pass through as they are (the stored GET serves them later).
+        if req.method() == Method::HEAD || req.headers().contains_key(header::RANGE) {
+            return match self.inner.clone().oneshot(req).await {
+                Ok(res) => self.decorate(
+                    res,
+                    &Outcome::Miss {
+                        fwd,
+                        stored: false,
+                        detail: None,
+                    },
+                ),
+                Err(e) => self.error(e, fwd),
+            };
+        }
+        let mut up = Self::fetch_request(&req);
+        let plan = self.plan(&req, &route, primary.clone(), primary, req_cc, false, now);
+        up.extensions_mut().insert(plan);
+        match self.inner.clone().oneshot(up).await {
+            Ok(res) => {
+                let share = res.extensions().get::<Share>().copied();
+                let detail = match share {
+                    Some(Share::Personal(r)) => Some(r.as_str()),
+                    _ => None,
+                };
+                let stored = share.is_some_and(|s| s.storable());
+                let res = answer_conditional(&req, res);
+                self.decorate(
+                    res,
+                    &Outcome::Miss {
+                        fwd,
+                        stored,
+                        detail,
+                    },
+                )
+            }
+            Err(e) => self.error(e, fwd),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn revalidate(
+        &self,
+        req: Request<ProxyBody>,
+        route: Arc<Route>,
+        entry: Arc<Entry>,
+        primary: Arc<str>,
+        req_cc: CacheControl,
+        why: Revalidate,
+        now: SystemTime,
+    ) -> Response<ProxyBody> {
+        let fwd = if why == Revalidate::Request {
+            "request"
+        } else {
+            "stale"
+        };
+        let (up, plan) = self.conditional_request(&req, &route, &entry, primary, req_cc, now);
+        match self.inner.clone().oneshot(up).await {
+            Ok(res) if res.status() == StatusCode::NOT_MODIFIED && plan.conditional => {
+                let refreshed =
+                    self.shared
+                        .refresh(&entry, &plan, res.headers(), self.shared.clock.now());
+                let collapsed = res.extensions().get::<Collapsed>().is_some();
+                let mut out = self.serve(
+                    &req,
+                    &refreshed,
+                    self.shared.clock.now(),
+                    Outcome::Revalidated {
+                        fwd,
+                        status: 304,
+                        stored: true,
+                    },
+                );
+                if collapsed {
+                    out = self.decorate_collapsed(
+                        out,
+                        &Outcome::Revalidated {
+                            fwd,
+                            status: 304,
+                            stored: true,
+                        },
+                    );
+                }
+                out
+            }
+            Ok(res)
+                if policy::is_error_status(res.status())
+                    && policy::stale_if_error_ok(&entry.fresh, self.shared.clock.now()) =>
+            {
+                let status = res.status().as_u16();
+                drop(res);
+                self.serve(
+                    &req,
+                    &entry,
+                    self.shared.clock.now(),
+                    Outcome::StaleOnError {
+                        status: Some(status),
+                    },
+                )
+            }
+            Ok(res) => {
+                let stored = res
+                    .extensions()
+                    .get::<Share>()
+                    .is_some_and(|s| s.storable());
+                let status = res.status().as_u16();
+                let res = answer_conditional(&req, res);
+                self.decorate(
+                    res,
+                    &Outcome::Revalidated {
+                        fwd,
+                        status,
+                        stored,
+                    },
+                )
+            }
+            Err(e) => self.stale_or_error(&req, &entry, e, fwd),
+        }
+    }
+
+    fn decorate_collapsed(
+        &self,
+        mut res: Response<ProxyBody>,
+        outcome: &Outcome,
+    ) -> Response<ProxyBody> {
+        if let Ok(v) = HeaderValue::from_str(&outcome.render(&self.shared.name, true)) {
+            res.headers_mut()
+                .insert(HeaderName::from_static("cache-status"), v);
+        }
+        res
+    }
+
+    /// After a failed forward: the stored copy if the rules allow it, else the error.
+    fn stale_or_error(
+        &self,
+        req: &Request<ProxyBody>,
+        entry: &Arc<Entry>,
+        e: ProxyError,
+        fwd: &'static str,
+    ) -> Response<ProxyBody> {
+        let now = self.shared.clock.now();
+        let failure = e.is_upstream_failure()
+            || matches!(
+                e,
+                ProxyError::CircuitOpen { .. }
+                    | ProxyError::TooManyWaiters
+                    | ProxyError::WaitTimeout
+                    | ProxyError::UpstreamOverloaded
+            );
+        if failure && policy::stale_if_error_ok(&entry.fresh, now) {
+            let outcome = match e {
+                ProxyError::CircuitOpen { .. } => Outcome::Hit {
+                    ttl: policy::ttl_secs(&entry.fresh, now),
+                    detail: Some("circuit-open"),
+                },
+                _ => Outcome::StaleOnError { status: None },
+            };
+            return self.serve(req, entry, now, outcome);
+        }
+        self.error(e, fwd)
+    }
+
+    fn conditional_request(
+        &self,
+        req: &Request<ProxyBody>,
+        route: &Arc<Route>,
+        entry: &Arc<Entry>,
+        primary: Arc<str>,
+        req_cc: CacheControl,
+        now: SystemTime,
+    ) -> (Request<ProxyBody>, Arc<FetchPlan>) {
+        let mut up = Self::fetch_request(req);
+        let mut key = String::from(&*primary);
+        let mut conditional = false;
+        if let Some(etag) = entry.etag() {
+            up.headers_mut().insert(header::IF_NONE_MATCH, etag.clone());
+            key.push_str("\u{1}e:");
+            key.push_str(etag.to_str().unwrap_or(""));
+            conditional = true;
+        }
+        if let Some(lm) = entry.last_modified() {
+            up.headers_mut()
+                .insert(header::IF_MODIFIED_SINCE, lm.clone());
+            key.push_str("\u{1}m:");
+            key.push_str(lm.to_str().unwrap_or(""));
+            conditional = true;
+        }
+        let plan = self.plan(req, route, key.into(), primary, req_cc, conditional, now);
+        up.extensions_mut().insert(plan.clone());
+        (up, plan)
+    }
+
+    fn refresh_in_background(
+        &self,
+        req: &Request<ProxyBody>,
+        route: &Arc<Route>,
+        entry: &Arc<Entry>,
+        primary: Arc<str>,
+        req_cc: CacheControl,
+        now: SystemTime,
+    ) {
+        {
+            let mut r = self
+                .shared
+                .refreshing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !r.insert(primary.clone()) {
+                return;
+            }
+        }
+        let (up, plan) = self.conditional_request(req, route, entry, primary.clone(), req_cc, now);
+        let inner = self.inner.clone();
+        let shared = self.shared.clone();
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            if let Ok(res) = inner.oneshot(up).await
+                && res.status() == StatusCode::NOT_MODIFIED
+                && plan.conditional
+            {
+                shared.refresh(&entry, &plan, res.headers(), shared.clock.now());
+            }
+            // A 200 is stored by its fill; errors leave the stale entry for stale-if-error.
+            shared
+                .refreshing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&primary);
+        });
+    }
+
+    async fn unsafe_method(
+        &self,
+        req: Request<ProxyBody>,
+        route: &Arc<Route>,
+    ) -> Response<ProxyBody> {
+        let primary = key::primary_key(&req, &route.cache);
+        let host = crate::stack::request_host(&req).map(str::to_string);
+        match self.inner.clone().oneshot(req).await {
+            Ok(res) => {
+                // RFC 9111 §4.4: a non-error response invalidates the target and same-origin
+                // Location / Content-Location.
+                if res.status().is_success() || res.status().is_redirection() {
+                    self.shared.store.remove(&primary);
+                    for h in [header::LOCATION, header::CONTENT_LOCATION] {
+                        if let Some(k) = res
+                            .headers()
+                            .get(&h)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|loc| same_origin_key(loc, host.as_deref(), route))
+                        {
+                            self.shared.store.remove(&k);
+                        }
+                    }
+                }
+                self.decorate(res, &Outcome::Bypass("method"))
+            }
+            Err(e) => {
+                let status = format!("{}; fwd=bypass; detail={}", self.shared.name, e.reason());
+                e.to_response(&status)
+            }
+        }
+    }
+
+    /// A response from a stored entry: Age, conditional (304) and Range (206) handling.
+    fn serve(
+        &self,
+        req: &Request<ProxyBody>,
+        entry: &Arc<Entry>,
+        now: SystemTime,
+        outcome: Outcome,
+    ) -> Response<ProxyBody> {
+        entry.hit();
+        let head = req.method() == Method::HEAD;
+        let mut res = Response::new(if head {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::full(entry.body.clone())
+        });
+        *res.status_mut() = entry.status;
+        *res.headers_mut() = entry.headers.clone();
+        let age = policy::current_age(&entry.fresh, now).as_secs();
+        res.headers_mut()
+            .insert(header::AGE, HeaderValue::from(age));
+        if !entry.fresh.cc.no_cache_fields.is_empty() && matches!(outcome, Outcome::Hit { .. }) {
+            // Qualified no-cache: those fields are not reused without revalidation.
+            for f in &entry.fresh.cc.no_cache_fields {
+                res.headers_mut().remove(f.as_str());
+            }
+        }
+        let res = answer_conditional(req, res);
+        let res = if res.status() == StatusCode::OK && !head {
+            answer_range(req, res, &entry.body)
+        } else {
+            res
+        };
+        self.decorate(res, &outcome)
+    }
+}
+
+/// The key of a same-origin `Location`/`Content-Location`.
+fn same_origin_key(loc: &str, host: Option<&str>, route: &Route) -> Option<Arc<str>> {
+    let uri: http::Uri = loc.parse().ok()?;
+    let target_host = match uri.authority() {
+        Some(a) => {
+            if !host.is_some_and(|h| key::normalise_host(h) == key::normalise_host(a.as_str())) {
+                return None;
+            }
+            a.as_str().to_string()
+        }
+        None => host?.to_string(),
+    };
+    let host = route.cache.cache_host.as_deref().unwrap_or(&target_host);
+    Some(key::build_key(
+        host,
+        uri.path(),
+        uri.query(),
+        &route.cache.ignore_query_params,
+    ))
+}
+
+/// RFC 9110 §13.1–13.2: answers a client's `If-None-Match` / `If-Modified-Since` on a 200.
+fn answer_conditional(
+    req: &Request<ProxyBody>,
+    mut res: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    if res.status() != StatusCode::OK
+        || !(req.method() == Method::GET || req.method() == Method::HEAD)
+    {
+        return res;
+    }
+    let h = req.headers();
+    let not_modified = if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
+    {
+        res.headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|etag| policy::none_match(inm, etag))
+    } else if let Some(ims) = h
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        res.headers()
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|lm| lm <= ims)
+    } else {
+        false
+    };
+    if not_modified {
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        *res.body_mut() = ProxyBody::empty();
+        for n in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::CONTENT_LANGUAGE,
+            header::CONTENT_RANGE,
+            header::TRANSFER_ENCODING,
+        ] {
+            res.headers_mut().remove(n);
+        }
+    }
+    res
+}
+
+/// Single byte ranges from a stored 200 (RFC 9110 §14); anything else gets the full 200.
+fn answer_range(
+    req: &Request<ProxyBody>,
+    mut res: Response<ProxyBody>,
+    body: &Bytes,
+) -> Response<ProxyBody> {
+    let Some(range) = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return res;
+    };
+    if let Some(ir) = req
+        .headers()
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        let etag = res
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok());
+        let lm = res
+            .headers()
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok());
+        // If-Range needs a strong match.
+        let matches = if ir.starts_with('"') {
+            etag == Some(ir)
+        } else {
+            lm == Some(ir)
+        };
+        if !matches {
+            return res;
+        }
+    }
+    let len = body.len() as u64;
+    let Some(spec) = range.trim().strip_prefix("bytes=") else {
+        return res;
+    };
+    if spec.contains(',') {
+        return res;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return res;
+    };
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => match n.parse::<u64>() {
+            Ok(n) if n > 0 => (len.saturating_sub(n), len.saturating_sub(1)),
+            _ => return res,
+        },
+        (s, "") => match s.parse::<u64>() {
+            Ok(s) => (s, len.saturating_sub(1)),
+            _ => return res,
+        },
+        (s, e) => match (s.parse::<u64>(), e.parse::<u64>()) {
+            (Ok(s), Ok(e)) if s <= e => (s, e.min(len.saturating_sub(1))),
+            _ => return res,
+        },
+    };
+    if start >= len || len == 0 {
+        *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+        *res.body_mut() = ProxyBody::empty();
+        res.headers_mut().remove(header::CONTENT_LENGTH);
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+            res.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        return res;
+    }
+    *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *res.body_mut() = ProxyBody::full(body.slice(start as usize..=end as usize));
+    res.headers_mut().remove(header::CONTENT_LENGTH);
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+        res.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    res
+}

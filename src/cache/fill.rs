@@ -1,0 +1,418 @@
+//! A fill: the upstream body pumped by a detached task into a shared append-only buffer that
+//! any number of readers stream from. It outlives any one client, stores the complete body
+//! when it may, and never holds more than the limits allow.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http::response::Parts;
+use http::{HeaderMap, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::{Notify, watch};
+
+use crate::body::ProxyBody;
+use crate::error::{BoxError, ProxyError};
+
+/// How far the pump may run ahead of the slowest reader once nothing is kept for storing.
+const WINDOW: u64 = 1 << 20;
+
+/// The head every reader gets a copy of.
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// Status.
+    pub status: StatusCode,
+    /// Version.
+    pub version: Version,
+    /// Header fields.
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    fn from_parts(p: &Parts) -> Self {
+        Self {
+            status: p.status,
+            version: p.version,
+            headers: p.headers.clone(),
+        }
+    }
+}
+
+/// Called with the complete body when the fill ends cleanly and is still storable.
+pub type OnComplete = Box<dyn FnOnce(&Head, Bytes) + Send>;
+
+/// Limits of one fill.
+#[derive(Clone, Debug)]
+pub struct FillLimits {
+    /// Bodies larger than this are streamed but not kept.
+    pub max_object_size: u64,
+    /// Bytes held by all fills together at most.
+    pub max_inflight_bytes: u64,
+    /// The shared counter for `max_inflight_bytes`.
+    pub inflight: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    chunks: VecDeque<Bytes>,
+    /// Index of `chunks[0]` in the whole body's chunk sequence.
+    first: usize,
+    /// Bytes pushed so far.
+    total: u64,
+    /// Bytes currently held in `chunks`.
+    held: u64,
+    /// Byte offset of each chunk start, parallel to `chunks`.
+    offsets: VecDeque<u64>,
+    /// Reader positions (chunk index), by reader slot.
+    readers: Vec<Option<usize>>,
+    live_readers: usize,
+    attached_once: bool,
+    wakers: Vec<Waker>,
+    keep: bool,
+    done: Option<Result<(), ProxyError>>,
+}
+
+impl State {
+    fn min_pos(&self) -> usize {
+        self.readers
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(self.first + self.chunks.len())
+    }
+
+    /// Drops chunks every reader has; only when nothing is kept for storing.
+    fn release(&mut self, inflight: &AtomicU64) {
+        if self.keep {
+            return;
+        }
+        let min = self.min_pos();
+        while self.first < min {
+            let Some(c) = self.chunks.pop_front() else {
+                break;
+            };
+            self.offsets.pop_front();
+            self.first += 1;
+            self.held -= c.len() as u64;
+            inflight.fetch_sub(c.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn lag(&self) -> u64 {
+        let min = self.min_pos();
+        let idx = min.saturating_sub(self.first);
+        match self.offsets.get(idx) {
+            Some(off) => self.total - off,
+            None => 0,
+        }
+    }
+}
+
+/// A running fill.
+pub struct Fill {
+    /// The response head.
+    pub head: Head,
+    state: Mutex<State>,
+    pump_wake: Notify,
+    finished: watch::Sender<bool>,
+    limits: FillLimits,
+    /// Clients promised a reader (coalesced followers about to attach): the fill is not
+    /// abandoned while any remain.
+    holds: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::fmt::Debug for Fill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fill")
+            .field("status", &self.head.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fill {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts pumping `res`'s body. `on_complete` is kept only when `storable`.
+    /// `readers` readers are attached before the first byte arrives.
+    pub fn spawn(
+        res: Response<ProxyBody>,
+        limits: FillLimits,
+        storable: bool,
+        on_complete: Option<OnComplete>,
+        holds: Arc<std::sync::atomic::AtomicUsize>,
+        readers: usize,
+    ) -> (Arc<Fill>, Vec<Response<ProxyBody>>) {
+        let (parts, body) = res.into_parts();
+        let head = Head::from_parts(&parts);
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let keep = storable && declared.is_none_or(|n| n <= limits.max_object_size);
+        let fill = Arc::new(Fill {
+            head,
+            state: Mutex::new(State {
+                keep,
+                ..State::default()
+            }),
+            pump_wake: Notify::new(),
+            finished: watch::Sender::new(false),
+            limits,
+            holds,
+        });
+        let early = (0..readers).filter_map(|_| fill.response()).collect();
+        let f = fill.clone();
+        tokio::spawn(async move {
+            let complete = f.pump(body, declared).await;
+            let on_complete = if keep { on_complete } else { None };
+            if complete && let Some(cb) = on_complete {
+                let body = {
+                    let st = f.lock();
+                    if st.keep {
+                        let mut buf = BytesMut::with_capacity(st.held as usize);
+                        st.chunks.iter().for_each(|c| buf.extend_from_slice(c));
+                        Some(buf.freeze())
+                    } else {
+                        None
+                    }
+                };
+                if let Some(body) = body {
+                    cb(&f.head, body);
+                }
+            }
+            // Keep the buffer while readers still stream, but stop counting it as in flight
+            // once nothing more arrives and it is about to be released.
+            f.finished.send_replace(true);
+            let mut st = f.lock();
+            st.keep = false;
+            st.release(&f.limits.inflight);
+        });
+        (fill, early)
+    }
+
+    async fn pump(&self, mut body: ProxyBody, declared: Option<u64>) -> bool {
+        loop {
+            // Backpressure: a slow reader throttles the upstream once we keep nothing.
+            loop {
+                let wait = {
+                    let st = self.lock();
+                    if st.attached_once
+                        && st.live_readers == 0
+                        && !st.keep
+                        && self.holds.load(Ordering::Relaxed) == 0
+                    {
+                        drop(st);
+                        self.finish(Err(ProxyError::UpstreamReset(
+                            "abandoned by every client".into(),
+                        )));
+                        return false;
+                    }
+                    !st.keep && st.lag() > WINDOW
+                };
+                if !wait {
+                    break;
+                }
+                let notified = self.pump_wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let still = {
+                    let st = self.lock();
+                    !st.keep && st.lag() > WINDOW && st.live_readers > 0
+                };
+                if still {
+                    notified.await;
+                }
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    self.push(data);
+                }
+                Some(Err(e)) => {
+                    let err = crate::error::find_proxy_error(&*e)
+                        .cloned()
+                        .unwrap_or_else(|| ProxyError::UpstreamReset(e.to_string()));
+                    self.finish(Err(err));
+                    return false;
+                }
+                None => {
+                    let total = self.lock().total;
+                    if declared.is_some_and(|d| d != total) {
+                        self.finish(Err(ProxyError::UpstreamReset(
+                            "body length mismatch".into(),
+                        )));
+                        return false;
+                    }
+                    self.finish(Ok(()));
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn push(&self, data: Bytes) {
+        let len = data.len() as u64;
+        let wakers = {
+            let mut st = self.lock();
+            let inflight = self.limits.inflight.fetch_add(len, Ordering::Relaxed) + len;
+            let total = st.total;
+            st.offsets.push_back(total);
+            st.total += len;
+            st.held += len;
+            st.chunks.push_back(data);
+            if st.keep
+                && (st.total > self.limits.max_object_size
+                    || inflight > self.limits.max_inflight_bytes)
+            {
+                st.keep = false;
+            }
+            st.release(&self.limits.inflight);
+            std::mem::take(&mut st.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    fn finish(&self, r: Result<(), ProxyError>) {
+        let wakers = {
+            let mut st = self.lock();
+            if !r.is_ok() {
+                st.keep = false;
+            }
+            st.done = Some(r);
+            std::mem::take(&mut st.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// A reader from the first byte, if the front of the body is still held.
+    pub fn reader(self: &Arc<Self>) -> Option<FillBody> {
+        let mut st = self.lock();
+        if st.first > 0 {
+            return None;
+        }
+        let slot = match st.readers.iter().position(Option::is_none) {
+            Some(i) => {
+                st.readers[i] = Some(0);
+                i
+            }
+            None => {
+                st.readers.push(Some(0));
+                st.readers.len() - 1
+            }
+        };
+        st.live_readers += 1;
+        st.attached_once = true;
+        let len = self
+            .head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Some(FillBody {
+            fill: self.clone(),
+            slot,
+            pos: 0,
+            len,
+        })
+    }
+
+    /// A response for a reader, or `None` when the front is gone.
+    pub fn response(self: &Arc<Self>) -> Option<Response<ProxyBody>> {
+        let body = self.reader()?;
+        let mut res = Response::new(ProxyBody::stream(body));
+        *res.status_mut() = self.head.status;
+        *res.version_mut() = self.head.version;
+        *res.headers_mut() = self.head.headers.clone();
+        Some(res)
+    }
+
+    /// Resolves when the body has ended (complete or not).
+    pub async fn finished(&self) {
+        let mut rx = self.finished.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.limits.inflight.fetch_sub(st.held, Ordering::Relaxed);
+    }
+}
+
+/// One reader of a fill: a response body.
+pub struct FillBody {
+    fill: Arc<Fill>,
+    slot: usize,
+    pos: usize,
+    len: Option<u64>,
+}
+
+impl Body for FillBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let mut st = this.fill.lock();
+        let idx = this.pos.wrapping_sub(st.first);
+        if this.pos >= st.first
+            && let Some(c) = st.chunks.get(idx).cloned()
+        {
+            this.pos += 1;
+            st.readers[this.slot] = Some(this.pos);
+            let was_min = st.first == this.pos - 1;
+            if was_min {
+                st.release(&this.fill.limits.inflight);
+                drop(st);
+                this.fill.pump_wake.notify_one();
+            }
+            return Poll::Ready(Some(Ok(Frame::data(c))));
+        }
+        match &st.done {
+            Some(Ok(())) => Poll::Ready(None),
+            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e.clone())))),
+            None => {
+                st.wakers.push(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.len {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for FillBody {
+    fn drop(&mut self) {
+        {
+            let mut st = self.fill.lock();
+            if let Some(s) = st.readers.get_mut(self.slot) {
+                *s = None;
+            }
+            st.live_readers = st.live_readers.saturating_sub(1);
+            st.release(&self.fill.limits.inflight);
+        }
+        self.fill.pump_wake.notify_one();
+    }
+}

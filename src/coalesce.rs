@@ -1,0 +1,377 @@
+//! Request coalescing below the cache: one upstream fetch per cache key. The leader's fetch
+//! runs detached; followers wait (capped, with a deadline) for its head and then stream the
+//! same fill. Responses that cannot be shared send followers upstream and mark the key
+//! hit-for-pass for a while, so the next burst does not queue.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response};
+use tokio::sync::{oneshot, watch};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::body::ProxyBody;
+use crate::cache::fill::{Fill, FillLimits};
+use crate::cache::{FetchPlan, Share};
+use crate::config::Config;
+use crate::error::ProxyError;
+
+/// Marks a response that a follower received from another request's fetch.
+#[derive(Clone, Copy, Debug)]
+pub struct Collapsed;
+
+/// Counters for metrics and the admin API.
+#[derive(Debug, Default)]
+pub struct CoalesceStats {
+    /// Fetches that went upstream as a leader.
+    pub leaders: AtomicU64,
+    /// Requests served from another request's fetch.
+    pub coalesced: AtomicU64,
+    /// Followers refused past `max_waiters`.
+    pub waiter_cap: AtomicU64,
+    /// Followers that gave up at `wait_timeout`.
+    pub wait_timeouts: AtomicU64,
+    /// Requests sent straight upstream because the key is hit-for-pass.
+    pub hit_for_pass: AtomicU64,
+    /// Followers released to fetch themselves (response not shareable).
+    pub released: AtomicU64,
+    /// Sum of follower wait time in microseconds.
+    pub wait_micros: AtomicU64,
+}
+
+#[derive(Clone, Debug)]
+enum Outcome {
+    Response(Arc<Fill>, Share),
+    Error(ProxyError),
+}
+
+struct Flight {
+    tx: watch::Sender<Option<Outcome>>,
+    waiters: AtomicUsize,
+    holds: Arc<AtomicUsize>,
+    leader_headers: HeaderMap,
+}
+
+/// Shared coalescing state (one per process; survives reloads).
+pub struct CoalesceShared {
+    enabled: bool,
+    max_waiters: usize,
+    wait_timeout: Option<Duration>,
+    upstream_timeouts: Vec<Duration>,
+    flights: Mutex<HashMap<Arc<str>, Arc<Flight>>>,
+    hit_for_pass: moka::sync::Cache<Arc<str>, ()>,
+    inflight: Arc<AtomicU64>,
+    max_inflight_bytes: u64,
+    /// Counters.
+    pub stats: CoalesceStats,
+}
+
+impl std::fmt::Debug for CoalesceShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoalesceShared")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CoalesceShared {
+    /// From `[coalesce]` and the upstreams' total timeouts.
+    pub fn new(cfg: &Config) -> Self {
+        let c = &cfg.raw.coalesce;
+        Self {
+            enabled: c.enabled,
+            max_waiters: c.max_waiters,
+            wait_timeout: c.wait_timeout,
+            upstream_timeouts: cfg.raw.upstreams.iter().map(|u| u.total_timeout).collect(),
+            flights: Mutex::new(HashMap::new()),
+            hit_for_pass: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(c.hit_for_pass_ttl.max(Duration::from_millis(1)))
+                .build(),
+            inflight: Arc::new(AtomicU64::new(0)),
+            max_inflight_bytes: c.max_inflight_bytes,
+            stats: CoalesceStats::default(),
+        }
+    }
+
+    /// Bytes currently held by fills.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Keys currently being fetched.
+    pub fn flights(&self) -> usize {
+        self.flights.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn limits(&self, plan: &FetchPlan) -> FillLimits {
+        FillLimits {
+            max_object_size: plan.max_object_size(),
+            max_inflight_bytes: self.max_inflight_bytes,
+            inflight: self.inflight.clone(),
+        }
+    }
+}
+
+/// The layer.
+#[derive(Clone, Debug)]
+pub struct CoalesceLayer {
+    shared: Arc<CoalesceShared>,
+}
+
+impl CoalesceLayer {
+    /// A layer over shared state.
+    pub fn new(shared: Arc<CoalesceShared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl<S> Layer<S> for CoalesceLayer {
+    type Service = Coalesce<S>;
+    fn layer(&self, inner: S) -> Coalesce<S> {
+        Coalesce {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service.
+#[derive(Clone, Debug)]
+pub struct Coalesce<S> {
+    inner: S,
+    shared: Arc<CoalesceShared>,
+}
+
+impl<S> Service<Request<ProxyBody>> for Coalesce<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        let shared = self.shared.clone();
+        let Some(plan) = req.extensions().get::<Arc<FetchPlan>>().cloned() else {
+            return Box::pin(inner.oneshot(req));
+        };
+        Box::pin(async move {
+            if !shared.enabled {
+                return solo(inner, &shared, plan, req).await;
+            }
+            if shared.hit_for_pass.contains_key(&plan.primary) {
+                shared.stats.hit_for_pass.fetch_add(1, Ordering::Relaxed);
+                return solo(inner, &shared, plan, req).await;
+            }
+            let (flight, leader) = {
+                let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
+                match flights.get(&plan.key) {
+                    Some(f) => {
+                        // Promise a reader before the lock goes, so the fill is not abandoned
+                        // between its head and our attaching.
+                        f.holds.fetch_add(1, Ordering::Relaxed);
+                        (f.clone(), false)
+                    }
+                    None => {
+                        let f = Arc::new(Flight {
+                            tx: watch::Sender::new(None),
+                            waiters: AtomicUsize::new(0),
+                            holds: Arc::new(AtomicUsize::new(0)),
+                            leader_headers: req.headers().clone(),
+                        });
+                        flights.insert(plan.key.clone(), f.clone());
+                        (f, true)
+                    }
+                }
+            };
+            if leader {
+                shared.stats.leaders.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                tokio::spawn(lead(inner, shared.clone(), plan, flight, req, tx));
+                return rx
+                    .await
+                    .unwrap_or(Err(ProxyError::UpstreamReset("fetch task ended".into())));
+            }
+            let r = follow(inner, &shared, plan, &flight, req).await;
+            flight.holds.fetch_sub(1, Ordering::Relaxed);
+            r
+        })
+    }
+}
+
+/// The detached leader: fetch, publish the head, keep the flight while the body streams.
+async fn lead<S>(
+    inner: S,
+    shared: Arc<CoalesceShared>,
+    plan: Arc<FetchPlan>,
+    flight: Arc<Flight>,
+    req: Request<ProxyBody>,
+    tx: oneshot::Sender<Result<Response<ProxyBody>, ProxyError>>,
+) where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let (outcome, mine) = match inner.oneshot(req).await {
+        Ok(res) => {
+            let share = plan.classify(res.status(), res.headers());
+            let storable = share.storable();
+            let on_complete = storable.then(|| plan.clone().on_complete());
+            let (fill, mut early) = Fill::spawn(
+                res,
+                shared.limits(&plan),
+                storable,
+                on_complete,
+                flight.holds.clone(),
+                1,
+            );
+            if let Share::Personal(_) = share {
+                shared.hit_for_pass.insert(plan.primary.clone(), ());
+            }
+            let mine = early
+                .pop()
+                .map(|mut r| {
+                    r.extensions_mut().insert(share);
+                    r
+                })
+                .ok_or(ProxyError::UpstreamReset("fill lost".into()));
+            (Outcome::Response(fill, share), mine)
+        }
+        Err(e) => (Outcome::Error(e.clone()), Err(e)),
+    };
+    flight.tx.send_replace(Some(outcome.clone()));
+    let _ = tx.send(mine);
+    // Late arrivals may still attach while the body streams; once it is complete the
+    // entry is stored and new requests hit.
+    if let Outcome::Response(fill, Share::Storable) = &outcome {
+        fill.finished().await;
+    }
+    let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
+    if flights
+        .get(&plan.key)
+        .is_some_and(|f| Arc::ptr_eq(f, &flight))
+    {
+        flights.remove(&plan.key);
+    }
+}
+
+async fn follow<S>(
+    inner: S,
+    shared: &Arc<CoalesceShared>,
+    plan: Arc<FetchPlan>,
+    flight: &Flight,
+    req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    if flight.waiters.fetch_add(1, Ordering::Relaxed) >= shared.max_waiters {
+        flight.waiters.fetch_sub(1, Ordering::Relaxed);
+        shared.stats.waiter_cap.fetch_add(1, Ordering::Relaxed);
+        return Err(ProxyError::TooManyWaiters);
+    }
+    let wait = shared
+        .wait_timeout
+        .or_else(|| shared.upstream_timeouts.get(plan.route.upstream).copied())
+        .unwrap_or(Duration::from_secs(60));
+    let started = tokio::time::Instant::now();
+    let mut rx = flight.tx.subscribe();
+    let outcome = tokio::time::timeout(wait, async {
+        rx.wait_for(Option::is_some).await.map(|o| o.clone())
+    })
+    .await;
+    flight.waiters.fetch_sub(1, Ordering::Relaxed);
+    shared
+        .stats
+        .wait_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let outcome: Option<Outcome> = match outcome {
+        Err(_) => {
+            shared.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+            return Err(ProxyError::WaitTimeout);
+        }
+        Ok(Err(_)) => return Err(ProxyError::UpstreamReset("fetch task ended".into())),
+        Ok(Ok(o)) => o,
+    };
+    match outcome {
+        Some(Outcome::Error(e)) => {
+            shared.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        }
+        Some(Outcome::Response(fill, share)) => {
+            let vary_ok =
+                crate::cache::key::vary_fields(&fill.head.headers).is_some_and(|fields| {
+                    let ae = plan.route.cache.normalize_accept_encoding;
+                    crate::cache::key::vary_key(&flight.leader_headers, &fields, ae)
+                        == crate::cache::key::vary_key(req.headers(), &fields, ae)
+                });
+            if share.shareable()
+                && vary_ok
+                && let Some(mut res) = fill.response()
+            {
+                shared.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                res.extensions_mut().insert(Collapsed);
+                res.extensions_mut().insert(share);
+                return Ok(res);
+            }
+            shared.stats.released.fetch_add(1, Ordering::Relaxed);
+            solo(inner, shared, plan, req).await
+        }
+        None => Err(ProxyError::UpstreamReset("fetch task ended".into())),
+    }
+}
+
+/// A fetch of our own (not shared), still through a fill so a storable response is stored.
+async fn solo<S>(
+    inner: S,
+    shared: &Arc<CoalesceShared>,
+    plan: Arc<FetchPlan>,
+    req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let mut res = inner.oneshot(req).await?;
+    let share = plan.classify(res.status(), res.headers());
+    if !share.storable() {
+        res.extensions_mut().insert(share);
+        return Ok(res);
+    }
+    let on_complete = Some(plan.clone().on_complete());
+    let (_fill, mut early) = Fill::spawn(
+        res,
+        shared.limits(&plan),
+        true,
+        on_complete,
+        Arc::default(),
+        1,
+    );
+    let mut res = early
+        .pop()
+        .ok_or(ProxyError::UpstreamReset("fill lost".into()))?;
+    res.extensions_mut().insert(share);
+    Ok(res)
+}
