@@ -646,6 +646,7 @@ where
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn plan(
         &self,
         req: &Request<ProxyBody>,
@@ -981,7 +982,7 @@ fn same_origin_key(loc: &str, host: Option<&str>, route: &Route) -> Option<Arc<s
     let uri: http::Uri = loc.parse().ok()?;
     let target_host = match uri.authority() {
         Some(a) => {
-            if !host.is_some_and(|h| key::normalise_host(h) == key::normalise_host(a.as_str())) {
+            if host.is_none_or(|h| key::normalise_host(h) != key::normalise_host(a.as_str())) {
                 return None;
             }
             a.as_str().to_string()

@@ -288,7 +288,7 @@ impl Fill {
     fn finish(&self, r: Result<(), ProxyError>) {
         let wakers = {
             let mut st = self.lock();
-            if !r.is_ok() {
+            if r.is_err() {
                 st.keep = false;
             }
             st.done = Some(r);

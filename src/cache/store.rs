@@ -12,6 +12,9 @@ use moka::notification::RemovalCause;
 use super::entry::Entry;
 use super::key;
 
+/// Tag → primary keys.
+type TagIndex = Arc<Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>>;
+
 /// The variants stored for one primary key (copy-on-write).
 #[derive(Debug, Default)]
 pub struct Variants {
@@ -79,7 +82,7 @@ pub struct Store {
     cache: moka::sync::Cache<Arc<str>, Arc<Variants>>,
     max_variants: usize,
     max_size: u64,
-    tags: Arc<Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>>,
+    tags: TagIndex,
     /// Eviction counters.
     pub evictions: Arc<Evictions>,
 }
@@ -96,7 +99,7 @@ impl Store {
     /// A store holding at most `max_size` bytes.
     pub fn new(max_size: u64, max_variants: usize) -> Self {
         let evictions = Arc::new(Evictions::default());
-        let tags: Arc<Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>> = Arc::default();
+        let tags: TagIndex = Arc::default();
         let ev = evictions.clone();
         let tag_index = tags.clone();
         let cache = moka::sync::Cache::builder()
