@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::breaker::{BreakerLayer, Breakers};
 use crate::cache::{CacheLayer, CacheShared};
 use crate::coalesce::{CoalesceLayer, CoalesceShared};
 use crate::config::Config;
@@ -56,12 +57,15 @@ pub struct Parts {
     pub cache: Arc<CacheShared>,
     /// Coalescing.
     pub coalesce: Arc<CoalesceShared>,
+    /// Circuit breakers.
+    pub breakers: Arc<Breakers>,
 }
 
 fn build_inner(cfg: &Config, parts: &Parts) -> Inner {
     let svc = tower::ServiceBuilder::new()
         .layer(CacheLayer::new(parts.cache.clone()))
         .layer(CoalesceLayer::new(parts.coalesce.clone()))
+        .layer(BreakerLayer::new(parts.breakers.clone()))
         .service(Forward::new(cfg, parts.upstreams.clone()));
     Inner::new(svc)
 }
@@ -77,7 +81,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         upstreams,
         cache: Arc::new(CacheShared::new(&config)),
         coalesce: Arc::new(CoalesceShared::new(&config)),
+        breakers: Arc::new(Breakers::new(&config)),
     });
+    for u in &parts.upstreams.list {
+        u.spawn_health_checks();
+    }
     let lifecycle = Arc::new(Lifecycle::new());
     let runtime = Runtime {
         router: Router::new(&config),

@@ -1,3 +1,287 @@
-//! Per-upstream circuit breaker.
+//! Per-upstream circuit breaker layer: a thin shell over the pure `state` machine. It sits next
+//! to the upstream so it sees only upstream outcomes; while open it fails fast with
+//! `CircuitOpen`, which the cache layer turns into a stale copy where the rules allow.
 
 pub mod state;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::body::ProxyBody;
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::route::Route;
+use state::{Admission, Breaker, BreakerConfig, Snapshot, StateKind, Transition};
+
+/// One upstream's breaker with what operators read about it.
+#[derive(Debug)]
+pub struct BreakerHandle {
+    /// Upstream name.
+    pub upstream: String,
+    machine: Mutex<Breaker>,
+    failure_statuses: Vec<u16>,
+    /// Transitions into closed, open, half-open.
+    pub transitions: [AtomicU64; 3],
+    last_transition: Mutex<Option<(SystemTime, Transition)>>,
+}
+
+/// What `GET /admin/breakers` and metrics show.
+#[derive(Clone, Debug)]
+pub struct BreakerView {
+    /// Upstream name.
+    pub upstream: String,
+    /// Machine snapshot.
+    pub snapshot: Snapshot,
+    /// Wall-clock time and kind of the last transition.
+    pub last_transition: Option<(SystemTime, Transition)>,
+}
+
+fn slot(k: StateKind) -> usize {
+    match k {
+        StateKind::Closed => 0,
+        StateKind::Open => 1,
+        StateKind::HalfOpen => 2,
+    }
+}
+
+impl BreakerHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note(&self, t: Option<Transition>) {
+        if let Some(t) = t {
+            self.transitions[slot(t.to)].fetch_add(1, Ordering::Relaxed);
+            *self
+                .last_transition
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((SystemTime::now(), t));
+            if t.to == StateKind::Open {
+                tracing::warn!(upstream = %self.upstream, from = t.from.as_str(), "Circuit breaker opened.");
+            } else {
+                tracing::info!(upstream = %self.upstream, from = t.from.as_str(), to = t.to.as_str(), "Circuit breaker changed state.");
+            }
+        }
+    }
+
+    /// Admits or rejects a request now.
+    pub fn admit(&self) -> Admission {
+        let (a, t) = self.lock().admit(Instant::now());
+        self.note(t);
+        a
+    }
+
+    /// Records an outcome.
+    pub fn record(&self, probe: bool, outcome: Option<bool>) {
+        let now = Instant::now();
+        let t = {
+            let mut m = self.lock();
+            match outcome {
+                Some(true) => m.on_success(now, probe),
+                Some(false) => m.on_failure(now, probe),
+                None => {
+                    m.on_cancel(probe);
+                    None
+                }
+            }
+        };
+        self.note(t);
+    }
+
+    /// Operator override: open now and stay open.
+    pub fn force_open(&self) {
+        let t = self.lock().force_open(Instant::now());
+        self.note(t);
+    }
+
+    /// Operator override: close now.
+    pub fn force_close(&self) {
+        let t = self.lock().force_close(Instant::now());
+        self.note(t);
+    }
+
+    /// Operator override: closed, with trip history cleared.
+    pub fn reset(&self) {
+        let t = self.lock().reset(Instant::now());
+        self.note(t);
+    }
+
+    /// Current state.
+    pub fn state(&self) -> StateKind {
+        self.lock().state()
+    }
+
+    /// For operators.
+    pub fn view(&self) -> BreakerView {
+        BreakerView {
+            upstream: self.upstream.clone(),
+            snapshot: self.lock().snapshot(),
+            last_transition: *self
+                .last_transition
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+}
+
+/// All breakers, indexed like the upstreams; `None` where disabled.
+#[derive(Debug)]
+pub struct Breakers {
+    list: Vec<Option<Arc<BreakerHandle>>>,
+}
+
+impl Breakers {
+    /// From each upstream's `[upstreams.breaker]`.
+    pub fn new(cfg: &Config) -> Self {
+        let now = Instant::now();
+        let list = cfg
+            .raw
+            .upstreams
+            .iter()
+            .map(|u| {
+                let b = &u.breaker;
+                b.enabled.then(|| {
+                    Arc::new(BreakerHandle {
+                        upstream: u.name.clone(),
+                        machine: Mutex::new(Breaker::new(
+                            BreakerConfig {
+                                window: b.window,
+                                failure_rate: b.failure_rate,
+                                min_requests: b.min_requests,
+                                consecutive_failures: b.consecutive_failures,
+                                open_duration: b.open_duration,
+                                max_open_duration: b.max_open_duration,
+                                half_open_probes: b.half_open_probes,
+                            },
+                            now,
+                        )),
+                        failure_statuses: b.failure_statuses.clone(),
+                        transitions: Default::default(),
+                        last_transition: Mutex::new(None),
+                    })
+                })
+            })
+            .collect();
+        Self { list }
+    }
+
+    /// The breaker of upstream `idx`.
+    pub fn get(&self, idx: usize) -> Option<&Arc<BreakerHandle>> {
+        self.list.get(idx).and_then(Option::as_ref)
+    }
+
+    /// By upstream name.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<BreakerHandle>> {
+        self.list.iter().flatten().find(|b| b.upstream == name)
+    }
+
+    /// Every enabled breaker.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<BreakerHandle>> {
+        self.list.iter().flatten()
+    }
+}
+
+/// The layer.
+#[derive(Clone, Debug)]
+pub struct BreakerLayer {
+    breakers: Arc<Breakers>,
+}
+
+impl BreakerLayer {
+    /// A layer over the shared breakers.
+    pub fn new(breakers: Arc<Breakers>) -> Self {
+        Self { breakers }
+    }
+}
+
+impl<S> Layer<S> for BreakerLayer {
+    type Service = CircuitBreaker<S>;
+    fn layer(&self, inner: S) -> CircuitBreaker<S> {
+        CircuitBreaker {
+            inner,
+            breakers: self.breakers.clone(),
+        }
+    }
+}
+
+/// The service.
+#[derive(Clone, Debug)]
+pub struct CircuitBreaker<S> {
+    inner: S,
+    breakers: Arc<Breakers>,
+}
+
+/// Releases a probe slot when a request ends without an outcome (client gone).
+struct Pending {
+    handle: Arc<BreakerHandle>,
+    probe: bool,
+    done: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            self.handle.record(self.probe, None);
+        }
+    }
+}
+
+impl<S> Service<Request<ProxyBody>> for CircuitBreaker<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        let handle = req
+            .extensions()
+            .get::<Arc<Route>>()
+            .and_then(|r| self.breakers.get(r.upstream))
+            .cloned();
+        let Some(handle) = handle else {
+            return Box::pin(inner.oneshot(req));
+        };
+        Box::pin(async move {
+            let probe = match handle.admit() {
+                Admission::Rejected { retry_after } => {
+                    return Err(ProxyError::CircuitOpen { retry_after });
+                }
+                Admission::Allowed { probe } => probe,
+            };
+            let mut pending = Pending {
+                handle: handle.clone(),
+                probe,
+                done: false,
+            };
+            let res = inner.oneshot(req).await;
+            let outcome = match &res {
+                Ok(r) => Some(!handle.failure_statuses.contains(&r.status().as_u16())),
+                Err(e) if e.is_upstream_failure() => Some(false),
+                // Our own limits and client trouble say nothing about the upstream.
+                Err(_) => None,
+            };
+            pending.done = true;
+            handle.record(probe, outcome);
+            res
+        })
+    }
+}

@@ -223,6 +223,45 @@ impl Upstream {
         }
     }
 
+    /// Starts the active health check when `health_check.path` is set: a failing endpoint is
+    /// ejected, a passing one is brought back.
+    pub fn spawn_health_checks(self: &Arc<Self>) {
+        let Some(path) = self.cfg.health_check.path.clone() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let interval = self.cfg.health_check.interval;
+        let timeout = self.cfg.health_check.timeout;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(up) = weak.upgrade() else { return };
+                for (i, ep) in up.endpoints.iter().enumerate() {
+                    let uri = format!("{}{}", ep.base.to_string().trim_end_matches('/'), path);
+                    let Ok(req) = Request::get(uri).body(ProxyBody::empty()) else {
+                        continue;
+                    };
+                    let ok = matches!(
+                        tokio::time::timeout(timeout, up.client.request(req)).await,
+                        Ok(Ok(r)) if r.status().is_success()
+                    );
+                    if ok {
+                        if up.is_ejected(i) {
+                            tracing::info!(upstream = %up.name, endpoint = %ep.base, "Health check passed; endpoint back in rotation.");
+                        }
+                        up.readmit(i);
+                    } else if !up.is_ejected(i) && up.endpoints.len() > 1 {
+                        let until = up.now_ms() + up.cfg.outlier.ejection_time.as_millis() as u64;
+                        ep.ejected_until_ms.store(until, Ordering::Relaxed);
+                        tracing::warn!(upstream = %up.name, endpoint = %ep.base, "Health check failed; endpoint ejected.");
+                    }
+                }
+            }
+        });
+    }
+
     /// Sends `req` (already routed; headers prepared by the caller) and returns the response
     /// with its body under the body deadlines. Retries per the retry policy.
     pub async fn forward(
