@@ -19,6 +19,7 @@ use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::route::Route;
+use crate::telemetry::metrics::{Metrics, UpstreamOutcome};
 use state::{Admission, Breaker, BreakerConfig, Snapshot, StateKind, Transition};
 
 /// One upstream's breaker with what operators read about it.
@@ -193,12 +194,13 @@ impl Breakers {
 #[derive(Clone, Debug)]
 pub struct BreakerLayer {
     breakers: Arc<Breakers>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl BreakerLayer {
     /// A layer over the shared breakers.
-    pub fn new(breakers: Arc<Breakers>) -> Self {
-        Self { breakers }
+    pub fn new(breakers: Arc<Breakers>, metrics: Option<Arc<Metrics>>) -> Self {
+        Self { breakers, metrics }
     }
 }
 
@@ -208,6 +210,7 @@ impl<S> Layer<S> for BreakerLayer {
         CircuitBreaker {
             inner,
             breakers: self.breakers.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -217,6 +220,7 @@ impl<S> Layer<S> for BreakerLayer {
 pub struct CircuitBreaker<S> {
     inner: S,
     breakers: Arc<Breakers>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Releases a probe slot when a request ends without an outcome (client gone).
@@ -252,17 +256,18 @@ where
 
     fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
         let inner = self.inner.clone();
-        let handle = req
-            .extensions()
-            .get::<Arc<Route>>()
-            .and_then(|r| self.breakers.get(r.upstream))
-            .cloned();
+        let upstream = req.extensions().get::<Arc<Route>>().map(|r| r.upstream);
+        let handle = upstream.and_then(|u| self.breakers.get(u)).cloned();
         let Some(handle) = handle else {
             return Box::pin(inner.oneshot(req));
         };
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let probe = match handle.admit() {
                 Admission::Rejected { retry_after } => {
+                    if let (Some(m), Some(u)) = (&metrics, upstream) {
+                        m.upstream(u, UpstreamOutcome::CircuitOpen, std::time::Duration::ZERO);
+                    }
                     return Err(ProxyError::CircuitOpen { retry_after });
                 }
                 Admission::Allowed { probe } => probe,

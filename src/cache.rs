@@ -6,6 +6,7 @@ pub mod cache_control;
 pub mod entry;
 pub mod fill;
 pub mod key;
+pub mod ops;
 pub mod policy;
 pub mod store;
 
@@ -27,6 +28,7 @@ use crate::coalesce::Collapsed;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::route::Route;
+use crate::telemetry::metrics::{CacheClass, Served, StaleReason};
 use cache_control::CacheControl;
 use entry::Entry;
 use policy::{Decision, NotStorable, Revalidate};
@@ -83,7 +85,7 @@ pub struct CacheShared {
     /// Name in `Cache-Status`.
     pub name: Arc<str>,
     max_object_size: u64,
-    targeted: Vec<HeaderName>,
+    pub(crate) targeted: Vec<HeaderName>,
     strip_downstream: Vec<HeaderName>,
     x_cache: bool,
     /// The freshness clock.
@@ -167,11 +169,10 @@ impl CacheShared {
             response_time,
             &plan.route.cache,
         );
+        // Seawall-only fields stay stored (export and refresh need them) and are stripped
+        // from every response in `decorate`.
         let mut headers = res.clone();
         headers.remove(header::AGE);
-        for h in &self.strip_downstream {
-            headers.remove(h);
-        }
         let ae = plan.route.cache.normalize_accept_encoding;
         let fields = key::vary_fields(res).unwrap_or_default();
         let e = Entry {
@@ -201,7 +202,7 @@ impl CacheShared {
     ) -> Arc<Entry> {
         let mut headers = old.headers.clone();
         for name in res.keys() {
-            if name == header::CONTENT_LENGTH || self.strip_downstream.contains(name) {
+            if name == header::CONTENT_LENGTH {
                 continue;
             }
             headers.remove(name);
@@ -436,6 +437,30 @@ impl Outcome {
         s
     }
 
+    fn served(&self, collapsed: bool) -> Served {
+        let (class, stale) = match self {
+            Self::Hit { detail: None, .. } => (CacheClass::Hit, None),
+            Self::Hit {
+                detail: Some("max-stale"),
+                ..
+            } => (CacheClass::Stale, Some(StaleReason::MaxStale)),
+            Self::Hit {
+                detail: Some("circuit-open"),
+                ..
+            } => (CacheClass::Stale, Some(StaleReason::CircuitOpen)),
+            Self::Hit { .. } => (CacheClass::Stale, Some(StaleReason::StaleWhileRevalidate)),
+            Self::StaleOnError { .. } => (CacheClass::Stale, Some(StaleReason::StaleIfError)),
+            Self::Revalidated { status: 304, .. } => (CacheClass::Revalidated, None),
+            Self::Miss { .. } | Self::Revalidated { .. } => (CacheClass::Miss, None),
+            Self::Bypass(_) => (CacheClass::Bypass, None),
+        };
+        Served {
+            class,
+            stale,
+            collapsed,
+        }
+    }
+
     fn x_cache(&self) -> &'static str {
         match self {
             Self::Hit { detail: None, .. } => "HIT",
@@ -497,6 +522,7 @@ where
                 HeaderValue::from_static(outcome.x_cache()),
             );
         }
+        res.extensions_mut().insert(outcome.served(collapsed));
         let s = &self.shared.stats;
         match outcome {
             Outcome::Hit { detail: None, .. } => &s.hits,

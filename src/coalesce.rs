@@ -67,6 +67,7 @@ pub struct CoalesceShared {
     hit_for_pass: moka::sync::Cache<Arc<str>, ()>,
     inflight: Arc<AtomicU64>,
     max_inflight_bytes: u64,
+    wait_hist: Option<prometheus::Histogram>,
     /// Counters.
     pub stats: CoalesceStats,
 }
@@ -81,7 +82,7 @@ impl std::fmt::Debug for CoalesceShared {
 
 impl CoalesceShared {
     /// From `[coalesce]` and the upstreams' total timeouts.
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &Config, wait_hist: Option<prometheus::Histogram>) -> Self {
         let c = &cfg.raw.coalesce;
         Self {
             enabled: c.enabled,
@@ -95,6 +96,7 @@ impl CoalesceShared {
                 .build(),
             inflight: Arc::new(AtomicU64::new(0)),
             max_inflight_bytes: c.max_inflight_bytes,
+            wait_hist,
             stats: CoalesceStats::default(),
         }
     }
@@ -301,10 +303,14 @@ where
     })
     .await;
     flight.waiters.fetch_sub(1, Ordering::Relaxed);
+    let waited = started.elapsed();
     shared
         .stats
         .wait_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    if let Some(h) = &shared.wait_hist {
+        h.observe(waited.as_secs_f64());
+    }
     let outcome: Option<Outcome> = match outcome {
         Err(_) => {
             shared.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);

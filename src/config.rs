@@ -357,6 +357,28 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             ));
         }
     }
+    if let Some(w) = &raw.warmup {
+        if w.from.is_none() && w.urls.is_empty() {
+            return Err(fail(
+                "warmup".into(),
+                "needs `from` (a peer's admin URL) or `urls`".into(),
+            ));
+        }
+        if let Some(f) = &w.from
+            && f.parse::<Uri>().map_or(true, |u| u.authority().is_none())
+        {
+            return Err(fail(
+                "warmup.from".into(),
+                format!("{f:?} is not a URL such as http://peer:9091"),
+            ));
+        }
+        if w.concurrency == 0 {
+            return Err(fail(
+                "warmup.concurrency".into(),
+                "must be at least 1".into(),
+            ));
+        }
+    }
     if raw.routes.is_empty() {
         return Err(fail(
             "routes".into(),

@@ -28,6 +28,9 @@ pub enum Phase {
     Serving,
     /// Not ready; still accepting; HTTP/1 responses carry `Connection: close`, HTTP/2 gets GOAWAY.
     Draining,
+    /// Drained without exiting (`POST /admin/drain`): open connections were asked to close;
+    /// new ones are still served, one request each.
+    Drained,
     /// No longer accepting; connections are asked to finish.
     Closing,
 }
@@ -184,7 +187,7 @@ where
                         }
                         let p = *rx.borrow();
                         let h2 = state.h2.load(std::sync::atomic::Ordering::Relaxed);
-                        if !shut && (p == Phase::Closing || (p == Phase::Draining && h2)) {
+                        if !shut && (p == Phase::Closing || p == Phase::Drained || (p == Phase::Draining && h2)) {
                             shut = true;
                             conn.as_mut().graceful_shutdown();
                         }

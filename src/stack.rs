@@ -29,6 +29,8 @@ use crate::config::Config;
 use crate::error::{BoxError, ProxyError};
 use crate::route::{Route, Router};
 use crate::server::{ConnInfo, Lifecycle, Phase};
+use crate::telemetry::metrics::{CacheClass, Metrics, Served, UpstreamOutcome};
+use crate::telemetry::window::Window;
 use crate::upstream::{Upstreams, headers};
 
 /// The inner stack's service type: routed requests in, responses or leaf errors out.
@@ -44,6 +46,10 @@ pub struct Runtime {
     pub inner: Inner,
     /// `Cache-Status` name.
     pub cache_name: Arc<str>,
+    /// Upstream clients of this generation.
+    pub upstreams: Arc<Upstreams>,
+    /// Breakers of this generation.
+    pub breakers: Arc<crate::breaker::Breakers>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -57,12 +63,24 @@ impl std::fmt::Debug for Runtime {
 pub struct Proxy {
     rt: Arc<ArcSwap<Runtime>>,
     lifecycle: Arc<Lifecycle>,
+    metrics: Option<Arc<Metrics>>,
+    window: Option<Arc<Window>>,
 }
 
 impl Proxy {
     /// A proxy over the swappable runtime.
-    pub fn new(rt: Arc<ArcSwap<Runtime>>, lifecycle: Arc<Lifecycle>) -> Self {
-        Self { rt, lifecycle }
+    pub fn new(
+        rt: Arc<ArcSwap<Runtime>>,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Option<Arc<Metrics>>,
+        window: Option<Arc<Window>>,
+    ) -> Self {
+        Self {
+            rt,
+            lifecycle,
+            metrics,
+            window,
+        }
     }
 }
 
@@ -126,9 +144,13 @@ impl Service<Request<Incoming>> for Proxy {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let rt = self.rt.load_full();
         let draining = self.lifecycle.phase() != Phase::Serving;
+        let metrics = self.metrics.clone();
+        let window = self.window.clone();
         Box::pin(async move {
+            let started = tokio::time::Instant::now();
             let version = req.version();
-            let mut res = match route_and_call(&rt, req).await {
+            let mut route_idx = None;
+            let mut res = match route_and_call(&rt, req, &mut route_idx).await {
                 Ok(res) => res,
                 Err(e) => {
                     let status = format!("{}; fwd=bypass; detail={}", rt.cache_name, e.reason());
@@ -140,6 +162,21 @@ impl Service<Request<Incoming>> for Proxy {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            let served = res.extensions().get::<Served>().copied();
+            let elapsed = started.elapsed();
+            let status = res.status().as_u16();
+            if let Some(m) = &metrics {
+                m.request(route_idx, served, status, elapsed);
+            }
+            if let Some(w) = &window {
+                let bytes = res.body().size_hint().exact().unwrap_or(0);
+                w.record(
+                    served.map_or(CacheClass::Bypass, |s| s.class),
+                    status,
+                    bytes,
+                    elapsed,
+                );
+            }
             Ok(res)
         })
     }
@@ -148,6 +185,7 @@ impl Service<Request<Incoming>> for Proxy {
 async fn route_and_call(
     rt: &Runtime,
     req: Request<Incoming>,
+    route_idx: &mut Option<usize>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     check_request(&req, &rt.config)?;
     let route = rt
@@ -155,6 +193,7 @@ async fn route_and_call(
         .route(request_host(&req), req.uri().path())
         .ok_or(ProxyError::NoRoute)?
         .clone();
+    *route_idx = Some(route.idx);
     let limit = rt.config.raw.server.max_body_size as usize;
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(route);
@@ -181,6 +220,7 @@ fn map_client_body_error(e: BoxError) -> BoxError {
 #[derive(Clone, Debug)]
 pub struct Forward {
     upstreams: Arc<Upstreams>,
+    metrics: Option<Arc<Metrics>>,
     via_name: Arc<str>,
     trusted: Arc<[IpNet]>,
     preserve_host: bool,
@@ -188,9 +228,10 @@ pub struct Forward {
 
 impl Forward {
     /// A forwarder for `cfg`'s upstreams.
-    pub fn new(cfg: &Config, upstreams: Arc<Upstreams>) -> Self {
+    pub fn new(cfg: &Config, upstreams: Arc<Upstreams>, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
             upstreams,
+            metrics,
             via_name: cfg.raw.server.via_name.as_str().into(),
             trusted: cfg.trusted_proxies.clone().into(),
             preserve_host: cfg.raw.server.preserve_host,
@@ -249,7 +290,28 @@ impl Service<Request<ProxyBody>> for Forward {
             } else {
                 h.remove(header::HOST);
             }
-            let mut res = upstream.forward(req).await?;
+            let started = tokio::time::Instant::now();
+            let result = upstream.forward(req).await;
+            if let Some(m) = &this.metrics {
+                let outcome = match &result {
+                    Ok(r)
+                        if upstream
+                            .cfg
+                            .breaker
+                            .failure_statuses
+                            .contains(&r.status().as_u16()) =>
+                    {
+                        UpstreamOutcome::ErrorStatus
+                    }
+                    Ok(_) => UpstreamOutcome::Ok,
+                    Err(ProxyError::UpstreamConnect(_)) => UpstreamOutcome::ConnectError,
+                    Err(ProxyError::UpstreamTimeout(_)) => UpstreamOutcome::Timeout,
+                    Err(ProxyError::UpstreamOverloaded) => UpstreamOutcome::Overloaded,
+                    Err(_) => UpstreamOutcome::Reset,
+                };
+                m.upstream(route.upstream, outcome, started.elapsed());
+            }
+            let mut res = result?;
             let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             let h = res.headers_mut();
             headers::strip_hop_by_hop(h, switching);

@@ -1,6 +1,10 @@
 //! Log output: `tracing-subscriber` as text or JSON, filtered by `RUST_LOG` or `[log] level`.
 //! Log fields come before the message; messages are capitalised sentences.
 
+pub mod memory;
+pub mod metrics;
+pub mod window;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber (once; later calls are ignored, which tests rely on).

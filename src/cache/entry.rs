@@ -62,6 +62,22 @@ impl Entry {
         self.headers.get(header::LAST_MODIFIED)
     }
 
+    /// The same stored response with other freshness facts (soft purge).
+    pub fn with_fresh(&self, fresh: Freshness) -> Entry {
+        Entry {
+            key: self.key.clone(),
+            status: self.status,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            fresh,
+            vary: self.vary.clone(),
+            normalise_ae: self.normalise_ae,
+            tags: self.tags.clone(),
+            stored_at: self.stored_at,
+            hits: AtomicU64::new(self.hits.load(Ordering::Relaxed)),
+        }
+    }
+
     /// Counts a hit.
     pub fn hit(&self) {
         self.hits.fetch_add(1, Ordering::Relaxed);

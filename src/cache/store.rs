@@ -205,6 +205,27 @@ impl Store {
         });
     }
 
+    /// Rewrites every variant of `key` (soft purge).
+    pub fn map_variants(&self, key: &str, f: impl Fn(&Arc<Entry>) -> Arc<Entry>) {
+        let Some(k) = self
+            .cache
+            .get(key)
+            .and_then(|v| v.entries.first().map(|e| e.key.clone()))
+        else {
+            return;
+        };
+        self.cache.entry(k).and_compute_with(|cur| match cur {
+            Some(cur) => {
+                let cur = cur.into_value();
+                moka::ops::compute::Op::Put(Arc::new(Variants {
+                    entries: cur.entries.iter().map(&f).collect(),
+                    keep: cur.keep,
+                }))
+            }
+            None => moka::ops::compute::Op::Nop,
+        });
+    }
+
     /// Removes every variant of `key`; returns how many variants went.
     pub fn remove(&self, key: &str) -> usize {
         match self.cache.remove(key) {

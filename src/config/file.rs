@@ -24,6 +24,9 @@ pub struct FileConfig {
     /// Admin listener settings.
     #[serde(default)]
     pub admin: AdminSection,
+    /// Warm-up at startup (not ready until done or timed out).
+    #[serde(default)]
+    pub warmup: Option<WarmupSection>,
     /// Backends.
     #[serde(default)]
     pub upstreams: Vec<UpstreamSection>,
@@ -192,11 +195,63 @@ impl Default for CoalesceSection {
 }
 
 /// `[admin]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// File holding the admin bearer token (`SEAWALL_ADMIN_TOKEN` wins).
     pub token_file: Option<String>,
+    /// The recent window `/admin/status` summarises.
+    #[serde(with = "dur")]
+    pub status_window: Duration,
+    /// Alert when the recent hit ratio is below this.
+    pub alert_hit_ratio_below: f64,
+    /// Alert when the recent 5xx rate is above this.
+    pub alert_error_rate_above: f64,
+    /// Ratio alerts need at least this many recent requests.
+    pub alert_min_requests: u64,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            token_file: None,
+            status_window: Duration::from_secs(300),
+            alert_hit_ratio_below: 0.3,
+            alert_error_rate_above: 0.05,
+            alert_min_requests: 20,
+        }
+    }
+}
+
+/// `[warmup]`: import a peer's hottest entries (no origin traffic) or fetch URLs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupSection {
+    /// The peer's admin base URL, e.g. `http://seawall-admin-blue:9091`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// How many of the peer's hottest entries to import.
+    #[serde(default = "d_top")]
+    pub top: usize,
+    /// URLs (paths or absolute) to fetch through the cache instead.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Give up and report ready after this long.
+    #[serde(default = "d_warm_timeout", with = "dur")]
+    pub timeout: Duration,
+    /// Parallel fetches for `urls`.
+    #[serde(default = "d_conc")]
+    pub concurrency: usize,
+}
+
+fn d_top() -> usize {
+    1000
+}
+fn d_warm_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_conc() -> usize {
+    8
 }
 
 /// `[[upstreams]]`.

@@ -1,0 +1,323 @@
+//! Warm-up without the origin: `GET /admin/cache/export` streams the hottest entries whole
+//! (NDJSON); `POST /admin/cache/warm` imports them from a peer, or fetches a URL list through
+//! this instance's own cache; jobs report progress; `[warmup]` gates readiness at startup.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, bad, parse_json};
+use crate::app::AppState;
+use crate::body::ProxyBody;
+use crate::cache::ops::{self, Record};
+use crate::config::file::WarmupSection;
+
+/// One warm-up job.
+#[derive(Debug, Default, Serialize)]
+pub struct JobView {
+    /// Id.
+    pub id: u64,
+    /// `peer` or `urls`.
+    pub kind: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Items expected (0 while unknown).
+    pub total: u64,
+    /// Items handled.
+    pub done: u64,
+    /// Entries stored.
+    pub imported: u64,
+    /// Items that failed.
+    pub errors: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Job {
+    kind: String,
+    state: Mutex<(String, Option<String>)>,
+    total: AtomicU64,
+    done: AtomicU64,
+    imported: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The job table.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, Arc<Job>>>,
+}
+
+impl Jobs {
+    fn create(&self, kind: &str) -> (u64, Arc<Job>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let job = Arc::new(Job {
+            kind: kind.into(),
+            state: Mutex::new(("running".into(), None)),
+            ..Job::default()
+        });
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, job.clone());
+        (id, job)
+    }
+
+    /// A job's progress.
+    pub fn view(&self, id: u64) -> Option<JobView> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let j = map.get(&id)?;
+        let (state, error) = j.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(JobView {
+            id,
+            kind: j.kind.clone(),
+            state,
+            error,
+            total: j.total.load(Ordering::Relaxed),
+            done: j.done.load(Ordering::Relaxed),
+            imported: j.imported.load(Ordering::Relaxed),
+            errors: j.errors.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl Job {
+    fn finish(&self, r: Result<(), String>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *st = match r {
+            Ok(()) => ("done".into(), None),
+            Err(e) => ("failed".into(), Some(e)),
+        };
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ExportQuery {
+    top: Option<usize>,
+}
+
+/// `GET /admin/cache/export?top=N`: one JSON record per line, hottest first.
+pub(super) async fn export(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    let records = ops::export(&s.cache, q.top.unwrap_or(1000));
+    let lines = futures_util::stream::iter(records.into_iter().map(|r| {
+        let mut line = serde_json::to_vec(&r).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+    }));
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WarmBody {
+    from: Option<String>,
+    top: Option<usize>,
+    urls: Option<Vec<String>>,
+    concurrency: Option<usize>,
+}
+
+/// `POST /admin/cache/warm`.
+pub(super) async fn start(
+    State(s): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let b: WarmBody = parse_json(&body)?;
+    let id = match (b.from, b.urls) {
+        (Some(from), None) => spawn_peer(&s, from, b.top.unwrap_or(1000)),
+        (None, Some(urls)) => spawn_urls(&s, urls, b.concurrency.unwrap_or(8).max(1)),
+        _ => {
+            return Err(bad(
+                "name either from (a peer's admin URL, with top) or urls",
+            ));
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
+}
+
+/// `GET /admin/cache/warm/{id}`.
+pub(super) async fn progress(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    s.jobs
+        .view(id)
+        .map(|v| Json(serde_json::to_value(v).unwrap_or(Value::Null)))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no warm-up job {id}")))
+}
+
+fn spawn_peer(s: &Arc<AppState>, from: String, top: usize) -> u64 {
+    let (id, job) = s.jobs.create("peer");
+    let st = s.clone();
+    tokio::spawn(async move {
+        let r = import_from_peer(&st, &job, &from, top).await;
+        if let Err(e) = &r {
+            tracing::warn!(from = %from, error = %e, "Warm-up from peer failed.");
+        }
+        job.finish(r);
+    });
+    id
+}
+
+async fn import_from_peer(s: &AppState, job: &Job, from: &str, top: usize) -> Result<(), String> {
+    let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!(
+        "{}/admin/cache/export?top={top}",
+        from.trim_end_matches('/')
+    );
+    let mut req = http::Request::get(&url)
+        .body(ProxyBody::empty())
+        .map_err(|e| e.to_string())?;
+    if let Some(t) = &s.admin_token
+        && let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {t}"))
+    {
+        req.headers_mut().insert(header::AUTHORIZATION, v);
+    }
+    let res = client
+        .request(req)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!("{url}: status {}", res.status()));
+    }
+    let mut body = res.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let frame = body.frame().await;
+        let chunk = match frame {
+            Some(Ok(f)) => f.into_data().unwrap_or_default(),
+            Some(Err(e)) => return Err(format!("{url}: {e}")),
+            None => Bytes::new(),
+        };
+        let end = chunk.is_empty() && buf.iter().all(|b| *b != b'\n');
+        buf.extend_from_slice(&chunk);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            import_line(s, job, &line);
+        }
+        if end {
+            if !buf.is_empty() {
+                let line = std::mem::take(&mut buf);
+                import_line(s, job, &line);
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn import_line(s: &AppState, job: &Job, line: &[u8]) {
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return;
+    }
+    job.total.fetch_add(1, Ordering::Relaxed);
+    let rt = s.rt.load();
+    let ok = serde_json::from_slice::<Record>(line).is_ok_and(|r| r.import(&s.cache, &rt.router));
+    job.done.fetch_add(1, Ordering::Relaxed);
+    if ok {
+        job.imported.fetch_add(1, Ordering::Relaxed);
+    } else {
+        job.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn spawn_urls(s: &Arc<AppState>, urls: Vec<String>, concurrency: usize) -> u64 {
+    let (id, job) = s.jobs.create("urls");
+    job.total.store(urls.len() as u64, Ordering::Relaxed);
+    let st = s.clone();
+    tokio::spawn(async move {
+        let r = fetch_urls(&st, &job, urls, concurrency).await;
+        job.finish(r);
+    });
+    id
+}
+
+/// Fetches each URL through this instance's data listener, so the cache stores it.
+async fn fetch_urls(
+    s: &AppState,
+    job: &Job,
+    urls: Vec<String>,
+    concurrency: usize,
+) -> Result<(), String> {
+    let addr = *s.data_addr.get().ok_or("data listener not bound")?;
+    let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build_http();
+    futures_util::stream::iter(urls)
+        .for_each_concurrent(concurrency, |u| {
+            let client = client.clone();
+            async move {
+                let ok = async {
+                    let uri: http::Uri = u.parse().ok()?;
+                    let host = uri
+                        .authority()
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| addr.to_string());
+                    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+                    let req = http::Request::get(format!("http://{addr}{pq}"))
+                        .header(header::HOST, host)
+                        .body(ProxyBody::empty())
+                        .ok()?;
+                    let res = tokio::time::timeout(Duration::from_secs(60), client.request(req))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    let ok = res.status().is_success();
+                    res.into_body().collect().await.ok()?;
+                    Some(ok)
+                }
+                .await
+                .unwrap_or(false);
+                job.done.fetch_add(1, Ordering::Relaxed);
+                if ok {
+                    job.imported.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    job.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// `[warmup]`: not ready until the warm-up finishes or times out.
+pub fn startup_warmup(s: Arc<AppState>, w: WarmupSection) {
+    let id = match &w.from {
+        Some(from) => spawn_peer(&s, from.clone(), w.top),
+        None => spawn_urls(&s, w.urls.clone(), w.concurrency),
+    };
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + w.timeout;
+        loop {
+            let state = s.jobs.view(id).map(|v| v.state).unwrap_or_default();
+            if state != "running" {
+                tracing::info!(job = id, state = %state, "Warm-up finished.");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(job = id, "Warm-up timed out; reporting ready anyway.");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s.warm.store(true, Ordering::Relaxed);
+    });
+}
