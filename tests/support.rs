@@ -531,6 +531,11 @@ impl TestProxy {
     /// Seawall with `toml_src`; `[server]` listeners default to 127.0.0.1:0 and the drain to
     /// 200 ms delay / 2 s grace unless the source sets them.
     pub async fn with_config(toml_src: &str) -> Self {
+        Self::with_config_and_token(toml_src, None).await
+    }
+
+    /// Like `with_config`, with an admin bearer token.
+    pub async fn with_config_and_token(toml_src: &str, token: Option<&str>) -> Self {
         init_tracing();
         let mut doc: toml::Table = toml::from_str(toml_src).unwrap();
         let server = doc
@@ -552,9 +557,12 @@ impl TestProxy {
         let src = toml::to_string(&doc).unwrap();
         let config = Config::parse(&src, "test.toml", std::iter::empty())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{src}"));
-        let running = bounded("seawall start", seawall::app::start(config))
-            .await
-            .unwrap();
+        let running = bounded(
+            "seawall start",
+            seawall::app::start_with_token(config, token.map(str::to_string)),
+        )
+        .await
+        .unwrap();
         Self {
             addr: running.addr,
             admin_addr: running.admin_addr,
