@@ -48,6 +48,24 @@ pub enum Command {
         #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
         latency: Duration,
     },
+    /// Warm a running Seawall: import a peer's hottest entries, or fetch URLs through its cache.
+    Warm {
+        /// The Seawall to warm (its admin listener).
+        #[arg(long, default_value = "http://127.0.0.1:9091")]
+        admin: String,
+        /// A peer's admin URL to import from (no origin traffic).
+        #[arg(long, conflicts_with = "url")]
+        from: Option<String>,
+        /// How many of the peer's hottest entries.
+        #[arg(long, default_value_t = 1000)]
+        top: usize,
+        /// URLs to fetch through the cache (repeatable).
+        #[arg(long)]
+        url: Vec<String>,
+        /// Admin bearer token.
+        #[arg(long, env = "SEAWALL_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 /// `seawall check`: 0 when valid and no unknown `SEAWALL_*` variable is set.
@@ -95,4 +113,59 @@ pub async fn demo(
         o = demo.addr,
     );
     crate::app::run(cfg).await
+}
+
+/// `seawall warm`: starts a warm-up job on `admin` and follows it with a progress bar.
+pub async fn warm(admin: &str, from: Option<String>, top: usize, urls: Vec<String>, token: Option<String>) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let client: hyper_util::client::legacy::Client<_, crate::body::ProxyBody> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let body = match from {
+        Some(f) => serde_json::json!({"from": f, "top": top}),
+        None if !urls.is_empty() => serde_json::json!({"urls": urls}),
+        None => anyhow::bail!("give --from PEER_ADMIN_URL or at least one --url"),
+    };
+    let call = |method: http::Method, path: String, body: Option<serde_json::Value>| {
+        let client = client.clone();
+        let token = token.clone();
+        let url = format!("{}{}", admin.trim_end_matches('/'), path);
+        async move {
+            let mut req = http::Request::builder().method(method).uri(&url);
+            if let Some(t) = &token {
+                req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let req = req.body(crate::body::ProxyBody::full(body.map(|b| b.to_string()).unwrap_or_default()))?;
+            let res = client.request(req).await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            let status = res.status();
+            let bytes = res.into_body().collect().await?.to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            anyhow::ensure!(status.is_success(), "{url}: {status}: {v}");
+            Ok::<_, anyhow::Error>(v)
+        }
+    };
+    let started = call(http::Method::POST, "/admin/cache/warm".into(), Some(body)).await?;
+    let id = started["id"].as_u64().ok_or_else(|| anyhow::anyhow!("no job id in {started}"))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let v = call(http::Method::GET, format!("/admin/cache/warm/{id}"), None).await?;
+        bar.set_length(v["total"].as_u64().unwrap_or(0));
+        bar.set_position(v["done"].as_u64().unwrap_or(0));
+        bar.set_message(format!("imported {} errors {}", v["imported"], v["errors"]));
+        match v["state"].as_str() {
+            Some("running") => tokio::time::sleep(Duration::from_millis(200)).await,
+            Some("done") => {
+                bar.finish();
+                println!("warm-up {id} done: {} imported, {} errors", v["imported"], v["errors"]);
+                return Ok(());
+            }
+            _ => {
+                bar.abandon();
+                anyhow::bail!("warm-up {id} failed: {}", v["error"]);
+            }
+        }
+    }
 }
