@@ -27,7 +27,7 @@ RUN mkdir -p src benches \
     && printf 'fn main() {}\n' > benches/cache.rs \
     && cargo build --locked --release \
     && rm -rf src benches \
-        target/release/seawall target/release/seawall.d \
+        target/release/seawall target/release/seawall.d target/release/libseawall.* \
         target/release/deps/seawall-* target/release/deps/libseawall-* \
         target/release/.fingerprint/seawall-*
 

@@ -116,10 +116,17 @@ pub async fn demo(
 }
 
 /// `seawall warm`: starts a warm-up job on `admin` and follows it with a progress bar.
-pub async fn warm(admin: &str, from: Option<String>, top: usize, urls: Vec<String>, token: Option<String>) -> anyhow::Result<()> {
+pub async fn warm(
+    admin: &str,
+    from: Option<String>,
+    top: usize,
+    urls: Vec<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
     use http_body_util::BodyExt;
     let client: hyper_util::client::legacy::Client<_, crate::body::ProxyBody> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     let body = match from {
         Some(f) => serde_json::json!({"from": f, "top": top}),
         None if !urls.is_empty() => serde_json::json!({"urls": urls}),
@@ -134,17 +141,25 @@ pub async fn warm(admin: &str, from: Option<String>, top: usize, urls: Vec<Strin
             if let Some(t) = &token {
                 req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
             }
-            let req = req.body(crate::body::ProxyBody::full(body.map(|b| b.to_string()).unwrap_or_default()))?;
-            let res = client.request(req).await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            let req = req.body(crate::body::ProxyBody::full(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            ))?;
+            let res = client
+                .request(req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
             let status = res.status();
             let bytes = res.into_body().collect().await?.to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
             anyhow::ensure!(status.is_success(), "{url}: {status}: {v}");
             Ok::<_, anyhow::Error>(v)
         }
     };
     let started = call(http::Method::POST, "/admin/cache/warm".into(), Some(body)).await?;
-    let id = started["id"].as_u64().ok_or_else(|| anyhow::anyhow!("no job id in {started}"))?;
+    let id = started["id"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no job id in {started}"))?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} {msg}")
@@ -159,7 +174,10 @@ pub async fn warm(admin: &str, from: Option<String>, top: usize, urls: Vec<Strin
             Some("running") => tokio::time::sleep(Duration::from_millis(200)).await,
             Some("done") => {
                 bar.finish();
-                println!("warm-up {id} done: {} imported, {} errors", v["imported"], v["errors"]);
+                println!(
+                    "warm-up {id} done: {} imported, {} errors",
+                    v["imported"], v["errors"]
+                );
                 return Ok(());
             }
             _ => {
