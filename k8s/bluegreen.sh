@@ -22,13 +22,18 @@
 #   READY_TIMEOUT [300]            seconds the idle slot gets to be ready before switch gives up
 #   ROLLOUT_TIMEOUT [600]          seconds `deploy` waits for the rollout
 #   WATCH_SECONDS [120]  POLL_SECONDS [10]   how long and how often switch reads /admin/status
+#                                  (POLL_SECONDS=0, for tests: WATCH_SECONDS readings back to back)
 #   MAX_ERROR_RATE [0.05]  MAX_P95_MS [2000]  MIN_HIT_RATIO [0.3]   rollback thresholds
 #   BAD_CHECKS [2]                 consecutive bad readings (or unreachable status) that roll back
 #   CURL_TIMEOUT [5]               seconds per HTTP request
-#   FORCE [0]                      1: deploy to the live slot / roll back to a slot not ready
+#   FORCE [0]                      1: deploy to the live slot / roll back to a slot with no ready pod
 #
 # Exit codes: 0 done; 1 error; 2 usage; 3 switch refused (nothing changed);
 #             4 switched, then rolled back automatically; 5 rollback impossible (still on new slot).
+#
+# Seawall's POST /admin/drain is one-way: a drained slot stays unready until its pods are
+# replaced. A rollback to it therefore switches at once if it still has ready pods and then
+# replaces the drained ones, or restarts it first if none is ready.
 set -euo pipefail
 
 NAMESPACE=${NAMESPACE:-default}
@@ -209,19 +214,34 @@ watch_slot() {
 }
 
 # rollback_to SLOT: make SLOT live again, if it can serve.
+# Seawall's drain is one-way (a drained process stays unready until restarted), so:
+#  - SLOT has ready pods: switch at once, then delete its pods that are not ready (drained
+#    ones); their ReplicaSet replaces them.
+#  - SLOT has no ready pod: restart it and wait for it first (FORCE=1: switch anyway).
 rollback_to() {
-    local slot=$1
-    if ! wait_ready "$slot" "$READY_TIMEOUT"; then
+    local slot=$1 ready pods line
+    ready=$(kc get "deployment/seawall-$slot" -o 'jsonpath={.status.readyReplicas}') || ready=0
+    [[ $ready =~ ^[0-9]+$ ]] || ready=0
+    if ((ready == 0)); then
         if [[ $FORCE == 1 ]]; then
-            log "WARNING: seawall-$slot is not ready; FORCE=1, switching anyway"
+            log "WARNING: seawall-$slot has no ready pod; FORCE=1, switching anyway"
         else
-            log "seawall-$slot is not ready (drained?): restarting it before switching back"
+            log "seawall-$slot has no ready pod (drained?): restarting it before switching back"
             kc rollout restart "deployment/seawall-$slot" >&2 || die 5 "cannot restart deployment/seawall-$slot"
             wait_ready "$slot" "$READY_TIMEOUT" \
                 || die 5 "seawall-$slot did not become ready; traffic stays on $(other_slot "$slot") (FORCE=1 to override)"
         fi
+        make_live "$slot"
+        return 0
     fi
     make_live "$slot"
+    pods=$(kc get pods -l "app=seawall,slot=$slot" \
+        -o 'jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}') || pods=
+    while IFS= read -r line; do
+        [[ -n $line && ${line#*=} != True ]] || continue
+        log "pod ${line%%=*} of seawall-$slot is not ready (drained?): deleting it to have it replaced"
+        kc delete pod "${line%%=*}" --wait=false >&2 || log "WARNING: could not delete pod ${line%%=*}"
+    done <<< "$pods"
 }
 
 cmd_status() {

@@ -334,7 +334,8 @@ pub async fn start_with_token(
         lifecycle.clone(),
         Some(metrics),
         Some(window),
-    );
+    )
+    .with_tracing(crate::telemetry::trace::wanted(&config.raw.telemetry));
     let server_task = tokio::spawn(server::serve(
         listener,
         proxy,

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body as _;
 use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument as _;
 
 use crate::body::ProxyBody;
 use crate::coalesce::Collapsed;
@@ -918,8 +919,9 @@ where
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         let entry = entry.clone();
+        let span = tracing::info_span!("revalidate", seawall.key = %primary);
         tokio::spawn(async move {
-            if let Ok(res) = inner.oneshot(up).await
+            if let Ok(res) = inner.oneshot(up).instrument(span).await
                 && res.status() == StatusCode::NOT_MODIFIED
                 && plan.conditional
             {

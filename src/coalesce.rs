@@ -14,6 +14,7 @@ use std::time::Duration;
 use http::{HeaderMap, Request, Response};
 use tokio::sync::{oneshot, watch};
 use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument as _;
 
 use crate::body::ProxyBody;
 use crate::cache::fill::{Fill, FillLimits};
@@ -205,7 +206,10 @@ where
             if leader {
                 shared.stats.leaders.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
-                tokio::spawn(lead(inner, shared.clone(), plan, flight, req, tx));
+                tokio::spawn(
+                    lead(inner, shared.clone(), plan, flight, req, tx)
+                        .instrument(tracing::Span::current()),
+                );
                 return rx
                     .await
                     .unwrap_or(Err(ProxyError::UpstreamReset("fetch task ended".into())));
@@ -301,6 +305,7 @@ where
     let outcome = tokio::time::timeout(wait, async {
         rx.wait_for(Option::is_some).await.map(|o| o.clone())
     })
+    .instrument(tracing::info_span!("coalesce_wait", seawall.key = %plan.primary))
     .await;
     flight.waiters.fetch_sub(1, Ordering::Relaxed);
     let waited = started.elapsed();

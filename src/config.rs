@@ -86,7 +86,11 @@ fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
             }
         }
     }
-    for (section, key) in [("coalesce", "wait_timeout"), ("admin", "token_file")] {
+    for (section, key) in [
+        ("coalesce", "wait_timeout"),
+        ("admin", "token_file"),
+        ("telemetry", "otlp_endpoint"),
+    ] {
         let env = format!("SEAWALL_{section}_{key}").to_uppercase();
         out.insert(env, (section.into(), key.into(), Kind::Str));
     }
@@ -281,6 +285,12 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
                 format!("{f:?} is not a header name"),
             ));
         }
+    }
+    if !(0.0..=1.0).contains(&raw.telemetry.sampling_ratio) {
+        return Err(fail(
+            "telemetry.sampling_ratio".into(),
+            "must be between 0 and 1".into(),
+        ));
     }
     if raw.coalesce.max_waiters == 0 {
         return Err(fail(

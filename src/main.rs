@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use seawall::cli::{Cli, Command};
-use seawall::config::Config;
+use seawall::config::{Config, FileConfig};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -20,30 +20,38 @@ fn main() -> anyhow::Result<()> {
         },
         _ => None,
     };
-    let (level, format) = config
-        .as_ref()
-        .map(|c| (c.raw.log.level.clone(), c.raw.log.format.clone()))
-        .unwrap_or_else(|| ("info".into(), "text".into()));
-    seawall::telemetry::init_logging(&level, &format);
-    let workers = config.as_ref().map_or(0, |c| c.raw.server.worker_threads);
+    let defaults = FileConfig::default();
+    let raw = config.as_ref().map_or(&defaults, |c| &c.raw);
+    let workers = raw.server.worker_threads;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if workers > 0 {
         rt.worker_threads(workers);
     }
     let rt = rt.build()?;
+    let (log, tel) = (raw.log.clone(), raw.telemetry.clone());
     rt.block_on(async move {
-        match command {
+        let guard = seawall::telemetry::init(&log, &tel)?;
+        let result = match command {
             Command::Demo {
                 listen,
                 admin_listen,
                 origin,
                 latency,
             } => seawall::cli::demo(listen, admin_listen, origin, latency).await,
+            Command::Warm {
+                admin,
+                from,
+                top,
+                url,
+                token,
+            } => seawall::cli::warm(&admin, from, top, url, token).await,
             _ => match config {
                 Some(c) => seawall::app::run(c).await,
                 None => Ok(()),
             },
-        }
+        };
+        guard.shutdown().await;
+        result
     })
 }

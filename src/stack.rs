@@ -23,6 +23,8 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 use tower::Service;
 use tower::util::BoxCloneSyncService;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::body::ProxyBody;
 use crate::config::Config;
@@ -65,7 +67,12 @@ pub struct Proxy {
     lifecycle: Arc<Lifecycle>,
     metrics: Option<Arc<Metrics>>,
     window: Option<Arc<Window>>,
+    trace: bool,
 }
+
+/// Time spent upstream, for the access log (response extension).
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamElapsed(pub std::time::Duration);
 
 impl Proxy {
     /// A proxy over the swappable runtime.
@@ -80,7 +87,14 @@ impl Proxy {
             lifecycle,
             metrics,
             window,
+            trace: false,
         }
+    }
+
+    /// Creates a span per request (exported when a tracer is installed).
+    pub fn with_tracing(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
     }
 }
 
@@ -146,9 +160,31 @@ impl Service<Request<Incoming>> for Proxy {
         let draining = self.lifecycle.phase() != Phase::Serving;
         let metrics = self.metrics.clone();
         let window = self.window.clone();
-        Box::pin(async move {
+        let access = rt.config.raw.log.access_log;
+        let span = if self.trace {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = %format!("{} {}", req.method(), req.uri().path()),
+                otel.kind = "server",
+                http.request.method = %req.method(),
+                url.path = %req.uri().path(),
+                http.route = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                seawall.cache_status = tracing::field::Empty,
+                seawall.upstream = tracing::field::Empty,
+                seawall.coalesced = tracing::field::Empty,
+                seawall.breaker_state = tracing::field::Empty,
+            );
+            let _ = span.set_parent(crate::telemetry::trace::extract(req.headers()));
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let fut = async move {
             let started = tokio::time::Instant::now();
             let version = req.version();
+            let method = access.then(|| req.method().clone());
+            let path = access.then(|| req.uri().path().to_string());
             let mut route_idx = None;
             let mut res = match route_and_call(&rt, req, &mut route_idx).await {
                 Ok(res) => res,
@@ -177,8 +213,50 @@ impl Service<Request<Incoming>> for Proxy {
                     elapsed,
                 );
             }
+            let span = tracing::Span::current();
+            if !span.is_none() || access {
+                let route = route_idx.and_then(|i| rt.router.routes().get(i));
+                let cache_status = res
+                    .headers()
+                    .get("cache-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !span.is_none() {
+                    span.record("http.response.status_code", status);
+                    span.record("seawall.cache_status", cache_status);
+                    span.record("seawall.coalesced", served.is_some_and(|s| s.collapsed));
+                    if let Some(r) = route {
+                        span.record("http.route", r.name.as_str());
+                        span.record("seawall.upstream", r.upstream_name.as_str());
+                        if let Some(b) = rt.breakers.get(r.upstream) {
+                            span.record("seawall.breaker_state", b.state().as_str());
+                        }
+                    }
+                }
+                if access {
+                    use opentelemetry::trace::TraceContextExt as _;
+                    let trace_id = span.context().span().span_context().trace_id();
+                    let upstream_ms = res
+                        .extensions()
+                        .get::<UpstreamElapsed>()
+                        .map(|u| u.0.as_secs_f64() * 1000.0);
+                    tracing::info!(
+                        target: "seawall::access",
+                        method = %method.unwrap_or_default(),
+                        path = %path.unwrap_or_default(),
+                        status,
+                        cache_status,
+                        duration_ms = elapsed.as_secs_f64() * 1000.0,
+                        upstream_ms,
+                        bytes = res.body().size_hint().exact(),
+                        trace_id = %trace_id,
+                        "Request served."
+                    );
+                }
+            }
             Ok(res)
-        })
+        };
+        Box::pin(fut.instrument(span))
     }
 }
 
@@ -290,8 +368,21 @@ impl Service<Request<ProxyBody>> for Forward {
             } else {
                 h.remove(header::HOST);
             }
+            let span = tracing::info_span!(
+                "upstream",
+                otel.name = %format!("upstream {}", upstream.name),
+                otel.kind = "client",
+                seawall.upstream = %upstream.name,
+                http.response.status_code = tracing::field::Empty,
+            );
+            if !span.is_none() {
+                crate::telemetry::trace::inject(&span.context(), req.headers_mut());
+            }
             let started = tokio::time::Instant::now();
-            let result = upstream.forward(req).await;
+            let result = upstream.forward(req).instrument(span.clone()).await;
+            if let Ok(r) = &result {
+                span.record("http.response.status_code", r.status().as_u16());
+            }
             if let Some(m) = &this.metrics {
                 let outcome = match &result {
                     Ok(r)
@@ -312,6 +403,8 @@ impl Service<Request<ProxyBody>> for Forward {
                 m.upstream(route.upstream, outcome, started.elapsed());
             }
             let mut res = result?;
+            res.extensions_mut()
+                .insert(UpstreamElapsed(started.elapsed()));
             let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             let h = res.headers_mut();
             headers::strip_hop_by_hop(h, switching);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests for k8s/bluegreen.sh against recording stand-ins for kubectl and curl (stubs/),
 # placed first on PATH. Each case writes the stubs' canned answers, runs the script, and
-# compares the exact sequence of kubectl/curl calls and the exit code.
+# compares the exact sequence of kubectl/curl calls and the exit code. POLL_SECONDS=0: the
+# script's WATCH_SECONDS then counts /admin/status readings, taken back to back.
 # Ends with `N passed, M failed`; exits non-zero on any failure. Needs bash and python3.
 set -euo pipefail
 
@@ -9,7 +10,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT="$HERE/../bluegreen.sh"
 STUBS="$HERE/stubs"
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap '[[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"' EXIT
 
 PASSED=0
 FAILED=0
@@ -28,11 +29,14 @@ BAD_HIT='{"healthy":true,"hit_ratio":0.05,"error_rate":0.0,"latency_p95_ms":20,"
 GET_LIVE="kubectl -n $NS get service seawall -o jsonpath={.spec.selector.slot}"
 GET_PREVIEW="kubectl -n $NS get service seawall-preview -o jsonpath={.spec.selector.slot}"
 rollout() { echo "kubectl -n $NS rollout status deployment/seawall-$1 --timeout=$2s"; }
+ready_replicas() { echo "kubectl -n $NS get deployment/seawall-$1 -o jsonpath={.status.readyReplicas}"; }
+get_pods() { printf '%s\n' "kubectl -n $NS get pods -l app=seawall,slot=$1 -o jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"; }
 patch() { echo "kubectl -n $NS patch service $1 --type=merge -p {\"spec\":{\"selector\":{\"app\":\"seawall\",\"slot\":\"$2\"}}}"; }
 AUTH="[Authorization: Bearer $TOKEN]"
 
 # new_case NAME [LIVE [PREVIEW]]: a fresh stub directory; the Services select LIVE (blue)
-# and PREVIEW (the other slot); every other kubectl call succeeds silently.
+# and PREVIEW (the other slot); both slots have 2 ready pods; every other kubectl call
+# succeeds silently.
 new_case() {
     CASE=$1
     local live=${2:-blue} preview=${3:-}
@@ -45,7 +49,15 @@ new_case() {
     : > "$STUB_DIR/curl.rules"
     kubectl_rule "$GET_LIVE|0|$live"
     kubectl_rule "$GET_PREVIEW|0|$preview"
+    DEFAULT_RULES=(
+        "$(ready_replicas blue)|0|2"
+        "$(ready_replicas green)|0|2"
+        "$(get_pods blue)|0|seawall-blue-1=True\\nseawall-blue-2=True\\n"
+        "$(get_pods green)|0|seawall-green-1=True\\nseawall-green-2=True\\n"
+    )
 }
+# Rules added by a case come before the defaults (first match wins).
+add_default_rules() { printf '%s\n' "${DEFAULT_RULES[@]#kubectl }" >> "$STUB_DIR/kubectl.rules"; }
 # kubectl_rule 'kubectl ARGS|EXIT|STDOUT' (first match wins; the leading "kubectl " is optional).
 kubectl_rule() { printf '%s\n' "${1#kubectl }" >> "$STUB_DIR/kubectl.rules"; }
 # curl_rule METHOD URL CODE [BODY]; repeated rules for one METHOD URL answer in turn.
@@ -54,9 +66,10 @@ curl_rule() { printf '%s %s|%s|%s\n' "$1" "$2" "$3" "${4:-}" >> "$STUB_DIR/curl.
 # run_script ARGS...: runs bluegreen.sh with the stubs first on PATH; sets RC.
 run_script() {
     set +e
+    add_default_rules
     env PATH="$STUBS:$PATH" NAMESPACE=$NS SEAWALL_ADMIN_TOKEN="${TEST_TOKEN-$TOKEN}" \
         ADMIN_URL_BLUE=$AB ADMIN_URL_GREEN=$AG PREVIEW_URL=$PV \
-        READY_TIMEOUT="${READY_TIMEOUT:-5}" WATCH_SECONDS="${WATCH_SECONDS:-2}" POLL_SECONDS="${POLL_SECONDS:-1}" \
+        READY_TIMEOUT="${READY_TIMEOUT:-5}" WATCH_SECONDS="${WATCH_SECONDS:-2}" POLL_SECONDS="${POLL_SECONDS:-0}" \
         BAD_CHECKS="${BAD_CHECKS:-2}" MAX_ERROR_RATE=0.05 MAX_P95_MS=2000 MIN_HIT_RATIO=0.5 \
         bash "$SCRIPT" "$@" > "$STUB_DIR/stdout" 2> "$STUB_DIR/stderr"
     RC=$?
@@ -222,38 +235,65 @@ curl POST $AB/admin/drain $AUTH
 curl GET $AG/admin/status $AUTH
 curl GET $AG/admin/status $AUTH
 curl GET $AG/admin/status $AUTH
-$(rollout blue 5)
-curl GET $AB/readyz
+$(ready_replicas blue)
 $(patch seawall blue)
 $(patch seawall-preview green)
+$(get_pods blue)
 EOF
 assert "error_rate reason not logged" grep -q 'error_rate 0.2 > 0.05' "$STUB_DIR/stderr"
 assert "latency reason not logged" grep -q 'latency_p95_ms 5000 > 2000' "$STUB_DIR/stderr"
 finish_case
 
-new_case low_hit_ratio_roll_back_drained_slot_restarted
+new_case low_hit_ratio_roll_back_replaces_drained_pod
 curl_rule GET "$AG/readyz" 200
 curl_rule GET "$PV/" 200
 curl_rule POST "$AB/admin/drain" 202
 curl_rule GET "$AG/admin/status" 200 "$BAD_HIT"
-curl_rule GET "$AB/readyz" 503 '{"ready":false,"status":"draining"}'
-curl_rule GET "$AB/readyz" 200
-BAD_CHECKS=1 READY_TIMEOUT=0 WATCH_SECONDS=3 run_script switch
+kubectl_rule "$(ready_replicas blue)|0|1"
+kubectl_rule "$(get_pods blue)|0|seawall-blue-1=True\\nseawall-blue-2=False\\n"
+BAD_CHECKS=1 WATCH_SECONDS=3 run_script switch
 expect_rc 4
 expect_calls <<EOF
 $GET_LIVE
 $GET_PREVIEW
-$(rollout green 0)
+$(rollout green 5)
 curl GET $AG/readyz
 curl GET $PV/
 $(patch seawall green)
 $(patch seawall-preview blue)
 curl POST $AB/admin/drain $AUTH
 curl GET $AG/admin/status $AUTH
-$(rollout blue 0)
-curl GET $AB/readyz
+$(ready_replicas blue)
+$(patch seawall blue)
+$(patch seawall-preview green)
+$(get_pods blue)
+kubectl -n $NS delete pod seawall-blue-2 --wait=false
+EOF
+assert "hit ratio reason not logged" grep -q 'hit_ratio 0.05 < 0.5' "$STUB_DIR/stderr"
+finish_case
+
+new_case roll_back_to_slot_without_ready_pods_restarts_it_first
+curl_rule GET "$AG/readyz" 200
+curl_rule GET "$PV/" 200
+curl_rule POST "$AB/admin/drain" 202
+curl_rule GET "$AG/admin/status" 200 "$BAD_P95"
+kubectl_rule "$(ready_replicas blue)|0|"
+curl_rule GET "$AB/readyz" 200
+BAD_CHECKS=1 run_script switch
+expect_rc 4
+expect_calls <<EOF
+$GET_LIVE
+$GET_PREVIEW
+$(rollout green 5)
+curl GET $AG/readyz
+curl GET $PV/
+$(patch seawall green)
+$(patch seawall-preview blue)
+curl POST $AB/admin/drain $AUTH
+curl GET $AG/admin/status $AUTH
+$(ready_replicas blue)
 kubectl -n $NS rollout restart deployment/seawall-blue
-$(rollout blue 0)
+$(rollout blue 5)
 curl GET $AB/readyz
 $(patch seawall blue)
 $(patch seawall-preview green)
@@ -279,10 +319,10 @@ $(patch seawall-preview blue)
 curl POST $AB/admin/drain $AUTH
 curl GET $AG/admin/status $AUTH
 curl GET $AG/admin/status $AUTH
-$(rollout blue 5)
-curl GET $AB/readyz
+$(ready_replicas blue)
 $(patch seawall blue)
 $(patch seawall-preview green)
+$(get_pods blue)
 EOF
 finish_case
 
@@ -291,7 +331,8 @@ curl_rule GET "$AG/readyz" 200
 curl_rule GET "$PV/" 200
 curl_rule POST "$AB/admin/drain" 202
 curl_rule GET "$AG/admin/status" 200 "$BAD_ERR"
-curl_rule GET "$AB/readyz" 503
+kubectl_rule "$(ready_replicas blue)|0|0"
+curl_rule GET "$AB/readyz" 503 '{"ready":false,"status":"draining"}'
 BAD_CHECKS=1 READY_TIMEOUT=0 run_script switch
 expect_rc 5
 # Selector patched to green once, never back to blue.
@@ -301,15 +342,14 @@ assert "no restart of the drained slot" grep -q "rollout restart deployment/seaw
 finish_case
 
 new_case manual_rollback green
-curl_rule GET "$AB/readyz" 200
 run_script rollback
 expect_rc 0
 expect_calls <<EOF
 $GET_LIVE
-$(rollout blue 5)
-curl GET $AB/readyz
+$(ready_replicas blue)
 $(patch seawall blue)
 $(patch seawall-preview green)
+$(get_pods blue)
 EOF
 finish_case
 

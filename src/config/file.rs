@@ -24,6 +24,9 @@ pub struct FileConfig {
     /// Admin listener settings.
     #[serde(default)]
     pub admin: AdminSection,
+    /// Traces (OpenTelemetry over OTLP, e.g. to Jaeger).
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// Warm-up at startup (not ready until done or timed out).
     #[serde(default)]
     pub warmup: Option<WarmupSection>,
@@ -219,6 +222,37 @@ impl Default for AdminSection {
             alert_hit_ratio_below: 0.3,
             alert_error_rate_above: 0.05,
             alert_min_requests: 20,
+        }
+    }
+}
+
+/// `[telemetry]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Export traces (also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    pub enabled: bool,
+    /// OTLP/gRPC endpoint; unset: `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, else `http://localhost:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` resource attribute.
+    pub service_name: String,
+    /// Share of new traces sampled (parent-based: a sampled client trace is kept).
+    pub sampling_ratio: f64,
+    /// At the edge: sample by our ratio whatever the client's `traceparent` says.
+    pub ignore_client_sampling: bool,
+    /// Spans waiting for export at most; beyond, spans are dropped (and counted), never waited for.
+    pub max_queue_size: usize,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            otlp_endpoint: None,
+            service_name: "seawall".into(),
+            sampling_ratio: 0.1,
+            ignore_client_sampling: false,
+            max_queue_size: 2048,
         }
     }
 }
