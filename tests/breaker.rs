@@ -1,0 +1,686 @@
+//! Circuit breaker, outlier ejection and retry budget seen from outside: an upstream that keeps
+//! failing stops receiving requests, stale copies stand in where the rules allow, a recovered
+//! upstream is let back in through a half-open probe, and operators can force the state.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support.rs"]
+mod support;
+
+#[path = "admin_support.rs"]
+mod admin_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use admin_support::*;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use support::*;
+
+/// Upstream attempts made to endpoint `ep` of upstream `up` so far.
+fn attempts(proxy: &TestProxy, up: usize, ep: usize) -> u64 {
+    proxy.running().runtime().upstreams.list[up].endpoints[ep]
+        .attempts
+        .load(Ordering::Relaxed)
+}
+
+/// The `GET /admin/breakers` entry for `upstream`.
+async fn breaker_view(proxy: &TestProxy, upstream: &str) -> Value {
+    let (status, v) = admin_get(&proxy.admin_url("/admin/breakers")).await;
+    assert_eq!(status, StatusCode::OK);
+    v["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["upstream"] == upstream)
+        .unwrap_or_else(|| panic!("no breaker {upstream}: {v}"))
+        .clone()
+}
+
+/// Asserts a fail-fast answer: 503, `Retry-After` within `1..=max_retry`, circuit-open detail.
+fn assert_circuit_open(answer: &Answer, max_retry: u64) {
+    let (status, headers, _) = answer;
+    assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{headers:?}");
+    assert_eq!(
+        cache_status(headers),
+        "seawall; fwd=bypass; detail=circuit-open"
+    );
+    let retry: u64 = header_str(headers, "retry-after").parse().unwrap();
+    assert!((1..=max_retry).contains(&retry), "retry-after {retry}");
+}
+
+/// A breaker that trips after `n` consecutive failures and stays open for 30 s; no retries.
+fn trip_after(n: u32) -> String {
+    format!(
+        "[upstreams.breaker]\nconsecutive_failures = {n}\nopen_duration = \"30s\"\n\
+         max_open_duration = \"60s\"\nmin_requests = 100\n\n\
+         [upstreams.retry]\nmax_retries = 0\n"
+    )
+}
+
+#[tokio::test]
+async fn refused_connections_open_the_breaker_and_later_requests_fail_fast() {
+    let dead = closed_port().await;
+    let proxy =
+        TestProxy::with_config(&upstream_config(&format!("http://{dead}"), &trip_after(3))).await;
+
+    for i in 1..=3 {
+        let (status, headers, _) = get(&proxy.url(&format!("/down?i={i}"))).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(
+            cache_status(&headers).contains("detail=upstream-refused"),
+            "{headers:?}"
+        );
+        assert_eq!(attempts(&proxy, 0, 0), i);
+    }
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "open", "{b}");
+    assert_eq!(b["trips"], 1, "{b}");
+    assert_eq!(b["forced"], false, "{b}");
+    assert_eq!(b["last_transition"]["from"], "closed", "{b}");
+    assert_eq!(b["last_transition"]["to"], "open", "{b}");
+
+    for i in 0..5 {
+        let answer = get(&proxy.url(&format!("/down?after={i}"))).await;
+        assert_circuit_open(&answer, 30);
+    }
+    assert_eq!(attempts(&proxy, 0, 0), 3, "no upstream attempt while open");
+
+    // Readiness reports the open breaker but does not gate on it; status raises a warning.
+    let (status, v) = admin_get(&proxy.admin_url("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["breakers_not_closed"], serde_json::json!(["origin"]));
+    let (_, st) = admin_get(&proxy.admin_url("/admin/status")).await;
+    assert_eq!(
+        st["breakers"],
+        serde_json::json!([{"upstream": "origin", "state": "open"}])
+    );
+    let alert = st["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "breaker_open")
+        .unwrap_or_else(|| panic!("no breaker_open alert: {st}"));
+    assert_eq!(alert["severity"], "warning");
+}
+
+#[tokio::test]
+async fn stale_copies_are_served_while_open_but_not_past_must_revalidate() {
+    let origin = MockOrigin::new()
+        .route(
+            "/sie",
+            MockResponse::ok("stale-if-error body")
+                .header("cache-control", "max-age=1, stale-if-error=600"),
+        )
+        .route(
+            "/route-sie/page",
+            MockResponse::ok("route window body").header("cache-control", "max-age=1"),
+        )
+        .route(
+            "/mr",
+            MockResponse::ok("must revalidate body").header(
+                "cache-control",
+                "max-age=1, must-revalidate, stale-if-error=600",
+            ),
+        )
+        .route(
+            "/trip",
+            MockResponse::with_status(503).header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let cfg = format!(
+        "[[upstreams]]\nname = \"origin\"\nendpoints = [{:?}]\n{}\n\
+         [[routes]]\nupstream = \"origin\"\n\n\
+         [[routes]]\nname = \"sie\"\nupstream = \"origin\"\npath_prefix = \"/route-sie/\"\n\
+         stale_if_error = \"10m\"\n",
+        origin.url(),
+        trip_after(3)
+    );
+    let proxy = TestProxy::with_config(&cfg).await;
+    let host = proxy.addr.to_string();
+    let none = HeaderMap::new();
+
+    for path in ["/sie", "/route-sie/page", "/mr"] {
+        let (status, _, _) = prime(
+            proxy.running(),
+            &proxy.url(path),
+            &key_for(&host, path),
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    proxy
+        .running()
+        .state
+        .cache
+        .clock
+        .advance(Duration::from_secs(5));
+
+    for _ in 0..3 {
+        let (status, _, _) = get(&proxy.url("/trip")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "open");
+    let origin_before = origin.total_hits();
+    let attempts_before = attempts(&proxy, 0, 0);
+    assert_eq!(origin_before, 6);
+
+    for (path, body) in [
+        ("/sie", "stale-if-error body"),
+        ("/route-sie/page", "route window body"),
+    ] {
+        let (status, headers, got) = get(&proxy.url(path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {headers:?}");
+        assert_eq!(got, body);
+        let cs = cache_status(&headers);
+        assert!(cs.starts_with("seawall; hit; ttl=-"), "{path}: {cs}");
+        assert!(cs.ends_with("; detail=circuit-open"), "{path}: {cs}");
+        assert!(!headers.contains_key("retry-after"), "{headers:?}");
+    }
+
+    let answer = get(&proxy.url("/mr")).await;
+    assert_circuit_open(&answer, 30);
+    assert_ne!(answer.2, Bytes::from_static(b"must revalidate body"));
+    assert!(
+        is_stored(proxy.running(), &key_for(&host, "/mr"), &none),
+        "the entry is kept, only not served"
+    );
+
+    assert_eq!(
+        origin.total_hits(),
+        origin_before,
+        "nothing reached the origin"
+    );
+    assert_eq!(attempts(&proxy, 0, 0), attempts_before);
+}
+
+#[tokio::test]
+async fn a_half_open_probe_closes_the_breaker_once_the_origin_recovers() {
+    let up = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let (u, s) = (up.clone(), served.clone());
+    let origin = MockOrigin::new()
+        .route("/r", move |_: &http::request::Parts, _: &Bytes| {
+            if u.load(Ordering::SeqCst) {
+                let n = s.fetch_add(1, Ordering::SeqCst) + 1;
+                MockResponse::ok(format!("fresh {n}")).header("cache-control", "no-store")
+            } else {
+                MockResponse::with_status(503).header("cache-control", "no-store")
+            }
+        })
+        .start()
+        .await;
+    let extra = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"300ms\"\n\
+                 max_open_duration = \"1s\"\nmin_requests = 100\n";
+    let proxy = TestProxy::with_config(&upstream_config(&origin.url(), extra)).await;
+
+    for _ in 0..3 {
+        let (status, _, _) = get(&proxy.url("/r")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(origin.hits("/r"), 3);
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "open", "{b}");
+
+    up.store(true, Ordering::SeqCst);
+    // Wait out the open period; until then every answer is a fail-fast that costs no request.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = bounded("the breaker lets a probe through", async {
+        loop {
+            let before = origin.hits("/r");
+            let (status, headers, body) = get(&proxy.url("/r")).await;
+            if status == StatusCode::OK {
+                return body;
+            }
+            assert_circuit_open(&(status, headers, body), 1);
+            assert_eq!(origin.hits("/r"), before, "fail-fast reached the origin");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(body, "fresh 1");
+    assert_eq!(origin.hits("/r"), 4, "exactly one probe");
+
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "closed", "{b}");
+    assert_eq!(
+        b["trips"], 0,
+        "a proven recovery resets the trip count: {b}"
+    );
+    assert_eq!(b["last_transition"]["from"], "half_open", "{b}");
+    assert_eq!(b["last_transition"]["to"], "closed", "{b}");
+
+    for n in 2..=4 {
+        let (status, headers, body) = get(&proxy.url("/r")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, format!("fresh {n}"));
+        assert!(
+            cache_status(&headers).starts_with("seawall; fwd=uri-miss"),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(origin.hits("/r"), 7);
+}
+
+#[tokio::test]
+async fn an_origin_slower_than_ttfb_timeout_trips_the_breaker() {
+    let origin = MockOrigin::new()
+        .route(
+            "/slow",
+            MockResponse::ok("too late")
+                .delay(5000)
+                .header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let extra = format!("ttfb_timeout = \"100ms\"\n{}", trip_after(2));
+    let proxy = TestProxy::with_config(&upstream_config(&origin.url(), &extra)).await;
+
+    for i in 1..=2 {
+        let (status, headers, _) = get(&proxy.url("/slow")).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            cache_status(&headers).contains("detail=upstream-timeout"),
+            "{headers:?}"
+        );
+        origin.wait_hits("/slow", i).await;
+    }
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "open");
+
+    let answer = get(&proxy.url("/slow")).await;
+    assert_circuit_open(&answer, 30);
+    assert_eq!(origin.hits("/slow"), 2);
+    assert_eq!(attempts(&proxy, 0, 0), 2);
+}
+
+#[tokio::test]
+async fn outlier_ejection_sends_traffic_to_the_healthy_endpoint() {
+    let dead = closed_port().await;
+    let healthy = MockOrigin::new()
+        .route(
+            "/e",
+            MockResponse::ok("healthy").header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let cfg = format!(
+        "[[upstreams]]\nname = \"origin\"\nendpoints = [\"http://{dead}\", {:?}]\n\n\
+         [upstreams.outlier]\nconsecutive_failures = 2\nejection_time = \"60s\"\n\n\
+         [[routes]]\nupstream = \"origin\"\n",
+        healthy.url()
+    );
+    let proxy = TestProxy::with_config(&cfg).await;
+    let upstream = proxy.running().runtime().upstreams.list[0].clone();
+
+    // Every request succeeds (a refused attempt is retried on the other endpoint) until the
+    // dead endpoint has failed often enough to be ejected.
+    let mut sent = 0u64;
+    while !upstream.is_ejected(0) {
+        assert!(sent < 20, "dead endpoint never ejected");
+        let (status, _, body) = get(&proxy.url("/e")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "healthy");
+        sent += 1;
+    }
+    let dead_attempts = attempts(&proxy, 0, 0);
+    assert_eq!(
+        dead_attempts, 2,
+        "ejected after exactly its consecutive failures"
+    );
+    assert_eq!(healthy.hits("/e"), sent);
+
+    for _ in 0..10 {
+        let (status, _, body) = get(&proxy.url("/e")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "healthy");
+    }
+    assert_eq!(
+        attempts(&proxy, 0, 0),
+        dead_attempts,
+        "ejected endpoint untouched"
+    );
+    assert_eq!(attempts(&proxy, 0, 1), sent + 10);
+    assert_eq!(healthy.hits("/e"), sent + 10);
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "closed");
+}
+
+/// R requests to a dead endpoint with retries allowed by `max_retries = 2`, budget off the
+/// breaker; returns the upstream attempts.
+async fn attempts_against_dead_endpoint(r: u64, ratio: f64, min_per_sec: u32) -> u64 {
+    let dead = closed_port().await;
+    let extra = format!(
+        "[upstreams.breaker]\nenabled = false\n\n\
+         [upstreams.retry]\nmax_retries = 2\nbudget_ratio = {ratio:?}\nbudget_min_per_sec = {min_per_sec}\n"
+    );
+    let proxy = TestProxy::with_config(&upstream_config(&format!("http://{dead}"), &extra)).await;
+    for i in 0..r {
+        let (status, _, _) = get(&proxy.url(&format!("/dead?i={i}"))).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+    }
+    attempts(&proxy, 0, 0)
+}
+
+#[tokio::test]
+async fn retry_budget_bounds_the_attempts_against_a_dead_endpoint() {
+    // TpsBudget::new(10 s, min_per_sec, ratio): a reserve of min_per_sec × 10 retries plus
+    // `ratio` retries per request, within the 10 s window.
+    let r = 30u64;
+    let (ratio, min_per_sec) = (0.2, 1u32);
+    let got = attempts_against_dead_endpoint(r, ratio, min_per_sec).await;
+    let floor = u64::from(min_per_sec) * 10;
+    let upper = r + (r as f64 * ratio).floor() as u64 + floor;
+    assert!(
+        got <= upper,
+        "{got} attempts, budget allows at most {upper}"
+    );
+    assert!(
+        got >= r + floor,
+        "{got} attempts: the reserve alone allows {floor} retries"
+    );
+    assert!(
+        got < r * 3,
+        "{got} attempts: max_retries alone would allow {}",
+        r * 3
+    );
+}
+
+#[tokio::test]
+async fn an_empty_retry_budget_allows_no_retries() {
+    let r = 10u64;
+    let got = attempts_against_dead_endpoint(r, 0.0, 0).await;
+    assert_eq!(got, r);
+}
+
+#[tokio::test]
+async fn operators_can_force_open_close_and_reset_the_breaker() {
+    let origin = MockOrigin::new()
+        .route(
+            "/o",
+            MockResponse::ok("flowing").header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let proxy = TestProxy::start(&origin.url()).await;
+
+    let (status, v) = admin_post(&proxy.admin_url("/admin/breakers/origin/open"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v,
+        serde_json::json!({"upstream": "origin", "state": "open"})
+    );
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["forced"], true, "{b}");
+    for _ in 0..3 {
+        // A forced breaker suggests the configured open duration (default 30 s).
+        assert_circuit_open(&get(&proxy.url("/o")).await, 30);
+    }
+    assert_eq!(origin.total_hits(), 0);
+
+    let (status, v) = admin_post(&proxy.admin_url("/admin/breakers/origin/close"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["state"], "closed");
+    let (status, _, body) = get(&proxy.url("/o")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "flowing");
+    assert_eq!(origin.total_hits(), 1);
+
+    let (status, _) = admin_post(&proxy.admin_url("/admin/breakers/origin/open"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_circuit_open(&get(&proxy.url("/o")).await, 30);
+    let (status, v) = admin_post(&proxy.admin_url("/admin/breakers/origin/reset"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["state"], "closed");
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["forced"], false, "{b}");
+    assert_eq!(b["trips"], 0, "{b}");
+    assert_eq!(b["consecutive_failures"], 0, "{b}");
+    let (status, _, _) = get(&proxy.url("/o")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.total_hits(), 2);
+
+    let (status, v) = admin_post(&proxy.admin_url("/admin/breakers/nope/open"), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
+    let (status, v) = admin_post(&proxy.admin_url("/admin/breakers/origin/explode"), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(v["error"].is_string(), "{v}");
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "closed");
+}
+
+/// An origin whose `/r` answers 503 until `up` is set, then 200 after `delay_ms`.
+async fn switchable_origin(up: Arc<AtomicBool>, delay_ms: u64) -> MockOrigin {
+    MockOrigin::new()
+        .route("/r", move |_: &http::request::Parts, _: &Bytes| {
+            if up.load(Ordering::SeqCst) {
+                MockResponse::ok("recovered")
+                    .delay(delay_ms)
+                    .header("cache-control", "no-store")
+            } else {
+                MockResponse::with_status(503).header("cache-control", "no-store")
+            }
+        })
+        .start()
+        .await
+}
+
+const SHORT_OPEN: &str = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"300ms\"\n\
+                          max_open_duration = \"1s\"\nmin_requests = 100\n";
+
+/// Sends `/r` until one request reaches the origin (the half-open probe); every other answer
+/// must be a fail-fast. Returns the probe's answer.
+async fn send_until_probe(proxy: &TestProxy, origin: &MockOrigin) -> Answer {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bounded("the breaker lets a probe through", async {
+        loop {
+            let before = origin.hits("/r");
+            let answer = get(&proxy.url("/r")).await;
+            if origin.hits("/r") > before {
+                return answer;
+            }
+            assert_circuit_open(&answer, 1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failed_probe_reopens_the_breaker() {
+    let up = Arc::new(AtomicBool::new(false));
+    let origin = switchable_origin(up.clone(), 0).await;
+    let proxy = TestProxy::with_config(&upstream_config(&origin.url(), SHORT_OPEN)).await;
+    for _ in 0..3 {
+        get(&proxy.url("/r")).await;
+    }
+    assert_eq!(breaker_view(&proxy, "origin").await["trips"], 1);
+
+    let (status, headers, _) = send_until_probe(&proxy, &origin).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        cache_status(&headers).starts_with("seawall; fwd=uri-miss"),
+        "the probe reached the origin: {headers:?}"
+    );
+    assert_eq!(origin.hits("/r"), 4);
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "open", "{b}");
+    assert_eq!(b["trips"], 2, "{b}");
+    assert_eq!(b["last_transition"]["from"], "half_open", "{b}");
+    assert_eq!(b["last_transition"]["to"], "open", "{b}");
+    // The second open period is 600 ms (doubled), capped by max_open_duration.
+    assert!(b["open_for_secs"].as_f64().unwrap() <= 0.6, "{b}");
+
+    // Once the origin is back, the next probe closes it.
+    up.store(true, Ordering::SeqCst);
+    let (status, _, body) = send_until_probe(&proxy, &origin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "recovered");
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "closed");
+}
+
+#[tokio::test]
+async fn only_one_probe_is_in_flight_while_half_open() {
+    let up = Arc::new(AtomicBool::new(false));
+    let origin = switchable_origin(up.clone(), 1500).await;
+    let proxy = TestProxy::with_config(&upstream_config(&origin.url(), SHORT_OPEN)).await;
+    for _ in 0..3 {
+        get(&proxy.url("/r")).await;
+    }
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "open");
+    up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Start requests until one is the probe (it waits 1.5 s at the origin). Distinct URLs,
+    // so nobody coalesces onto the probe's fetch.
+    let mut probe = None;
+    for n in 0..100 {
+        let url = proxy.url(&format!("/r?try={n}"));
+        let task = tokio::spawn(async move { get(&url).await });
+        let reached = bounded("the request ends or reaches the origin", async {
+            loop {
+                if origin.hits("/r") == 4 {
+                    return true;
+                }
+                if task.is_finished() {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        if reached {
+            probe = Some(task);
+            break;
+        }
+        assert_circuit_open(&task.await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let probe = probe.expect("a probe is admitted");
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "half_open");
+
+    // While the probe is out, everybody else fails fast with a 1 s hint.
+    for i in 0..3 {
+        assert_circuit_open(&get(&proxy.url(&format!("/r?other={i}"))).await, 1);
+    }
+    assert_eq!(origin.hits("/r"), 4);
+
+    let (status, _, body) = bounded("probe", probe).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "recovered");
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "closed");
+}
+
+#[tokio::test]
+async fn health_checks_eject_a_failing_endpoint_and_bring_it_back() {
+    let healthy = MockOrigin::new()
+        .route("/health", MockResponse::ok("ok"))
+        .route(
+            "/h",
+            MockResponse::ok("a").header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let sick = Arc::new(AtomicBool::new(true));
+    let s = sick.clone();
+    let flaky = MockOrigin::new()
+        .route("/health", move |_: &http::request::Parts, _: &Bytes| {
+            if s.load(Ordering::SeqCst) {
+                MockResponse::with_status(503)
+            } else {
+                MockResponse::ok("ok")
+            }
+        })
+        .route(
+            "/h",
+            MockResponse::ok("b").header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let cfg = format!(
+        "[[upstreams]]\nname = \"origin\"\nendpoints = [{:?}, {:?}]\n\n\
+         [upstreams.health_check]\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"1s\"\n\n\
+         [upstreams.outlier]\nejection_time = \"60s\"\n\n\
+         [[routes]]\nupstream = \"origin\"\n",
+        healthy.url(),
+        flaky.url()
+    );
+    let proxy = TestProxy::with_config(&cfg).await;
+    let upstream = proxy.running().runtime().upstreams.list[0].clone();
+
+    bounded("failing endpoint ejected", async {
+        while !upstream.is_ejected(1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(!upstream.is_ejected(0));
+    let flaky_before = flaky.hits("/h");
+    for _ in 0..6 {
+        let (status, _, body) = get(&proxy.url("/h")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "a");
+    }
+    assert_eq!(
+        flaky.hits("/h"),
+        flaky_before,
+        "no traffic to the ejected endpoint"
+    );
+
+    sick.store(false, Ordering::SeqCst);
+    bounded("endpoint readmitted", async {
+        while upstream.is_ejected(1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut bodies = Vec::new();
+    for _ in 0..6 {
+        let (status, _, body) = get(&proxy.url("/h")).await;
+        assert_eq!(status, StatusCode::OK);
+        bodies.push(body);
+    }
+    assert!(
+        bodies.iter().any(|b| b == "b"),
+        "readmitted endpoint serves: {bodies:?}"
+    );
+    assert!(bodies.iter().any(|b| b == "a"), "{bodies:?}");
+}
+
+#[tokio::test]
+async fn a_failure_rate_over_the_window_trips_the_breaker() {
+    let origin = MockOrigin::new()
+        .route(
+            "/ok",
+            MockResponse::ok("ok").header("cache-control", "no-store"),
+        )
+        .route(
+            "/fail",
+            MockResponse::with_status(502).header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let extra = "[upstreams.breaker]\nconsecutive_failures = 100\nfailure_rate = 0.5\n\
+                 min_requests = 4\nwindow = \"60s\"\nopen_duration = \"30s\"\n";
+    let proxy = TestProxy::with_config(&upstream_config(&origin.url(), extra)).await;
+
+    for path in ["/ok", "/ok", "/fail"] {
+        get(&proxy.url(path)).await;
+    }
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "closed", "below min_requests: {b}");
+    assert_eq!(b["window_requests"], 3, "{b}");
+    assert_eq!(b["window_failures"], 1, "{b}");
+
+    let (status, _, _) = get(&proxy.url("/fail")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "the origin's own 502");
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "open", "2 of 4 failed: {b}");
+    assert_eq!(b["consecutive_failures"], 2, "{b}");
+
+    assert_circuit_open(&get(&proxy.url("/ok")).await, 30);
+    assert_eq!(origin.hits("/ok"), 2);
+    assert_eq!(origin.hits("/fail"), 2);
+}
