@@ -175,6 +175,7 @@ impl AppState {
                 e.to_string()
             },
         )?;
+        rt.breakers.inherit_counts(&old.breakers);
         self.cache
             .enabled
             .store(new.raw.cache.enabled, Ordering::Relaxed);

@@ -174,6 +174,18 @@ impl Breakers {
         Self { list }
     }
 
+    /// Carries the transition counts of same-named upstreams over from the previous generation,
+    /// so the exported counters never go backwards across a reload.
+    pub fn inherit_counts(&self, old: &Breakers) {
+        for b in self.all() {
+            if let Some(o) = old.by_name(&b.upstream) {
+                for (i, c) in b.transitions.iter().enumerate() {
+                    c.fetch_add(o.transitions[i].load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// The breaker of upstream `idx`.
     pub fn get(&self, idx: usize) -> Option<&Arc<BreakerHandle>> {
         self.list.get(idx).and_then(Option::as_ref)

@@ -53,6 +53,7 @@ fn is_ignored_env(name: &str) -> bool {
         || name.starts_with("SEAWALL_PORT_")
         || name == "SEAWALL_ADMIN_TOKEN"
         || name == "SEAWALL_SLOT"
+        || name == "SEAWALL_CONFIG"
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -6,7 +6,7 @@
 #[path = "support.rs"]
 mod support;
 
-#[path = "admin_support.rs"]
+#[path = "admin/support.rs"]
 mod admin_support;
 
 use std::sync::Arc;

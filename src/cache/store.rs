@@ -151,14 +151,16 @@ impl Store {
             return;
         }
         let key = entry.key.clone();
-        let new_tags = entry.tags.clone();
         let max = self.max_variants;
+        let mut before: Vec<Arc<str>> = Vec::new();
+        let mut after: Vec<Arc<str>> = Vec::new();
         self.cache.entry(key.clone()).and_compute_with(|cur| {
             let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(max.min(4));
             entries.push(entry.clone());
             let mut keep = keep;
             if let Some(cur) = cur {
                 let cur = cur.into_value();
+                before = tag_set(&cur.entries);
                 for e in &cur.entries {
                     if entries.len() >= max {
                         break;
@@ -169,13 +171,28 @@ impl Store {
                 }
                 keep = keep.max(cur.keep);
             }
+            after = tag_set(&entries);
             moka::ops::compute::Op::Put(Arc::new(Variants { entries, keep }))
         });
-        if !new_tags.is_empty() {
-            let mut idx = self.tags.lock().unwrap_or_else(|e| e.into_inner());
-            for t in new_tags {
-                idx.entry(t).or_default().insert(key.clone());
+        self.reindex(&key, &before, &after);
+    }
+
+    /// Moves `key` from tags it no longer carries to the ones it now carries.
+    fn reindex(&self, key: &Arc<str>, before: &[Arc<str>], after: &[Arc<str>]) {
+        if before.is_empty() && after.is_empty() {
+            return;
+        }
+        let mut idx = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        for t in before.iter().filter(|t| !after.contains(t)) {
+            if let Some(set) = idx.get_mut(t) {
+                set.remove(key);
+                if set.is_empty() {
+                    idx.remove(t);
+                }
             }
+        }
+        for t in after {
+            idx.entry(t.clone()).or_default().insert(key.clone());
         }
     }
 
@@ -269,6 +286,16 @@ impl Store {
     pub fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks();
     }
+}
+
+fn tag_set(entries: &[Arc<Entry>]) -> Vec<Arc<str>> {
+    let mut out: Vec<Arc<str>> = Vec::new();
+    for t in entries.iter().flat_map(|e| e.tags.iter()) {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
 }
 
 fn unindex(tags: &Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>, key: &str, v: &Variants) {

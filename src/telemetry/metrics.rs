@@ -413,12 +413,18 @@ impl Metrics {
         }
     }
 
-    /// Records one upstream exchange.
+    /// Records one upstream outcome; the latency only when the request reached the upstream
+    /// (a breaker rejection or our own concurrency cap would drag the histogram to zero).
     pub fn upstream(&self, idx: usize, outcome: UpstreamOutcome, elapsed: Duration) {
         let ups = self.upstreams.load();
         if let Some(h) = ups.get(idx) {
             h.outcomes[outcome as usize].inc();
-            h.duration.observe(elapsed.as_secs_f64());
+            if !matches!(
+                outcome,
+                UpstreamOutcome::CircuitOpen | UpstreamOutcome::Overloaded
+            ) {
+                h.duration.observe(elapsed.as_secs_f64());
+            }
         }
     }
 
