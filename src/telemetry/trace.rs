@@ -180,6 +180,16 @@ pub fn warn_jaeger_agent_env() {
     }
 }
 
+/// `OTEL_SERVICE_NAME` (read by the SDK's resource detector) wins over the config.
+fn resource(cfg: &TelemetrySection) -> Resource {
+    let b = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
+        b.build()
+    } else {
+        b.with_service_name(cfg.service_name.clone()).build()
+    }
+}
+
 /// Builds the OTLP exporter and tracer provider; must run inside the Tokio runtime.
 pub fn build(
     cfg: &TelemetrySection,
@@ -215,11 +225,7 @@ pub fn build(
             max: cfg.max_queue_size as u64,
         })
         .with_sampler(sampler)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(cfg.service_name.clone())
-                .build(),
-        )
+        .with_resource(resource(cfg))
         .build();
     let tracer = provider.tracer("seawall");
     Ok((Tracer { provider, stats }, tracer))
