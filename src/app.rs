@@ -19,7 +19,7 @@ use crate::coalesce::{CoalesceLayer, CoalesceShared};
 use crate::config::Config;
 use crate::route::Router;
 use crate::server::{self, Lifecycle, Phase};
-use crate::stack::{Forward, Inner, Proxy, Runtime};
+use crate::stack::{Forward, Proxy, Runtime};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::window::Window;
 use crate::upstream::Upstreams;
@@ -58,17 +58,14 @@ fn build_runtime(
     state_parts: (&Arc<CacheShared>, &Arc<CoalesceShared>, &Arc<Metrics>),
 ) -> anyhow::Result<Runtime> {
     let (cache, coalesce, metrics) = state_parts;
+    let recorded = config.raw.telemetry.metrics.then(|| metrics.clone());
     let upstreams = Arc::new(Upstreams::new(&config).map_err(|e| anyhow::anyhow!(e))?);
     let breakers = Arc::new(Breakers::new(&config));
     let svc = tower::ServiceBuilder::new()
         .layer(CacheLayer::new(cache.clone()))
         .layer(CoalesceLayer::new(coalesce.clone()))
-        .layer(BreakerLayer::new(breakers.clone(), Some(metrics.clone())))
-        .service(Forward::new(
-            &config,
-            upstreams.clone(),
-            Some(metrics.clone()),
-        ));
+        .layer(BreakerLayer::new(breakers.clone(), recorded.clone()))
+        .service(Forward::new(&config, upstreams.clone(), recorded));
     let router = Router::new(&config);
     metrics.bind(
         &router
@@ -88,7 +85,7 @@ fn build_runtime(
     }
     Ok(Runtime {
         router,
-        inner: Inner::new(svc),
+        inner: svc,
         cache_name: config.raw.cache.name.as_str().into(),
         upstreams,
         breakers,

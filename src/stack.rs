@@ -22,7 +22,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 use tower::Service;
-use tower::util::BoxCloneSyncService;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -35,8 +34,10 @@ use crate::telemetry::metrics::{CacheClass, Metrics, Served, UpstreamOutcome};
 use crate::telemetry::window::Window;
 use crate::upstream::{Upstreams, headers};
 
-/// The inner stack's service type: routed requests in, responses or leaf errors out.
-pub type Inner = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, ProxyError>;
+/// The inner stack, spelled out (cloning it per request is a few reference counts, where a
+/// boxed service would allocate): cache → coalesce → breaker → forward.
+pub type Inner =
+    crate::cache::Cache<crate::coalesce::Coalesce<crate::breaker::CircuitBreaker<Forward>>>;
 
 /// Everything one config generation needs; swapped whole on reload.
 pub struct Runtime {
@@ -158,7 +159,10 @@ impl Service<Request<Incoming>> for Proxy {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let rt = self.rt.load_full();
         let draining = self.lifecycle.phase() != Phase::Serving;
-        let metrics = self.metrics.clone();
+        let metrics = self
+            .metrics
+            .clone()
+            .filter(|_| rt.config.raw.telemetry.metrics);
         let window = self.window.clone();
         let access = rt.config.raw.log.access_log;
         let span = if self.trace {

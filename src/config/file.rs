@@ -230,6 +230,8 @@ impl Default for AdminSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySection {
+    /// Record request metrics (`/metrics` keeps serving gauges and process metrics when off).
+    pub metrics: bool,
     /// Export traces (also on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
     pub enabled: bool,
     /// OTLP/gRPC endpoint; unset: `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, else `http://localhost:4317`.
@@ -247,6 +249,7 @@ pub struct TelemetrySection {
 impl Default for TelemetrySection {
     fn default() -> Self {
         Self {
+            metrics: true,
             enabled: false,
             otlp_endpoint: None,
             service_name: "seawall".into(),
