@@ -203,7 +203,10 @@ impl CacheShared {
     ) -> Arc<Entry> {
         let mut headers = old.headers.clone();
         for name in res.keys() {
-            if name == header::CONTENT_LENGTH {
+            // A cookie on a 304 is for the client that revalidated, not for everyone.
+            if name == header::CONTENT_LENGTH
+                || (name == header::SET_COOKIE && !plan.route.cache.cache_set_cookie)
+            {
                 continue;
             }
             headers.remove(name);
@@ -315,7 +318,6 @@ impl FetchPlan {
                 }
             }
             Err(_) if status.is_server_error() => Share::Failure,
-            Err(NotStorable::RequestNoStore) => Share::StorableStale,
             Err(r) => Share::Personal(r),
         }
     }
@@ -729,7 +731,13 @@ where
                     Some(Share::Personal(r)) => Some(r.as_str()),
                     _ => None,
                 };
-                let stored = share.is_some_and(|s| s.storable());
+                let declared = res
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let stored = share.is_some_and(|s| s.storable())
+                    && declared.is_none_or(|n| n <= self.shared.max_object_size);
                 let res = answer_conditional(&req, res);
                 self.decorate(
                     res,
@@ -777,6 +785,11 @@ where
                         stored: true,
                     },
                 );
+                if !plan.route.cache.cache_set_cookie {
+                    for c in res.headers().get_all(header::SET_COOKIE) {
+                        out.headers_mut().append(header::SET_COOKIE, c.clone());
+                    }
+                }
                 if collapsed {
                     out = self.decorate_collapsed(
                         out,

@@ -247,8 +247,12 @@ async fn lead<S>(
                 on_complete,
                 flight.holds.clone(),
                 1,
+                true,
             );
-            if let Share::Personal(_) = share {
+            // One client's `no-store` request says nothing about the key.
+            if let Share::Personal(r) = share
+                && r != crate::cache::policy::NotStorable::RequestNoStore
+            {
                 shared.hit_for_pass.insert(plan.primary.clone(), ());
             }
             let mine = early
@@ -275,6 +279,11 @@ async fn lead<S>(
         .is_some_and(|f| Arc::ptr_eq(f, &flight))
     {
         flights.remove(&plan.key);
+    }
+    drop(flights);
+    // No new follower can find the fill now; those already promised a reader still hold it.
+    if let Outcome::Response(fill, _) = &outcome {
+        fill.unpin();
     }
 }
 
@@ -379,6 +388,7 @@ where
         on_complete,
         Arc::default(),
         1,
+        false,
     );
     let mut res = early
         .pop()

@@ -6,7 +6,7 @@
 #[path = "support.rs"]
 mod support;
 
-#[path = "cache_support.rs"]
+#[path = "cache/support.rs"]
 mod cache_support;
 
 use std::sync::Arc;
@@ -134,7 +134,6 @@ async fn a_thousand_clients_for_one_cold_key_make_one_origin_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: followers that attach after a small body's fill completed are released upstream (fill.rs State::release ignores holds)"]
 async fn a_thousand_clients_for_a_small_body_make_one_origin_request() {
     let body = payload(4096);
     let route = MockResponse::ok(body.clone())
@@ -300,7 +299,6 @@ async fn storable_response_is_stored_while_the_key_is_hit_for_pass() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: followers of a 5xx fill find its body released and each fetch upstream themselves (fill.rs State::release ignores holds)"]
 async fn leaders_503_goes_to_every_follower() {
     let _shared = HEAVY.read().await;
     const N: usize = 10;
@@ -328,7 +326,6 @@ async fn leaders_503_goes_to_every_follower() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the leader drops the 503 at once, its fill is released, and every follower fetches upstream itself before serving stale"]
 async fn leaders_503_with_a_stale_copy_gives_followers_the_stale_copy() {
     let _shared = HEAVY.read().await;
     const N: usize = 10;

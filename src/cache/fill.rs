@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -73,6 +73,8 @@ struct State {
     attached_once: bool,
     wakers: Vec<Waker>,
     keep: bool,
+    /// Published in a coalescing flight: new followers may still attach from the start.
+    pinned: bool,
     done: Option<Result<(), ProxyError>>,
 }
 
@@ -86,9 +88,10 @@ impl State {
             .unwrap_or(self.first + self.chunks.len())
     }
 
-    /// Drops chunks every reader has; only when nothing is kept for storing.
-    fn release(&mut self, inflight: &AtomicU64) {
-        if self.keep {
+    /// Drops chunks every reader has; never while the body is kept for storing, while the
+    /// fill is pinned in a flight, or while followers were promised a reader (`holds`).
+    fn release(&mut self, inflight: &AtomicU64, holds: &AtomicUsize) {
+        if self.keep || self.pinned || holds.load(Ordering::Relaxed) > 0 {
             return;
         }
         let min = self.min_pos();
@@ -123,7 +126,7 @@ pub struct Fill {
     limits: FillLimits,
     /// Clients promised a reader (coalesced followers about to attach): the fill is not
     /// abandoned while any remain.
-    holds: Arc<std::sync::atomic::AtomicUsize>,
+    holds: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Fill {
@@ -146,8 +149,9 @@ impl Fill {
         limits: FillLimits,
         storable: bool,
         on_complete: Option<OnComplete>,
-        holds: Arc<std::sync::atomic::AtomicUsize>,
+        holds: Arc<AtomicUsize>,
         readers: usize,
+        pinned: bool,
     ) -> (Arc<Fill>, Vec<Response<ProxyBody>>) {
         let (parts, body) = res.into_parts();
         let head = Head::from_parts(&parts);
@@ -161,6 +165,7 @@ impl Fill {
             head,
             state: Mutex::new(State {
                 keep,
+                pinned,
                 ..State::default()
             }),
             pump_wake: Notify::new(),
@@ -193,7 +198,7 @@ impl Fill {
             f.finished.send_replace(true);
             let mut st = f.lock();
             st.keep = false;
-            st.release(&f.limits.inflight);
+            st.release(&f.limits.inflight, &f.holds);
         });
         (fill, early)
     }
@@ -279,7 +284,7 @@ impl Fill {
             {
                 st.keep = false;
             }
-            st.release(&self.limits.inflight);
+            st.release(&self.limits.inflight, &self.holds);
             std::mem::take(&mut st.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -339,6 +344,15 @@ impl Fill {
         Some(res)
     }
 
+    /// The flight is gone: chunks every reader has may be released again.
+    pub fn unpin(&self) {
+        let mut st = self.lock();
+        st.pinned = false;
+        st.release(&self.limits.inflight, &self.holds);
+        drop(st);
+        self.pump_wake.notify_one();
+    }
+
     /// Resolves when the body has ended (complete or not).
     pub async fn finished(&self) {
         let mut rx = self.finished.subscribe();
@@ -379,7 +393,7 @@ impl Body for FillBody {
             st.readers[this.slot] = Some(this.pos);
             let was_min = st.first == this.pos - 1;
             if was_min {
-                st.release(&this.fill.limits.inflight);
+                st.release(&this.fill.limits.inflight, &this.fill.holds);
                 drop(st);
                 this.fill.pump_wake.notify_one();
             }
@@ -411,7 +425,7 @@ impl Drop for FillBody {
                 *s = None;
             }
             st.live_readers = st.live_readers.saturating_sub(1);
-            st.release(&self.fill.limits.inflight);
+            st.release(&self.fill.limits.inflight, &self.fill.holds);
         }
         self.fill.pump_wake.notify_one();
     }
