@@ -33,6 +33,24 @@ pub struct RouteCache {
     pub ignore_query_params: Vec<String>,
 }
 
+impl Default for RouteCache {
+    /// A caching route that obeys the origin (what `[[routes]]` gives with no cache keys).
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cache_host: None,
+            default_ttl: None,
+            max_ttl: None,
+            ttl_override: None,
+            stale_if_error: None,
+            cache_set_cookie: false,
+            normalize_accept_encoding: true,
+            vary_allowlist: None,
+            ignore_query_params: Vec::new(),
+        }
+    }
+}
+
 /// A route.
 #[derive(Clone, Debug)]
 pub struct Route {

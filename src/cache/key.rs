@@ -148,18 +148,7 @@ mod tests {
     use http::HeaderValue;
 
     fn rules() -> RouteCache {
-        RouteCache {
-            enabled: true,
-            cache_host: None,
-            default_ttl: None,
-            max_ttl: None,
-            ttl_override: None,
-            stale_if_error: None,
-            cache_set_cookie: false,
-            normalize_accept_encoding: true,
-            vary_allowlist: None,
-            ignore_query_params: vec![],
-        }
+        RouteCache::default()
     }
 
     #[test]
