@@ -146,63 +146,114 @@ where
             },
             _ = phase.changed() => continue,
         };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::new(ConnState::new());
-        let info = ConnInfo {
+        let serving = *phase.borrow() == Phase::Serving;
+        let b = if serving { &normal } else { &draining };
+        spawn_conn(
+            &conns,
+            stream,
             peer,
-            state: state.clone(),
-        };
-        let svc = svc.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(info.clone());
-            svc.clone().oneshot(req)
-        });
-        let b = if *phase.borrow() == Phase::Serving {
-            normal.clone()
-        } else {
-            draining.clone()
-        };
-        let mut rx = phase.clone();
-        let idle_timeout = cfg.keepalive_timeout;
-        conns.spawn(async move {
-            let _permit = permit;
-            let io = TokioIo::new(Sniff::new(stream, state.clone()));
-            let conn = b.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            let mut watching = true;
-            let mut shut = false;
-            let tick = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, peer = %peer, "Connection ended with an error.");
-                        }
-                        break;
-                    }
-                    c = rx.changed(), if watching => {
-                        if c.is_err() {
-                            watching = false;
-                            continue;
-                        }
-                        let p = *rx.borrow();
-                        let h2 = state.h2.load(std::sync::atomic::Ordering::Relaxed);
-                        if !shut && (p == Phase::Closing || p == Phase::Drained || (p == Phase::Draining && h2)) {
-                            shut = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                    _ = tokio::time::sleep(tick), if !shut => {
-                        if state.idle_for() >= idle_timeout {
-                            shut = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                }
-            }
-        });
+            Some(permit),
+            &svc,
+            b,
+            phase.clone(),
+            &cfg,
+            !serving,
+        );
+    }
+    // Connections the kernel already completed would be reset if the listener just went away:
+    // serve each of them one request (they asked before we stopped).
+    while let Some(Ok((stream, peer))) = futures_util::FutureExt::now_or_never(listener.accept()) {
+        spawn_conn(
+            &conns,
+            stream,
+            peer,
+            None,
+            &svc,
+            &draining,
+            phase.clone(),
+            &cfg,
+            true,
+        );
     }
     drop(listener);
     conns.close();
     conns
+}
+
+/// Serves one connection. `one_shot` connections (accepted while draining) answer one HTTP/1
+/// request with `Connection: close` and are never shut down before their request was read.
+#[allow(clippy::too_many_arguments)]
+fn spawn_conn<S>(
+    conns: &TaskTracker,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    svc: &S,
+    b: &auto::Builder<TokioExecutor>,
+    mut rx: watch::Receiver<Phase>,
+    cfg: &ServerSection,
+    one_shot: bool,
+) where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let state = Arc::new(ConnState::new());
+    let info = ConnInfo {
+        peer,
+        state: state.clone(),
+    };
+    let svc = svc.clone();
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        svc.clone().oneshot(req)
+    });
+    let b = b.clone();
+    let idle_timeout = cfg.keepalive_timeout;
+    conns.spawn(async move {
+        let _permit = permit;
+        let io = TokioIo::new(Sniff::new(stream, state.clone()));
+        let conn = b.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let mut watching = true;
+        let mut shut = false;
+        let tick = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, peer = %peer, "Connection ended with an error.");
+                    }
+                    break;
+                }
+                c = rx.changed(), if watching => {
+                    if c.is_err() {
+                        watching = false;
+                        continue;
+                    }
+                    let p = *rx.borrow();
+                    let h2 = state.h2.load(std::sync::atomic::Ordering::Relaxed);
+                    // A one-shot HTTP/1 connection closes by itself after its answer; shutting
+                    // it down early would reset a request already on the wire.
+                    let closes_itself = one_shot && !h2;
+                    if !shut
+                        && !closes_itself
+                        && (p == Phase::Closing || p == Phase::Drained || (p == Phase::Draining && h2))
+                    {
+                        shut = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = tokio::time::sleep(tick), if !shut => {
+                    if state.idle_for() >= idle_timeout {
+                        shut = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    });
 }
