@@ -48,6 +48,8 @@ pub struct CoalesceStats {
 #[derive(Clone, Debug)]
 enum Outcome {
     Response(Arc<Fill>, Share),
+    /// Only the leader may have it: followers fetch for themselves.
+    Unshared,
     Error(ProxyError),
 }
 
@@ -239,6 +241,20 @@ async fn lead<S>(
         Ok(res) => {
             let share = plan.classify(res.status(), res.headers());
             let storable = share.storable();
+            if !storable && !share.shareable() {
+                // Nobody will receive it but the leader: no buffer, no pump task.
+                if let Share::Personal(r) = share
+                    && r != crate::cache::policy::NotStorable::RequestNoStore
+                {
+                    shared.hit_for_pass.insert(plan.primary.clone(), ());
+                }
+                let mut res = res;
+                res.extensions_mut().insert(share);
+                flight.tx.send_replace(Some(Outcome::Unshared));
+                let _ = tx.send(Ok(res));
+                remove_flight(&shared, &plan, &flight);
+                return;
+            }
             let on_complete = storable.then(|| plan.clone().on_complete());
             let (fill, mut early) = Fill::spawn(
                 res,
@@ -273,17 +289,20 @@ async fn lead<S>(
     if let Outcome::Response(fill, Share::Storable) = &outcome {
         fill.finished().await;
     }
-    let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
-    if flights
-        .get(&plan.key)
-        .is_some_and(|f| Arc::ptr_eq(f, &flight))
-    {
-        flights.remove(&plan.key);
-    }
-    drop(flights);
+    remove_flight(&shared, &plan, &flight);
     // No new follower can find the fill now; those already promised a reader still hold it.
     if let Outcome::Response(fill, _) = &outcome {
         fill.unpin();
+    }
+}
+
+fn remove_flight(shared: &CoalesceShared, plan: &FetchPlan, flight: &Arc<Flight>) {
+    let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
+    if flights
+        .get(&plan.key)
+        .is_some_and(|f| Arc::ptr_eq(f, flight))
+    {
+        flights.remove(&plan.key);
     }
 }
 
@@ -354,6 +373,10 @@ where
                 res.extensions_mut().insert(share);
                 return Ok(res);
             }
+            shared.stats.released.fetch_add(1, Ordering::Relaxed);
+            solo(inner, shared, plan, req).await
+        }
+        Some(Outcome::Unshared) => {
             shared.stats.released.fetch_add(1, Ordering::Relaxed);
             solo(inner, shared, plan, req).await
         }

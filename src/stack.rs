@@ -304,8 +304,10 @@ pub struct Forward {
     upstreams: Arc<Upstreams>,
     metrics: Option<Arc<Metrics>>,
     via_name: Arc<str>,
+    via: HeaderValue,
     trusted: Arc<[IpNet]>,
     preserve_host: bool,
+    trace: bool,
 }
 
 impl Forward {
@@ -315,6 +317,8 @@ impl Forward {
             upstreams,
             metrics,
             via_name: cfg.raw.server.via_name.as_str().into(),
+            via: headers::via_value(&cfg.raw.server.via_name),
+            trace: crate::telemetry::trace::wanted(&cfg.raw.telemetry),
             trusted: cfg.trusted_proxies.clone().into(),
             preserve_host: cfg.raw.server.preserve_host,
         }
@@ -364,7 +368,7 @@ impl Service<Request<ProxyBody>> for Forward {
             if let Some(peer) = peer {
                 headers::set_forwarded(h, peer, &this.trusted, host.as_deref());
             }
-            headers::append_via(h, version, &this.via_name);
+            headers::append_via_fast(h, version, &this.via_name, &this.via);
             if this.preserve_host {
                 if let Some(host) = host.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
                     h.insert(header::HOST, host);
@@ -372,13 +376,18 @@ impl Service<Request<ProxyBody>> for Forward {
             } else {
                 h.remove(header::HOST);
             }
-            let span = tracing::info_span!(
-                "upstream",
-                otel.name = %format!("upstream {}", upstream.name),
-                otel.kind = "client",
-                seawall.upstream = %upstream.name,
-                http.response.status_code = tracing::field::Empty,
-            );
+            // No span at all unless traces are exported: this runs on every miss.
+            let span = if this.trace {
+                tracing::info_span!(
+                    "upstream",
+                    otel.name = %format!("upstream {}", upstream.name),
+                    otel.kind = "client",
+                    seawall.upstream = %upstream.name,
+                    http.response.status_code = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            };
             if !span.is_none() {
                 crate::telemetry::trace::inject(&span.context(), req.headers_mut());
             }
@@ -412,7 +421,7 @@ impl Service<Request<ProxyBody>> for Forward {
             let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             let h = res.headers_mut();
             headers::strip_hop_by_hop(h, switching);
-            headers::append_via(h, Version::HTTP_11, &this.via_name);
+            headers::append_via_fast(h, Version::HTTP_11, &this.via_name, &this.via);
             headers::ensure_date(h, SystemTime::now());
             Ok(res)
         })

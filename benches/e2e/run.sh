@@ -385,6 +385,9 @@ burst() { # burst TARGET ROUND
     --n "$BURST_N" --timeout 60 >"$out" 2>&1 || true
   sleep 0.5
   hits=$(slow_hits "$key")
+  if [ "$target" = seawall ]; then # Seawall's own coalescing counters, for diagnosis
+    curl -s --max-time 5 "http://127.0.0.1:$SEAWALL_ADMIN/metrics" | grep -i coalesc >"$RUN/logs/burst.seawall.r$round.metrics" || true
+  fi
   emit kind=burst target="$target" round="$round" url="http://127.0.0.1:$port$key" \
     origin_hits="$hits" n="$BURST_N" delay_ms="$BURST_DELAY_MS" "@burst=$(tail -1 "$out")"
   log "  burst $target r$round: origin hits $hits; $(tail -1 "$out")"
@@ -427,16 +430,19 @@ memory() { # fresh proxy, fill MEM_OBJECTS objects, RSS before/after
   log "  memory $target: RSS ${r0} -> ${r1} KiB; $f"
 }
 
-time_cmd_ms() { # run a command, print "<ms> <stdout>"
-  local t0 t1 o
+time_cmd_us() { # run a command, print "<microseconds> <output, or 'ok'> [rc=N]"
+  local t0 t1 o rc=0
   t0=$(date +%s%N)
-  o=$("$@" 2>&1) || true
+  o=$("$@" 2>&1) || rc=$?
   t1=$(date +%s%N)
-  echo "$(((t1 - t0) / 1000))" "$(tr '\n' ' ' <<<"$o")"
+  o=$(tr '\n' ' ' <<<"$o")
+  [ -n "${o// /}" ] || o=ok
+  [ "$rc" = 0 ] || o="$o rc=$rc"
+  echo "$(((t1 - t0) / 1000))" "$o"
 }
 
 purge() { # fresh proxy, fill PURGE_OBJECTS under /p/, time purge by prefix, refill, by tag
-  local target=$1 method f before after us out xc body
+  local target=$1 method f before after us out xc body noop
   stop "$target"
   start_target "$target"
   for method in prefix tag; do
@@ -444,20 +450,26 @@ purge() { # fresh proxy, fill PURGE_OBJECTS under /p/, time purge by prefix, ref
     if [ "$target" = seawall ]; then
       read -r before _ < <(seawall_entries)
       if [ "$method" = prefix ]; then body='{"prefix":"/p/"}'; else body='{"tag":"t"}'; fi
-      read -r us out < <(time_cmd_ms curl -s --max-time 300 -X POST -H 'Content-Type: application/json' \
+      read -r us out < <(time_cmd_us curl -s --max-time 300 -X POST -H 'Content-Type: application/json' \
         -d "$body" "http://127.0.0.1:$SEAWALL_ADMIN/admin/cache/purge")
       read -r after _ < <(seawall_entries)
     else
       before=$(varnish_objects)
       if [ "$method" = prefix ]; then
-        read -r us out < <(time_cmd_ms varnishadm_ ban req.url '~' '^/p/')
+        read -r us out < <(time_cmd_us varnishadm_ ban req.url '~' '^/p/')
       else
-        read -r us out < <(time_cmd_ms varnishadm_ ban obj.http.Surrogate-Key '~' '(^|[[:space:]])t($|[[:space:]])')
+        read -r us out < <(time_cmd_us varnishadm_ ban obj.http.Surrogate-Key '~' '(^|[[:space:]])t($|[[:space:]])')
       fi
       after=$(varnish_objects)
     fi
+    # the same client with a no-op call: its start-up and round trip are part of the time above
+    if [ "$target" = seawall ]; then
+      read -r noop _ < <(time_cmd_us curl -s --max-time 10 "http://127.0.0.1:$SEAWALL_ADMIN/healthz")
+    else
+      read -r noop _ < <(time_cmd_us varnishadm_ ping)
+    fi
     xc=$(x_cache "http://127.0.0.1:$(port_of "$target")/p/1")
-    emit kind=purge target="$target" method="$method" objects="$PURGE_OBJECTS" call_us="$us" \
+    emit kind=purge target="$target" method="$method" objects="$PURGE_OBJECTS" call_us="$us" noop_us="$noop" \
       entries_before="${before:-}" entries_after="${after:-}" x_cache_after="${xc:-}" response="$out" "@fill=$f"
     log "  purge $target by $method: $((us / 1000)) ms, entries $before -> $after, next GET /p/1: X-Cache ${xc:-?}; $out"
   done
@@ -477,7 +489,7 @@ for t in $TARGETS; do start_target "$t"; done
 NV_NGINX=$(nginx -v 2>&1 | head -1)
 NV_VARNISH=$(varnishd -V 2>&1 | head -1)
 NV_WRK=$(wrk -v 2>&1 | head -1 || true)
-NV_SEAWALL="$("$SEAWALL_BIN" --version 2>&1 | head -1) ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ', src modified'))"
+NV_SEAWALL="$("$SEAWALL_BIN" --version 2>&1 | head -1) ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ', src modified'); binary of $(date -r "$SEAWALL_BIN" '+%F %T'))"
 python3 "$HERE/lib/report.py" emit kind=meta stamp="$STAMP" cmdline="$CMDLINE" pin="$PIN" \
   nproc="$NCPU_ALL" cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
   kernel="$(uname -srm)" os="$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")" \

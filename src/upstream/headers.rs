@@ -19,34 +19,39 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
+fn is_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("proxy-")
+}
+
 /// Removes hop-by-hop headers. With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay
-/// (the tunnel handshake must reach the other side).
+/// (the tunnel handshake must reach the other side). One pass over the names first, since most
+/// messages carry none and every removal hashes.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for h in HOP_BY_HOP {
-        if keep_upgrade && (h == "upgrade" || h == "connection") {
+    let mut remove: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
             continue;
         }
-        headers.remove(h);
+        if is_hop(name) {
+            remove.push(name.clone());
+        }
     }
-    // Every Proxy-* field is meant for this hop only (Proxy-Authorization, Proxy-Authenticate...).
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for k in proxy {
-        headers.remove(k);
+    if headers.contains_key(header::CONNECTION) {
+        for t in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            if let Ok(n) = HeaderName::from_bytes(t.trim().as_bytes())
+                && !(keep_upgrade && n == header::UPGRADE)
+            {
+                remove.push(n);
+            }
+        }
+    }
+    for n in remove {
+        headers.remove(n);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -78,6 +83,26 @@ fn version_token(v: Version) -> &'static str {
     }
 }
 
+/// `Via` for an HTTP/1.1 hop, built once.
+pub fn via_value(via_name: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("1.1 {via_name}"))
+        .unwrap_or(HeaderValue::from_static("1.1 seawall"))
+}
+
+/// Appends this hop to `Via`; `prebuilt` is used when there is no earlier hop and the version is 1.1.
+pub fn append_via_fast(
+    headers: &mut HeaderMap,
+    version: Version,
+    via_name: &str,
+    prebuilt: &HeaderValue,
+) {
+    if version == Version::HTTP_11 && !headers.contains_key(header::VIA) {
+        headers.insert(header::VIA, prebuilt.clone());
+    } else {
+        append_via(headers, version, via_name);
+    }
+}
+
 /// Appends this hop to `Via`.
 pub fn append_via(headers: &mut HeaderMap, version: Version, via_name: &str) {
     let hop = format!("{} {}", version_token(version), via_name);
@@ -104,20 +129,27 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, via_name: &str) {
 /// Sets `X-Forwarded-For/Proto/Host` for a request received from `peer`.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[IpNet], host: Option<&str>) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let trusted_peer = trusted.iter().any(|n| n.contains(&peer));
+    let trusted_peer = !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer));
+    if !trusted_peer || !headers.contains_key(&xff) {
+        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+            headers.insert(xff, v);
+        }
+        set_proto_host(headers, host);
+        return;
+    }
     let prior: Vec<String> = headers
         .get_all(&xff)
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_string))
         .collect();
-    let value = if trusted_peer && !prior.is_empty() {
-        format!("{}, {peer}", prior.join(", "))
-    } else {
-        peer.to_string()
-    };
+    let value = format!("{}, {peer}", prior.join(", "));
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(xff, v);
     }
+    set_proto_host(headers, host);
+}
+
+fn set_proto_host(headers: &mut HeaderMap, host: Option<&str>) {
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),

@@ -44,8 +44,6 @@ def wrk_numbers(r):
     errors = sum(w.get(k, 0) for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
     cpu_s = (r.get("cpu_ticks") or 0) / tck
     ours = (r.get("cpu_ticks") or 0) + (r.get("origin_cpu_ticks") or 0) + (r.get("loadgen_ticks") or 0)
-    if r.get("target") == "ceiling":
-        ours = (r.get("cpu_ticks") or 0) + (r.get("loadgen_ticks") or 0) + (r.get("origin_cpu_ticks") or 0)
     wall_s = (r.get("wall_ns") or 0) / 1e9
     cap = wall_s * tck * (r.get("ncpu") or 1)
     foreign = max(0.0, ((r.get("machine_busy_ticks") or 0) - ours) / cap * 100) if cap > 0 else None
@@ -120,6 +118,19 @@ def report(run_dir):
       f"round(s) (order rotated each round), medians reported; {meta['warmup']} s unmeasured warm-up per hit target")
     p(f"- **Versions:** {meta['v_seawall']}; {meta['v_nginx']}; {meta['v_varnish']}; {meta['v_wrk']}")
     p("")
+    reduced = []
+    if meta["duration"] < 10:
+        reduced.append(f"DURATION={meta['duration']} s")
+    if meta["rounds"] < 3:
+        reduced.append(f"ROUNDS={meta['rounds']}")
+    if meta["mem_objects"] < 10000:
+        reduced.append(f"MEM_OBJECTS={meta['mem_objects']}")
+    if meta["purge_objects"] < 100000:
+        reduced.append(f"PURGE_OBJECTS={meta['purge_objects']}")
+    if reduced:
+        p(f"> **Smoke settings ({', '.join(reduced)}): these numbers check that every section works; "
+          "they are not a measurement.**")
+        p("")
 
     wrk = {}
     for r in recs:
@@ -162,6 +173,9 @@ def report(run_dir):
         rows.append(("RSS growth per object, bytes", "↓",
                      {t: (mem[t]["rss_after_kb"] - mem[t]["rss_fresh_kb"]) * 1024 / mem[t]["objects"]
                       if t in mem else None for t in targets}, "int"))
+        rows.append(("RSS growth + cache files per object, bytes", "↓",
+                     {t: (mem[t]["rss_after_kb"] - mem[t]["rss_fresh_kb"] + (mem[t].get("disk_cache_kb") or 0))
+                      * 1024 / mem[t]["objects"] if t in mem else None for t in targets}, "int"))
     for method in ("prefix", "tag"):
         if any(m == method for _, m in purge):
             rows.append((f"purge by {method} among {meta['purge_objects']:,}: ms", "↓",
@@ -240,8 +254,8 @@ def report(run_dir):
     if mem:
         p(f"## Memory: {meta['mem_objects']:,} distinct {meta['mem_size']}-byte objects into a fresh proxy")
         p("")
-        p("RSS = VmRSS summed over the proxy's processes (/proc/PID/status). nginx keeps cached bodies in "
-          "files (here on tmpfs): those pages are not in its RSS, see *disk cache*.")
+        p("RSS = VmRSS summed over the proxy's processes (/proc/PID/status), 1 s after the fill. nginx keeps "
+          "cached bodies in files (here on tmpfs): those pages are not in its RSS, see *disk cache*.")
         p("")
         p("| target | RSS fresh MiB | RSS after MiB | growth MiB | growth B/object | objects fetched from origin | entries in cache | disk cache MiB | fill req/s |")
         p("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
@@ -266,8 +280,8 @@ def report(run_dir):
           "lurker, memory is freed later). Time = wall time of the call, client included. The tag purge "
           "runs after a refill of the same objects.")
         p("")
-        p("| target | method | time ms | entries before → after | next GET /p/1 X-Cache | fill req/s | answer / note |")
-        p("|---|---|--:|---|---|--:|---|")
+        p("| target | method | time ms | same client, no-op call ms | entries before → after | next GET /p/1 X-Cache | fill req/s | answer / note |")
+        p("|---|---|--:|--:|---|---|--:|---|")
         for t in targets:
             for method in ("prefix", "tag"):
                 r = purge.get((t, method))
@@ -278,7 +292,8 @@ def report(run_dir):
                        if r.get("entries_before") is not None else "n/a")
                 f = r.get("fill") or {}
                 note = (r.get("note") or r.get("response") or "").strip().replace("|", "\\|")
-                p(f"| {t} | {method} | {fmt(ms, 'ms')} | {ent} | {r.get('x_cache_after') or 'n/a'} | "
+                noop = r["noop_us"] / 1000 if r.get("noop_us") is not None else None
+                p(f"| {t} | {method} | {fmt(ms, 'ms')} | {fmt(noop, 'ms')} | {ent} | {r.get('x_cache_after') or 'n/a'} | "
                   f"{fmt(f.get('rps'), 'int')} | {note[:120]} |")
         p("")
 
@@ -288,9 +303,13 @@ def report(run_dir):
       "CPU µs/request of the proxy is less sensitive to contention than req/s.")
     p("- On 2 CPUs the load generator competes with the proxy (unpinned) or saturates its own CPU "
       "(pinned, fastest targets), so req/s ratios to the ceiling understate differences.")
+    p("- The ceiling is the origin nginx serving the files directly (sendfile, open_file_cache), not a "
+      "minimal server: a proxy answering from memory can beat it (ratio above 1×).")
     p("- nginx's `proxy_cache_lock on` (needed to collapse the cold burst) serialises requests for one "
       "*uncacheable* URL (pass, one URL), as in the shared anchor configuration; Varnish marks such a URL "
       "hit-for-miss (builtin VCL).")
+    p("- Cold burst: more than 1 origin request means the proxy let part of the burst through; for "
+      "Seawall its coalescing counters after each burst are in `<stamp>/logs/burst.seawall.r*.metrics`.")
     p("- A foreign-CPU figure above ~10 % means other work on the machine disturbed that run.")
     p("")
     return "\n".join(out)
