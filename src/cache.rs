@@ -172,8 +172,16 @@ impl CacheShared {
         );
         // Seawall-only fields stay stored (export and refresh need them) and are stripped
         // from every response in `decorate`.
-        let mut headers = res.clone();
-        headers.remove(header::AGE);
+        // Header values parsed by hyper are slices of its read buffer: copy them, or every
+        // stored entry would keep a whole connection buffer alive (and the weigher would lie).
+        let mut headers = HeaderMap::with_capacity(res.len());
+        for (k, v) in res {
+            if k == header::AGE {
+                continue;
+            }
+            let owned = HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone());
+            headers.append(k.clone(), owned);
+        }
         let ae = plan.route.cache.normalize_accept_encoding;
         let fields = key::vary_fields(res).unwrap_or_default();
         let e = Entry {

@@ -60,6 +60,62 @@ struct Flight {
     leader_headers: HeaderMap,
 }
 
+const HFP_SHARDS: usize = 16;
+
+/// Keys whose last response could not be shared, with their expiry. Sharded maps with lazy
+/// expiry: an insert per unique uncacheable URL must stay O(1) (a full general-purpose cache
+/// stalled requests here doing its housekeeping), and losing entries only costs one queue.
+struct HitForPass {
+    ttl: Duration,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Mutex<HashMap<Arc<str>, tokio::time::Instant>>>,
+}
+
+impl HitForPass {
+    fn new(ttl: Duration, cap: usize) -> Self {
+        Self {
+            ttl,
+            per_shard: (cap / HFP_SHARDS).max(1),
+            hasher: std::collections::hash_map::RandomState::new(),
+            shards: (0..HFP_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<HashMap<Arc<str>, tokio::time::Instant>> {
+        use std::hash::BuildHasher;
+        // One hasher for the life of the map: each RandomState::new() has other keys.
+        &self.shards[(self.hasher.hash_one(key) as usize) % HFP_SHARDS]
+    }
+
+    fn insert(&self, key: Arc<str>) {
+        let now = tokio::time::Instant::now();
+        let mut m = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= self.per_shard {
+            m.retain(|_, exp| *exp > now);
+            if m.len() >= self.per_shard {
+                m.clear();
+            }
+        }
+        m.insert(key, now + self.ttl);
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut m = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(key) {
+            Some(exp) if *exp > now => true,
+            Some(_) => {
+                m.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
 /// Shared coalescing state (one per process; survives reloads).
 pub struct CoalesceShared {
     enabled: bool,
@@ -67,7 +123,7 @@ pub struct CoalesceShared {
     wait_timeout: Option<Duration>,
     upstream_timeouts: Vec<Duration>,
     flights: Mutex<HashMap<Arc<str>, Arc<Flight>>>,
-    hit_for_pass: moka::sync::Cache<Arc<str>, ()>,
+    hit_for_pass: HitForPass,
     inflight: Arc<AtomicU64>,
     max_inflight_bytes: u64,
     wait_hist: Option<prometheus::Histogram>,
@@ -93,10 +149,7 @@ impl CoalesceShared {
             wait_timeout: c.wait_timeout,
             upstream_timeouts: cfg.raw.upstreams.iter().map(|u| u.total_timeout).collect(),
             flights: Mutex::new(HashMap::new()),
-            hit_for_pass: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(c.hit_for_pass_ttl.max(Duration::from_millis(1)))
-                .build(),
+            hit_for_pass: HitForPass::new(c.hit_for_pass_ttl, 100_000),
             inflight: Arc::new(AtomicU64::new(0)),
             max_inflight_bytes: c.max_inflight_bytes,
             wait_hist,
@@ -180,7 +233,7 @@ where
             if !shared.enabled {
                 return solo(inner, &shared, plan, req).await;
             }
-            if shared.hit_for_pass.contains_key(&plan.primary) {
+            if shared.hit_for_pass.contains(&plan.primary) {
                 shared.stats.hit_for_pass.fetch_add(1, Ordering::Relaxed);
                 return solo(inner, &shared, plan, req).await;
             }
@@ -242,11 +295,16 @@ async fn lead<S>(
             let share = plan.classify(res.status(), res.headers());
             let storable = share.storable();
             if !storable && !share.shareable() {
-                // Nobody will receive it but the leader: no buffer, no pump task.
+                // Nobody will receive it but the leader: no buffer, no pump task. The key is
+                // remembered only when followers queued behind it: that is the burst the memory
+                // saves; a URL nobody waited for (unique URLs) gains nothing from an entry.
+                let queued = flight.waiters.load(Ordering::Relaxed) > 0
+                    || flight.holds.load(Ordering::Relaxed) > 0;
                 if let Share::Personal(r) = share
                     && r != crate::cache::policy::NotStorable::RequestNoStore
+                    && queued
                 {
-                    shared.hit_for_pass.insert(plan.primary.clone(), ());
+                    shared.hit_for_pass.insert(plan.primary.clone());
                 }
                 let mut res = res;
                 res.extensions_mut().insert(share);
@@ -269,7 +327,7 @@ async fn lead<S>(
             if let Share::Personal(r) = share
                 && r != crate::cache::policy::NotStorable::RequestNoStore
             {
-                shared.hit_for_pass.insert(plan.primary.clone(), ());
+                shared.hit_for_pass.insert(plan.primary.clone());
             }
             let mine = early
                 .pop()

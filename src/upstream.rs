@@ -305,18 +305,20 @@ impl Upstream {
         let path_and_query = parts
             .uri
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut tried: Vec<usize> = Vec::new();
         loop {
             let ep_idx = self.pick(&tried);
             tried.push(ep_idx);
             let ep = &self.endpoints[ep_idx];
-            let uri = format!(
-                "{}{}",
-                ep.base.to_string().trim_end_matches('/'),
-                path_and_query
-            );
+            // Built from parts: no formatting and no re-parsing per request.
+            let mut up = http::uri::Parts::default();
+            up.scheme = ep.base.scheme().cloned();
+            up.authority = ep.base.authority().cloned();
+            up.path_and_query = Some(path_and_query.clone());
+            let uri = Uri::from_parts(up)
+                .map_err(|_| ProxyError::BadRequest("target cannot be forwarded"))?;
             let mut out = Request::builder()
                 .method(parts.method.clone())
                 .uri(uri)
@@ -357,8 +359,8 @@ impl Upstream {
                     let body = UpstreamBody {
                         inner: b,
                         idle_timeout: self.cfg.body_idle_timeout,
-                        idle: Box::pin(tokio::time::sleep(self.cfg.body_idle_timeout)),
-                        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                        idle: None,
+                        deadline,
                         _permit: permit,
                         _outstanding: guard,
                     };
@@ -465,8 +467,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         idle_timeout: Duration,
-        idle: Pin<Box<Sleep>>,
-        deadline: Pin<Box<Sleep>>,
+        // Timers exist only once the body has to wait: most bodies arrive with their head.
+        idle: Option<Pin<Box<Sleep>>>,
+        deadline: Instant,
         _permit: OwnedSemaphorePermit,
         _outstanding: Outstanding,
     }
@@ -483,8 +486,10 @@ impl Body for UpstreamBody {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                let next = Instant::now() + *this.idle_timeout;
-                this.idle.as_mut().reset(next);
+                if let Some(idle) = this.idle.as_mut() {
+                    let next = (Instant::now() + *this.idle_timeout).min(*this.deadline);
+                    idle.as_mut().reset(next);
+                }
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(
@@ -492,15 +497,21 @@ impl Body for UpstreamBody {
             )))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                if this.deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(Box::new(ProxyError::UpstreamTimeout(
-                        TimeoutPhase::Total,
-                    )))));
-                }
-                if this.idle.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(Box::new(ProxyError::UpstreamTimeout(
-                        TimeoutPhase::BodyIdle,
-                    )))));
+                // One timer for both limits: the idle pause, capped by the total deadline.
+                let deadline = *this.deadline;
+                let idle_timeout = *this.idle_timeout;
+                let timer = this.idle.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(
+                        (Instant::now() + idle_timeout).min(deadline),
+                    ))
+                });
+                if timer.as_mut().poll(cx).is_ready() {
+                    let phase = if Instant::now() >= deadline {
+                        TimeoutPhase::Total
+                    } else {
+                        TimeoutPhase::BodyIdle
+                    };
+                    return Poll::Ready(Some(Err(Box::new(ProxyError::UpstreamTimeout(phase)))));
                 }
                 Poll::Pending
             }
