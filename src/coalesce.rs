@@ -295,14 +295,9 @@ async fn lead<S>(
             let share = plan.classify(res.status(), res.headers());
             let storable = share.storable();
             if !storable && !share.shareable() {
-                // Nobody will receive it but the leader: no buffer, no pump task. The key is
-                // remembered only when followers queued behind it: that is the burst the memory
-                // saves; a URL nobody waited for (unique URLs) gains nothing from an entry.
-                let queued = flight.waiters.load(Ordering::Relaxed) > 0
-                    || flight.holds.load(Ordering::Relaxed) > 0;
+                // Nobody will receive it but the leader: no buffer, no pump task.
                 if let Share::Personal(r) = share
                     && r != crate::cache::policy::NotStorable::RequestNoStore
-                    && queued
                 {
                     shared.hit_for_pass.insert(plan.primary.clone());
                 }
