@@ -167,9 +167,13 @@ async fn readyz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         .filter(|b| b.state() != crate::breaker::state::StateKind::Closed)
         .map(|b| b.upstream.as_str())
         .collect();
+    // The shared tier is reported, never gating: without it we serve from memory and origin.
+    let shared = s.cache.tier().map_or("disabled", |t| t.status());
     (
         code,
-        Json(json!({"ready": ready, "status": reason, "breakers_not_closed": open})),
+        Json(
+            json!({"ready": ready, "status": reason, "breakers_not_closed": open, "shared_tier": shared}),
+        ),
     )
 }
 
@@ -239,7 +243,7 @@ async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         "breakers": breakers,
         "components": {
             "cache": if s.cache.enabled.load(Ordering::Relaxed) { "ok" } else { "disabled" },
-            "shared_tier": "not configured",
+            "shared_tier": s.cache.tier().map_or("not configured", |t| t.status()),
             "trace_exporter": "not configured",
         },
         "alerts": alerts,
@@ -456,9 +460,13 @@ async fn purge(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value
     if !b.dry_run {
         s.metrics.purges.with_label_values(&[kind]).inc();
     }
-    Ok(Json(
-        json!({"purged": total.entries, "keys": total.keys, "soft": total.soft, "dry_run": total.dry_run}),
-    ))
+    let mut out = json!({"purged": total.entries, "keys": total.keys, "soft": total.soft, "dry_run": total.dry_run});
+    if !b.dry_run
+        && let Some(t) = s.cache.tier()
+    {
+        out["shared"] = shared_report(t.purge(&selectors, b.soft).await);
+    }
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]
@@ -475,9 +483,18 @@ async fn clear(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value
     }
     let r = s.cache.purge(&Selector::All, b.soft, false);
     s.metrics.purges.with_label_values(&["clear"]).inc();
-    Ok(Json(
-        json!({"purged": r.entries, "keys": r.keys, "soft": b.soft}),
-    ))
+    let mut out = json!({"purged": r.entries, "keys": r.keys, "soft": b.soft});
+    if let Some(t) = s.cache.tier() {
+        out["shared"] = shared_report(t.purge(&[Selector::All], b.soft).await);
+    }
+    Ok(Json(out))
+}
+
+fn shared_report(r: crate::cache::store::redis::SharedPurge) -> Value {
+    if let Some(e) = &r.error {
+        tracing::warn!(error = %e, "Purge applied here but not through the shared tier: other replicas keep their copies.");
+    }
+    serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
 async fn disable(State(s): State<Arc<AppState>>) -> Json<Value> {
@@ -562,6 +579,13 @@ async fn config(State(s): State<Arc<AppState>>) -> Json<Value> {
                 }
             }
         }
+    }
+    if let Some(u) = v.pointer_mut("/cache/redis/url")
+        && let Some(s) = u.as_str()
+        && let Some((scheme, rest)) = s.split_once("://")
+        && let Some((_, host)) = rest.rsplit_once('@')
+    {
+        *u = Value::String(format!("{scheme}://<redacted>@{host}"));
     }
     Json(json!({
         "source": rt.config.source.as_ref().map(|p| p.display().to_string()),

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::breaker::{BreakerLayer, Breakers};
+use crate::cache::store::redis::SharedTier;
 use crate::cache::{CacheLayer, CacheShared};
 use crate::coalesce::{CoalesceLayer, CoalesceShared};
 use crate::config::Config;
@@ -283,6 +284,12 @@ pub async fn start_with_token(
     let metrics =
         Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), &slot).map_err(|e| anyhow::anyhow!(e))?);
     let cache = Arc::new(CacheShared::new(&config));
+    if let Some(r) = &config.raw.cache.redis {
+        let tier = SharedTier::new(r, cache.targeted().to_vec(), &metrics.registry)?;
+        cache.set_tier(tier.clone());
+        tier.start(Arc::downgrade(&cache));
+        tracing::info!(replica = tier.replica(), "Shared tier on Redis enabled.");
+    }
     let coalesce = Arc::new(CoalesceShared::new(
         &config,
         Some(metrics.coalesce_wait.clone()),
@@ -352,6 +359,7 @@ pub async fn start_with_token(
         let lifecycle = lifecycle.clone();
         let drain_delay = config.raw.server.drain_delay;
         let grace = config.raw.server.grace_period;
+        let tier = state.cache.tier().cloned();
         tokio::spawn(async move {
             shutdown.notified().await;
             tracing::info!(drain_delay = ?drain_delay, "Draining: not ready, still serving.");
@@ -364,6 +372,9 @@ pub async fn start_with_token(
                 Err(_) => false,
             };
             admin_task.abort();
+            if let Some(t) = tier {
+                t.stop().await;
+            }
             clean
         })
     };

@@ -33,6 +33,7 @@ use crate::telemetry::metrics::{CacheClass, Served, StaleReason};
 use cache_control::CacheControl;
 use entry::Entry;
 use policy::{Decision, NotStorable, Revalidate};
+use store::redis::{FillLock, FillOutcome, Lock, SharedTier};
 use store::{Lookup, Store};
 
 /// Wall clock for freshness, with an offset tests can advance (production never does).
@@ -94,6 +95,7 @@ pub struct CacheShared {
     refreshing: Mutex<HashSet<Arc<str>>>,
     /// Counters.
     pub stats: CacheStats,
+    tier: std::sync::OnceLock<Arc<SharedTier>>,
 }
 
 impl std::fmt::Debug for CacheShared {
@@ -148,7 +150,23 @@ impl CacheShared {
             clock: Clock::default(),
             refreshing: Mutex::new(HashSet::new()),
             stats: CacheStats::default(),
+            tier: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The shared tier, when `[cache.redis]` is configured.
+    pub fn tier(&self) -> Option<&Arc<SharedTier>> {
+        self.tier.get()
+    }
+
+    /// Attaches the shared tier (once, at start).
+    pub fn set_tier(&self, tier: Arc<SharedTier>) {
+        let _ = self.tier.set(tier);
+    }
+
+    /// Configured targeted Cache-Control fields.
+    pub fn targeted(&self) -> &[HeaderName] {
+        &self.targeted
     }
 
     /// Builds the stored entry for a complete response.
@@ -269,6 +287,28 @@ impl Share {
     }
 }
 
+/// A response the shared tier had: answered from this entry (now also in memory).
+#[derive(Clone, Debug)]
+pub struct SharedHit(pub Arc<Entry>);
+
+impl SharedHit {
+    /// The response that carries it up to the cache layer.
+    pub fn response(entry: Arc<Entry>) -> Response<ProxyBody> {
+        let mut res = Response::new(ProxyBody::empty());
+        res.extensions_mut().insert(SharedHit(entry));
+        res
+    }
+}
+
+/// What the shared tier says before a fetch.
+#[derive(Debug)]
+pub enum SharedStep {
+    /// A usable copy.
+    Entry(Arc<Entry>),
+    /// Fetch, holding the fleet's fill lock when we got it.
+    Fetch(Option<FillLock>),
+}
+
 /// What the layers below need to share a fetch and store its response.
 #[derive(Debug)]
 pub struct FetchPlan {
@@ -330,16 +370,86 @@ impl FetchPlan {
         }
     }
 
-    /// The completion callback that stores the body (response time taken now, at the head).
-    pub fn on_complete(self: Arc<Self>) -> fill::OnComplete {
+    /// The completion callback that stores the body (response time taken now, at the head),
+    /// in memory and behind it in the shared tier; `lock` learns when the tier has it.
+    pub fn on_complete(self: Arc<Self>, lock: Option<FillLock>) -> fill::OnComplete {
         let response_time = self.shared.clock.now();
         Box::new(move |head: &fill::Head, body: Bytes| {
             let (entry, keep) =
                 self.shared
                     .make_entry(&self, head.status, &head.headers, body, response_time);
-            self.shared.store.insert(entry, keep);
+            self.shared.store.insert(entry.clone(), keep);
             self.shared.stats.stored.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = self.shared.tier() {
+                t.enqueue(entry, keep, lock);
+            }
         })
+    }
+
+    /// Before an unconditional fetch: the shared tier's copy, else the fleet's fill lock
+    /// (waiting, bounded, for the replica that holds it).
+    pub async fn consult_shared(&self) -> SharedStep {
+        let Some(tier) = self.shared.tier().cloned() else {
+            return SharedStep::Fetch(None);
+        };
+        if self.conditional {
+            return SharedStep::Fetch(None);
+        }
+        if let Some(e) = self.read_shared(&tier).await {
+            return SharedStep::Entry(e);
+        }
+        match tier.lock(&self.primary).await {
+            Lock::Acquired(l) => SharedStep::Fetch(Some(l)),
+            Lock::Stored => match self.read_shared(&tier).await {
+                Some(e) => SharedStep::Entry(e),
+                None => SharedStep::Fetch(None),
+            },
+            Lock::Skip => SharedStep::Fetch(None),
+        }
+    }
+
+    /// Reads the shared tier only (no lock): for fetches that are not coalesced.
+    pub async fn shared_copy(&self) -> Option<Arc<Entry>> {
+        let tier = self.shared.tier().cloned()?;
+        if self.conditional {
+            return None;
+        }
+        self.read_shared(&tier).await
+    }
+
+    /// The stored variants go to memory; the one this request selects, if fresh for it, is
+    /// returned.
+    async fn read_shared(&self, tier: &SharedTier) -> Option<Arc<Entry>> {
+        let variants = tier.read(&self.primary).await.ok()?;
+        let now = self.shared.clock.now();
+        let mut found = None;
+        // Oldest first, so the newest ends up first in memory as it was in its own replica.
+        for e in variants.into_iter().rev() {
+            let e = Arc::new(e);
+            let has_validators = e.etag().is_some() || e.last_modified().is_some();
+            self.shared
+                .store
+                .insert(e.clone(), policy::keep_for(&e.fresh, has_validators));
+            if found.is_none()
+                && key::vary_matches(&e.vary, &self.req_headers, e.normalise_ae)
+                && policy::evaluate(&e.fresh, &self.req_cc, now) == Decision::Fresh
+            {
+                found = Some(e);
+            }
+        }
+        let result = if found.is_some() { "hit" } else { "miss" };
+        tier.metrics.lookups.with_label_values(&[result]).inc();
+        found
+    }
+
+    /// Tells the fleet's waiters what became of a locked fetch that stores nothing.
+    pub fn unlocked(lock: Option<FillLock>, share: Option<Share>) {
+        if let Some(l) = lock {
+            l.finish(match share {
+                Some(Share::Personal(_)) => FillOutcome::NotStorable,
+                _ => FillOutcome::Failed,
+            });
+        }
     }
 }
 
@@ -450,7 +560,10 @@ impl Outcome {
 
     fn served(&self, collapsed: bool) -> Served {
         let (class, stale) = match self {
-            Self::Hit { detail: None, .. } => (CacheClass::Hit, None),
+            Self::Hit {
+                detail: None | Some("shared"),
+                ..
+            } => (CacheClass::Hit, None),
             Self::Hit {
                 detail: Some("max-stale"),
                 ..
@@ -474,7 +587,10 @@ impl Outcome {
 
     fn x_cache(&self) -> &'static str {
         match self {
-            Self::Hit { detail: None, .. } => "HIT",
+            Self::Hit {
+                detail: None | Some("shared"),
+                ..
+            } => "HIT",
             Self::Hit { .. } | Self::StaleOnError { .. } => "STALE",
             Self::Revalidated { status: 304, .. } => "REVALIDATED",
             Self::Miss { .. } | Self::Revalidated { .. } => "MISS",
@@ -536,7 +652,10 @@ where
         res.extensions_mut().insert(outcome.served(collapsed));
         let s = &self.shared.stats;
         match outcome {
-            Outcome::Hit { detail: None, .. } => &s.hits,
+            Outcome::Hit {
+                detail: None | Some("shared"),
+                ..
+            } => &s.hits,
             Outcome::Hit { .. } | Outcome::StaleOnError { .. } => &s.stale,
             Outcome::Revalidated { status: 304, .. } => &s.revalidated,
             Outcome::Miss { .. } | Outcome::Revalidated { .. } => &s.misses,
@@ -737,6 +856,9 @@ where
         let plan = self.plan(&req, &route, primary.clone(), primary, req_cc, false, now);
         up.extensions_mut().insert(plan);
         match self.inner.clone().oneshot(up).await {
+            Ok(res) if res.extensions().get::<SharedHit>().is_some() => {
+                self.serve_shared(&req, &res)
+            }
             Ok(res) => {
                 let share = res.extensions().get::<Share>().copied();
                 let detail = match share {
@@ -782,6 +904,10 @@ where
         };
         let (up, plan) = self.conditional_request(&req, &route, &entry, primary, req_cc, now);
         match self.inner.clone().oneshot(up).await {
+            // Another replica refreshed it: its copy is in memory now too.
+            Ok(res) if res.extensions().get::<SharedHit>().is_some() => {
+                self.serve_shared(&req, &res)
+            }
             Ok(res) if res.status() == StatusCode::NOT_MODIFIED && plan.conditional => {
                 let refreshed =
                     self.shared
@@ -847,6 +973,27 @@ where
             }
             Err(e) => self.stale_or_error(&req, &entry, e, fwd),
         }
+    }
+
+    /// Answers from the shared tier's copy that `res` carries.
+    fn serve_shared(
+        &self,
+        req: &Request<ProxyBody>,
+        res: &Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let Some(SharedHit(entry)) = res.extensions().get::<SharedHit>() else {
+            return self.error(
+                ProxyError::UpstreamReset("shared copy lost".into()),
+                "uri-miss",
+            );
+        };
+        let now = self.shared.clock.now();
+        let ttl = policy::ttl_secs(&entry.fresh, now);
+        let outcome = Outcome::Hit {
+            ttl,
+            detail: Some("shared"),
+        };
+        self.serve(req, entry, now, outcome)
     }
 
     fn decorate_collapsed(
@@ -974,6 +1121,11 @@ where
                 // Location / Content-Location.
                 if res.status().is_success() || res.status().is_redirection() {
                     self.shared.store.remove(&primary);
+                    // The shared copy goes too, or this replica's next miss would read it back.
+                    if let Some(t) = self.shared.tier().cloned() {
+                        let k = primary.clone();
+                        tokio::spawn(async move { t.invalidate(&k).await });
+                    }
                     for h in [header::LOCATION, header::CONTENT_LOCATION] {
                         if let Some(k) = res
                             .headers()

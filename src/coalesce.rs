@@ -17,8 +17,9 @@ use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument as _;
 
 use crate::body::ProxyBody;
+use crate::cache::entry::Entry;
 use crate::cache::fill::{Fill, FillLimits};
-use crate::cache::{FetchPlan, Share};
+use crate::cache::{FetchPlan, Share, SharedHit, SharedStep};
 use crate::config::Config;
 use crate::error::ProxyError;
 
@@ -50,6 +51,8 @@ enum Outcome {
     Response(Arc<Fill>, Share),
     /// Only the leader may have it: followers fetch for themselves.
     Unshared,
+    /// The shared tier had it (now in memory too).
+    Shared(Arc<Entry>),
     Error(ProxyError),
 }
 
@@ -231,6 +234,9 @@ where
         };
         Box::pin(async move {
             if !shared.enabled {
+                if let Some(e) = plan.shared_copy().await {
+                    return Ok(SharedHit::response(e));
+                }
                 return solo(inner, &shared, plan, req).await;
             }
             if shared.hit_for_pass.contains(&plan.primary) {
@@ -290,10 +296,23 @@ async fn lead<S>(
         + 'static,
     S::Future: Send,
 {
+    // The shared tier first: another replica may have it, or be fetching it right now.
+    let mut lock = match plan.consult_shared().await {
+        SharedStep::Entry(e) => {
+            flight.tx.send_replace(Some(Outcome::Shared(e.clone())));
+            let _ = tx.send(Ok(SharedHit::response(e)));
+            remove_flight(&shared, &plan, &flight);
+            return;
+        }
+        SharedStep::Fetch(lock) => lock,
+    };
     let (outcome, mine) = match inner.oneshot(req).await {
         Ok(res) => {
             let share = plan.classify(res.status(), res.headers());
             let storable = share.storable();
+            if !storable {
+                FetchPlan::unlocked(lock.take(), Some(share));
+            }
             if !storable && !share.shareable() {
                 // Nobody will receive it but the leader: no buffer, no pump task.
                 if let Share::Personal(r) = share
@@ -308,7 +327,7 @@ async fn lead<S>(
                 remove_flight(&shared, &plan, &flight);
                 return;
             }
-            let on_complete = storable.then(|| plan.clone().on_complete());
+            let on_complete = storable.then(|| plan.clone().on_complete(lock.take()));
             let (fill, mut early) = Fill::spawn(
                 res,
                 shared.limits(&plan),
@@ -333,7 +352,10 @@ async fn lead<S>(
                 .ok_or(ProxyError::UpstreamReset("fill lost".into()));
             (Outcome::Response(fill, share), mine)
         }
-        Err(e) => (Outcome::Error(e.clone()), Err(e)),
+        Err(e) => {
+            FetchPlan::unlocked(lock.take(), None);
+            (Outcome::Error(e.clone()), Err(e))
+        }
     };
     flight.tx.send_replace(Some(outcome.clone()));
     let _ = tx.send(mine);
@@ -429,6 +451,16 @@ where
             shared.stats.released.fetch_add(1, Ordering::Relaxed);
             solo(inner, shared, plan, req).await
         }
+        Some(Outcome::Shared(e)) => {
+            if crate::cache::key::vary_matches(&e.vary, req.headers(), e.normalise_ae) {
+                shared.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                let mut res = SharedHit::response(e);
+                res.extensions_mut().insert(Collapsed);
+                return Ok(res);
+            }
+            shared.stats.released.fetch_add(1, Ordering::Relaxed);
+            solo(inner, shared, plan, req).await
+        }
         Some(Outcome::Unshared) => {
             shared.stats.released.fetch_add(1, Ordering::Relaxed);
             solo(inner, shared, plan, req).await
@@ -456,7 +488,7 @@ where
         res.extensions_mut().insert(share);
         return Ok(res);
     }
-    let on_complete = Some(plan.clone().on_complete());
+    let on_complete = Some(plan.clone().on_complete(None));
     let (_fill, mut early) = Fill::spawn(
         res,
         shared.limits(&plan),

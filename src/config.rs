@@ -95,6 +95,22 @@ fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
         let env = format!("SEAWALL_{section}_{key}").to_uppercase();
         out.insert(env, (section.into(), key.into(), Kind::Str));
     }
+    // `[cache.redis]` is a table inside a section: its keys are named with a dot.
+    let redis = toml::Value::try_from(file::RedisSection::default()).ok();
+    if let Some(toml::Value::Table(t)) = redis {
+        for (key, v) in t {
+            let kind = match v {
+                toml::Value::Integer(_) => Kind::Int,
+                _ => Kind::Str,
+            };
+            let env = format!("SEAWALL_CACHE_REDIS_{key}").to_uppercase();
+            out.insert(env, ("cache".into(), format!("redis.{key}"), kind));
+        }
+    }
+    for key in ["url", "replica_id"] {
+        let env = format!("SEAWALL_CACHE_REDIS_{key}").to_uppercase();
+        out.insert(env, ("cache".into(), format!("redis.{key}"), Kind::Str));
+    }
     out
 }
 
@@ -172,7 +188,19 @@ impl Config {
                 .entry(section.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let toml::Value::Table(t) = sec {
-                t.insert(key.clone(), v);
+                match key.split_once('.') {
+                    Some((table, k)) => {
+                        let sub = t
+                            .entry(table.to_string())
+                            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                        if let toml::Value::Table(st) = sub {
+                            st.insert(k.to_string(), v);
+                        }
+                    }
+                    None => {
+                        t.insert(key.clone(), v);
+                    }
+                }
             }
         }
 
@@ -196,6 +224,12 @@ impl Config {
                 }
             })?
         };
+        let mut raw = raw;
+        if raw.cache.redis.as_ref().is_some_and(|r| r.url.is_empty()) {
+            // Other `[cache.redis]` keys (say, a replica id set for every pod) without a URL.
+            raw.cache.redis = None;
+            warnings.push("cache.redis has no url: the shared tier is off".into());
+        }
         let mut cfg = validate(raw, src, name)?;
         cfg.warnings.extend(warnings);
         Ok(cfg)
@@ -246,6 +280,43 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             "log.format".into(),
             "must be \"text\" or \"json\"".into(),
         ));
+    }
+    if let Some(r) = &raw.cache.redis {
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://"))
+            || redis_url_host(&r.url).is_none()
+        {
+            return Err(fail(
+                "cache.redis.url".into(),
+                "must be a redis://host:port or rediss://host:port URL".into(),
+            ));
+        }
+        if r.namespace.is_empty() || r.namespace.contains(|c: char| c.is_whitespace()) {
+            return Err(fail(
+                "cache.redis.namespace".into(),
+                "must be a non-empty name without spaces".into(),
+            ));
+        }
+        for (key, d) in [
+            ("cache.redis.timeout", r.timeout),
+            ("cache.redis.connect_timeout", r.connect_timeout),
+            ("cache.redis.lock_ttl", r.lock_ttl),
+            ("cache.redis.heartbeat_interval", r.heartbeat_interval),
+            ("cache.redis.breaker_open", r.breaker_open),
+        ] {
+            if d.is_zero() {
+                return Err(fail(key.into(), "must be greater than 0".into()));
+            }
+        }
+        if r.write_queue == 0 || r.purge_stream_max_len == 0 || r.breaker_failures == 0 {
+            let key = if r.write_queue == 0 {
+                "cache.redis.write_queue"
+            } else if r.purge_stream_max_len == 0 {
+                "cache.redis.purge_stream_max_len"
+            } else {
+                "cache.redis.breaker_failures"
+            };
+            return Err(fail(key.into(), "must be at least 1".into()));
+        }
     }
     if raw.server.via_name.is_empty() || http::HeaderValue::from_str(&raw.server.via_name).is_err()
     {
@@ -511,3 +582,11 @@ fn find_key_line(src: &str, key: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests;
+
+/// The host of a `redis://` URL, if it names one.
+fn redis_url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (!host.is_empty()).then_some(host)
+}

@@ -79,6 +79,24 @@ fn split_key(k: &str) -> (&str, &str) {
     }
 }
 
+impl Selector {
+    /// Whether the primary key `k` is selected (tags need their index: never by the key).
+    pub fn matches(&self, k: &str) -> bool {
+        match self {
+            Selector::Key(key) => &**key == k,
+            Selector::Tag(_) => false,
+            Selector::Path(p) => split_key(k).1 == p,
+            Selector::Prefix { host, prefix } => {
+                let (h, p) = split_key(k);
+                host.as_deref()
+                    .is_none_or(|want| strip_port(h) == strip_port(want))
+                    && p.starts_with(prefix.as_str())
+            }
+            Selector::All => true,
+        }
+    }
+}
+
 impl CacheShared {
     fn matching_keys(&self, sel: &Selector) -> Vec<Arc<str>> {
         match sel {
@@ -88,24 +106,12 @@ impl CacheShared {
                 .map(|_| vec![k.clone()])
                 .unwrap_or_default(),
             Selector::Tag(t) => self.store.keys_for_tag(t),
-            Selector::Path(p) => self
+            _ => self
                 .store
                 .iter()
-                .filter(|(k, _)| split_key(k).1 == p)
+                .filter(|(k, _)| sel.matches(k))
                 .map(|(k, _)| (*k).clone())
                 .collect(),
-            Selector::Prefix { host, prefix } => self
-                .store
-                .iter()
-                .filter(|(k, _)| {
-                    let (h, p) = split_key(k);
-                    host.as_deref()
-                        .is_none_or(|want| strip_port(h) == strip_port(want))
-                        && p.starts_with(prefix.as_str())
-                })
-                .map(|(k, _)| (*k).clone())
-                .collect(),
-            Selector::All => self.store.iter().map(|(k, _)| (*k).clone()).collect(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! The memory store: moka, bounded in bytes by a weigher, one slot per primary key holding
 //! up to `max_variants` Vary variants, plus a tag → keys index for purges.
 
+pub mod redis;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

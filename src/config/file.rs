@@ -149,6 +149,71 @@ pub struct CacheSection {
     pub strip_tag_headers: bool,
     /// Add `X-Cache: HIT|MISS|STALE|REVALIDATED|BYPASS` to responses.
     pub x_cache_header: bool,
+    /// `[cache.redis]`: the shared tier across replicas; absent, a self-contained cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSection>,
+}
+
+/// `[cache.redis]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS). Standalone or a managed
+    /// highly-available endpoint; Redis Cluster is not supported.
+    pub url: String,
+    /// Key prefix; the entry format version is appended (`seawall:v1:`), so two Seawall
+    /// versions never read each other's entries.
+    pub namespace: String,
+    /// Every Redis call is cut at this.
+    #[serde(with = "dur")]
+    pub timeout: Duration,
+    /// Connecting (and reconnecting) is cut at this.
+    #[serde(with = "dur")]
+    pub connect_timeout: Duration,
+    /// Larger responses stay in memory only.
+    #[serde(with = "size")]
+    pub l2_max_object_size: u64,
+    /// Writes waiting for Redis at most; past it writes are dropped and counted.
+    pub write_queue: usize,
+    /// The fleet-wide fill lock expires after this (a holder that died frees it).
+    #[serde(with = "dur")]
+    pub lock_ttl: Duration,
+    /// How long a replica waits for another replica's fill before fetching itself.
+    #[serde(with = "dur")]
+    pub lock_wait: Duration,
+    /// Heartbeat period; a replica is live while its heartbeat is younger than 3 periods.
+    #[serde(with = "dur")]
+    pub heartbeat_interval: Duration,
+    /// Purges kept in the stream for replicas that reconnect.
+    pub purge_stream_max_len: u64,
+    /// Consecutive failed calls that open the tier's breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe call.
+    #[serde(with = "dur")]
+    pub breaker_open: Duration,
+    /// This replica's name in heartbeats; default: host name, process id and a random suffix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            namespace: "seawall".into(),
+            timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            l2_max_object_size: 1024 * 1024,
+            write_queue: 1024,
+            lock_ttl: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(2),
+            purge_stream_max_len: 10_000,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(5),
+            replica_id: None,
+        }
+    }
 }
 
 impl Default for CacheSection {
@@ -162,6 +227,7 @@ impl Default for CacheSection {
             targeted_fields: vec!["seawall-cache-control".into(), "cdn-cache-control".into()],
             strip_tag_headers: true,
             x_cache_header: true,
+            redis: None,
         }
     }
 }

@@ -138,3 +138,81 @@ fn repo_proxy_toml_is_valid() {
     let c = Config::parse(src, "proxy.toml", env(&[])).expect("proxy.toml is valid");
     assert!(!c.raw.routes.is_empty());
 }
+
+#[test]
+fn redis_section_parses_and_env_overrides_its_keys() {
+    let src =
+        format!("{BASE}\n[cache.redis]\nurl = \"redis://10.0.0.1:6379/0\"\ntimeout = \"50ms\"\n");
+    let c = Config::parse(&src, "r.toml", env(&[])).expect("valid");
+    let r = c.raw.cache.redis.as_ref().expect("redis section");
+    assert_eq!(r.url, "redis://10.0.0.1:6379/0");
+    assert_eq!(r.timeout, std::time::Duration::from_millis(50));
+    assert_eq!(r.namespace, "seawall");
+    assert_eq!(r.lock_wait, std::time::Duration::from_secs(5));
+    let c = Config::parse(
+        &src,
+        "r.toml",
+        env(&[
+            (
+                "SEAWALL_CACHE_REDIS_URL",
+                "rediss://:pw@redis.internal:6380",
+            ),
+            ("SEAWALL_CACHE_REDIS_WRITE_QUEUE", "7"),
+            ("SEAWALL_CACHE_REDIS_REPLICA_ID", "pod-1"),
+        ]),
+    )
+    .expect("valid with env");
+    let r = c.raw.cache.redis.as_ref().expect("redis section");
+    assert_eq!(r.url, "rediss://:pw@redis.internal:6380");
+    assert_eq!(r.write_queue, 7);
+    assert_eq!(r.replica_id.as_deref(), Some("pod-1"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // Without the section, the URL variable alone turns the tier on.
+    let c = Config::parse(
+        BASE,
+        "r.toml",
+        env(&[("SEAWALL_CACHE_REDIS_URL", "redis://127.0.0.1:6379")]),
+    )
+    .expect("valid");
+    assert!(c.raw.cache.redis.is_some());
+    assert!(
+        Config::parse(BASE, "r.toml", env(&[]))
+            .expect("valid")
+            .raw
+            .cache
+            .redis
+            .is_none()
+    );
+    // Settings without a URL (a replica id set on every pod, Redis or not) leave the tier off.
+    let c = Config::parse(
+        BASE,
+        "r.toml",
+        env(&[
+            ("SEAWALL_CACHE_REDIS_REPLICA_ID", "pod-1"),
+            ("SEAWALL_CACHE_REDIS_URL", ""),
+        ]),
+    )
+    .expect("valid");
+    assert!(c.raw.cache.redis.is_none());
+    assert_eq!(
+        c.warnings,
+        vec!["cache.redis has no url: the shared tier is off".to_string()]
+    );
+}
+
+#[test]
+fn bad_redis_settings_name_file_line_and_key() {
+    let src = format!("{BASE}\n[cache.redis]\nurl = \"http://10.0.0.1:6379\"\n");
+    let e = Config::parse(&src, "r.toml", env(&[])).expect_err("not a redis URL");
+    assert_eq!(e.file, "r.toml");
+    assert_eq!(e.key, "cache.redis.url");
+    assert_eq!(e.line, Some(15));
+    let src = format!("{BASE}\n[cache.redis]\nurl = \"redis://h:6379\"\ntimeout = \"0s\"\n");
+    let e = Config::parse(&src, "r.toml", env(&[])).expect_err("zero timeout");
+    assert_eq!(e.key, "cache.redis.timeout");
+    assert_eq!(e.line, Some(16));
+    let src = format!("{BASE}\n[cache.redis]\nurl = \"redis://h:6379\"\nlock_tll = \"1s\"\n");
+    let e = Config::parse(&src, "r.toml", env(&[])).expect_err("typo");
+    assert_eq!(e.key, "cache.redis.lock_tll");
+    assert!(e.message.contains("unknown field"), "{}", e.message);
+}

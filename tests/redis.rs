@@ -1,0 +1,776 @@
+//! The Redis shared tier (L2) seen from outside: replicas answer each other's fills, one fetch
+//! per cold key across the fleet, purges that reach every replica (also one that was cut off),
+//! Redis paused or killed without a failed request, and corrupt or foreign keys.
+//! Needs `redis-server` and `redis-cli` on PATH; every instance is started and removed here.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support.rs"]
+mod support;
+
+#[path = "redis/support.rs"]
+mod redis_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use redis_support::*;
+use support::*;
+use tokio::sync::Barrier;
+
+type Parts = http::request::Parts;
+
+/// The 900-client test takes the machine; the others share it.
+static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+const STORED: &str = "seawall; fwd=uri-miss; stored";
+
+/// A fixed 200 `body` fresh for `max_age` seconds.
+fn fresh(body: &str, max_age: u32) -> MockResponse {
+    MockResponse::ok(body.to_string()).header("cache-control", &format!("max-age={max_age}"))
+}
+
+/// 200 `m:{query}`, fresh for a minute: one route, many keys.
+fn by_query(parts: &Parts, _: &Bytes) -> MockResponse {
+    let q = parts.uri.query().unwrap_or_default();
+    fresh(&format!("m:{q}"), 60)
+}
+
+fn hv(h: &http::HeaderMap, name: &str) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Asserts the `shared` object of a purge or clear answer.
+fn assert_fanned_out(answer: &serde_json::Value, replicas: u64) {
+    let shared = &answer["shared"];
+    assert_eq!(shared["live_replicas"], replicas, "{answer}");
+    assert_eq!(shared["delivered"], replicas, "{answer}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness itself
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn harness_redis_server_and_cut_proxy_work() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisServer::start().await;
+    assert_eq!(redis.cli(&["PING"]).await, "PONG");
+    assert_eq!(redis.cli(&["SET", "k", "v"]).await, "OK");
+    assert_eq!(redis.cli(&["GET", "k"]).await, "v");
+    assert_eq!(redis.keys("*").await, vec!["k".to_string()]);
+    assert!(redis.url().ends_with(&format!(":{}/0", redis.port())));
+
+    let cut = CutProxy::start(redis.port()).await;
+    assert!(
+        pings(cut.port(), CLI_WAIT).await,
+        "PING through the forwarder"
+    );
+    assert_eq!(
+        redis_cli_raw(cut.port(), &["GET", "k"], CLI_WAIT)
+            .await
+            .unwrap(),
+        b"v"
+    );
+
+    // A connection held open through the forwarder is closed by the cut.
+    let mut held = tokio::net::TcpStream::connect(cut.addr).await.unwrap();
+    let poll = Poll::new("held connection forwarded", Duration::from_secs(5));
+    while cut.open_connections() == 0 {
+        poll.tick().await;
+    }
+    cut.cut().await;
+    assert_eq!(cut.open_connections(), 0);
+    let mut buf = [0u8; 16];
+    let read = bounded("held connection closed", async {
+        use tokio::io::AsyncReadExt;
+        held.read(&mut buf).await
+    })
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // New connections are closed at once while cut; Redis itself is fine.
+    let before = cut.accepted();
+    assert!(!pings(cut.port(), Duration::from_secs(2)).await);
+    assert!(cut.accepted() > before, "the forwarder accepted and closed");
+    assert_eq!(cut.open_connections(), 0);
+    assert!(pings(redis.port(), CLI_WAIT).await);
+
+    cut.restore();
+    assert!(pings(cut.port(), CLI_WAIT).await, "PING after restore");
+
+    // Paused: connections are accepted by the kernel but nothing answers.
+    redis.pause();
+    assert!(!pings(redis.port(), Duration::from_millis(500)).await);
+    assert!(!pings(cut.port(), Duration::from_millis(500)).await);
+    redis.resume();
+    assert!(pings(redis.port(), CLI_WAIT).await, "PING after resume");
+    assert_eq!(redis.cli(&["GET", "k"]).await, "v", "data survives a pause");
+
+    // Killed and restarted on the same port: empty (no persistence), reachable again, also
+    // through the forwarder.
+    let port = redis.port();
+    redis.kill();
+    assert!(!pings(port, Duration::from_secs(2)).await);
+    redis.restart().await;
+    assert_eq!(redis.port(), port);
+    assert!(redis.keys("*").await.is_empty(), "a restart starts empty");
+    assert!(pings(cut.port(), CLI_WAIT).await);
+    let fields = ["HSET", "h", "-", "x"];
+    assert_eq!(redis.cli(&fields).await, "1");
+    assert_eq!(redis.hkeys("h").await, vec!["-".to_string()]);
+
+    // Paused then killed (SIGKILL ends a stopped process too).
+    redis.pause();
+    redis.kill();
+    assert!(!pings(port, Duration::from_secs(2)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metric_sums_cover_every_label_value() {
+    let text = "# HELP x_total X.\n# TYPE x_total counter\n\
+                x_total{op=\"get\"} 2\nx_total{op=\"set\",kind=\"a b\"} 3\n\
+                x_total_other 7\nup 0\n";
+    assert_eq!(metric_sum(text, "x_total"), Some(5.0));
+    assert_eq!(metric_with(text, "x_total", "op", "set"), 3.0);
+    assert_eq!(metric_sum(text, "up"), Some(0.0));
+    assert_eq!(metric_sum(text, "absent"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharing
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_response_stored_by_one_replica_is_a_shared_hit_on_another() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let origin = MockOrigin::new()
+        .route("/shared", fresh("shared body", 60))
+        .start()
+        .await;
+    let fleet = Fleet::start(&origin.url(), &redis, 2).await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+
+    let (status, h, body) = shared_get(a, "/shared").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "shared body");
+    assert_eq!(cache_status(&h), STORED);
+
+    // Written behind the response: one hash, the no-Vary field `-`.
+    redis.wait_entry("/shared").await;
+    let k = entry_key("/shared");
+    assert_eq!(redis.cli(&["TYPE", &k]).await, "hash");
+    assert_eq!(redis.hkeys(&k).await, vec!["-".to_string()]);
+    assert_eq!(
+        redis.keys(&ns_key("e:*")).await,
+        vec![k.clone()],
+        "one entry, under the v1 namespace"
+    );
+
+    let (status, h, body) = shared_get(b, "/shared").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "shared body");
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+    let ttl = ttl_of(&cs);
+    assert!((1..=60).contains(&ttl), "{cs}");
+    assert_eq!(hv(&h, "x-cache"), "HIT");
+    assert_eq!(origin.hits("/shared"), 1, "B was answered from Redis");
+
+    // Now in B's memory: a plain hit.
+    let (status, h, body) = shared_get(b, "/shared").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "shared body");
+    let cs = cache_status(&h);
+    assert!(is_l1_hit(&cs), "{cs}");
+    assert_eq!(hv(&h, "x-cache"), "HIT");
+    assert_eq!(origin.hits("/shared"), 1);
+
+    let (ma, mb) = (metrics_text(a).await, metrics_text(b).await);
+    assert!(
+        metric_with(&ma, "seawall_redis_writes_total", "result", "stored") >= 1.0,
+        "{ma}"
+    );
+    assert!(
+        metric_with(&mb, "seawall_redis_l2_lookups_total", "result", "hit") >= 1.0,
+        "{mb}"
+    );
+    assert_eq!(metric_sum(&mb, "seawall_redis_up"), Some(1.0), "{mb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nine_hundred_clients_on_three_replicas_make_one_origin_request() {
+    const PER_REPLICA: usize = 300;
+    const REPLICAS: usize = 3;
+    let _heavy = HEAVY.write().await;
+    let redis = RedisServer::start().await;
+    let body = payload(16 * 1024);
+    let origin = MockOrigin::new()
+        .route(
+            "/hot",
+            MockResponse::ok(body.clone())
+                .header("cache-control", "max-age=60")
+                .delay(500),
+        )
+        .start()
+        .await;
+    let fleet = Arc::new(Fleet::start(&origin.url(), &redis, REPLICAS).await);
+    redis.wait_heartbeats(REPLICAS).await;
+
+    let n = PER_REPLICA * REPLICAS;
+    let start = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (fleet, start) = (fleet.clone(), start.clone());
+            tokio::spawn(async move {
+                get_when(&fleet[i % REPLICAS], "/hot", async {
+                    start.wait().await;
+                })
+                .await
+            })
+        })
+        .collect();
+    let answers = match tokio::time::timeout(WAIT * 3, async {
+        let mut out = Vec::with_capacity(n);
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(_) => panic!("{n} clients did not finish within {:?}", WAIT * 3),
+    };
+
+    let mut shared = 0;
+    for (i, (status, h, b)) in answers.iter().enumerate() {
+        assert_eq!(*status, StatusCode::OK, "client {i}: {h:?}");
+        assert!(*b == body, "client {i} got another body");
+        if is_shared_hit(&cache_status(h)) {
+            shared += 1;
+        }
+    }
+    eprintln!("{n} clients: {shared} answered from Redis");
+    let mut seen = String::new();
+    for (r, id) in fleet.replicas.iter().zip(REPLICA_IDS) {
+        let m = metrics_text(r).await;
+        for l in m.lines().filter(|l| l.starts_with("seawall_redis_")) {
+            seen.push_str(&format!("{id}: {l}\n"));
+        }
+    }
+    assert_eq!(
+        origin.hits("/hot"),
+        1,
+        "one origin request for the fleet; the replicas' Redis metrics:\n{seen}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Purges
+// ---------------------------------------------------------------------------------------------
+
+/// Fills `paths` on A, waits for each L2 entry, then reads each on every other replica so that
+/// every replica holds every path in memory.
+async fn fill_everywhere(fleet: &Fleet, redis: &RedisServer, paths: &[&str]) {
+    for p in paths {
+        let (status, h, _) = shared_get(&fleet[0], p).await;
+        assert_eq!(status, StatusCode::OK, "{p}: {h:?}");
+        redis.wait_entry(p).await;
+    }
+    for r in &fleet.replicas[1..] {
+        for p in paths {
+            let (status, h, _) = shared_get(r, p).await;
+            assert_eq!(status, StatusCode::OK, "{p}: {h:?}");
+            let cs = cache_status(&h);
+            assert!(is_shared_hit(&cs), "{p} on {}: {cs}", r.addr);
+        }
+    }
+    for r in &fleet.replicas {
+        for p in paths {
+            wait_l1(r, p, true).await;
+        }
+    }
+}
+
+/// After a purge of `gone`: no replica holds them, Redis has no entry, and a request on the
+/// last replica goes to the origin. `kept` is still held everywhere and in Redis.
+async fn assert_purged_everywhere(
+    fleet: &Fleet,
+    redis: &RedisServer,
+    origin: &MockOrigin,
+    gone: &[&str],
+    kept: &[&str],
+) {
+    for p in gone {
+        redis.wait_gone(&entry_key(p)).await;
+        for r in &fleet.replicas {
+            wait_l1(r, p, false).await;
+        }
+    }
+    for p in kept {
+        assert!(redis.exists(&entry_key(p)).await, "{p} left in Redis");
+        for r in &fleet.replicas {
+            assert!(in_l1(r, p).await, "{p} left on {}", r.addr);
+        }
+    }
+    let last = fleet.replicas.last().unwrap();
+    for p in gone {
+        let before = origin.hits(p);
+        let (status, h, _) = shared_get(last, p).await;
+        assert_eq!(status, StatusCode::OK);
+        let cs = cache_status(&h);
+        assert!(is_miss(&cs), "{p} after the purge: {cs}");
+        assert_eq!(origin.hits(p), before + 1, "{p} fetched again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purges_by_url_prefix_and_tag_reach_every_replica_and_redis() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let origin = MockOrigin::new()
+        .route("/u", fresh("u", 300))
+        .route("/p/one", fresh("p1", 300))
+        .route("/p/two", fresh("p2", 300))
+        .route("/t", fresh("t", 300).header("surrogate-key", "t1 t2"))
+        .route("/keep", fresh("keep", 300))
+        .start()
+        .await;
+    let fleet = Fleet::start(&origin.url(), &redis, 3).await;
+    let b = &fleet[1];
+    redis.wait_heartbeats(3).await;
+    for id in ["a", "b", "c"] {
+        assert!(redis.exists(&ns_key(&format!("hb:{id}"))).await, "hb:{id}");
+    }
+
+    fill_everywhere(&fleet, &redis, &["/u", "/p/one", "/p/two", "/t", "/keep"]).await;
+    let poll = Poll::new("tag index t1 written", EVENTUALLY);
+    while redis.cli(&["TYPE", &ns_key("t:t1")]).await != "set" {
+        poll.tick().await;
+    }
+
+    // By URL.
+    let answer = purge(b, &format!(r#"{{"url": "{}"}}"#, key("/u"))).await;
+    assert_fanned_out(&answer, 3);
+    assert!(answer["purged"].as_u64().unwrap() >= 1, "{answer}");
+    assert_purged_everywhere(&fleet, &redis, &origin, &["/u"], &["/p/one", "/t", "/keep"]).await;
+
+    // By prefix.
+    let answer = purge(b, r#"{"prefix": "/p/"}"#).await;
+    assert_fanned_out(&answer, 3);
+    assert!(answer["purged"].as_u64().unwrap() >= 2, "{answer}");
+    assert_purged_everywhere(
+        &fleet,
+        &redis,
+        &origin,
+        &["/p/one", "/p/two"],
+        &["/t", "/keep"],
+    )
+    .await;
+
+    // By tag (from `Surrogate-Key`).
+    let answer = purge(b, r#"{"tag": "t1"}"#).await;
+    assert_fanned_out(&answer, 3);
+    assert!(answer["purged"].as_u64().unwrap() >= 1, "{answer}");
+    assert_purged_everywhere(&fleet, &redis, &origin, &["/t"], &["/keep"]).await;
+
+    assert_eq!(origin.hits("/keep"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_cut_off_from_redis_applies_missed_purges_after_reconnecting() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let cut = CutProxy::start(redis.port()).await;
+    let origin = MockOrigin::new().route("/x", fresh("x", 300)).start().await;
+    let fleet = Fleet::start_with(&origin.url(), &[cut.url(), redis.url()]).await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+    redis.wait_heartbeats(2).await;
+
+    let (status, h, _) = shared_get(a, "/x").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cache_status(&h), STORED);
+    redis.wait_entry("/x").await;
+    wait_l1(a, "/x", true).await;
+    assert!(
+        cut.open_connections() > 0,
+        "A talks to Redis through the forwarder"
+    );
+
+    cut.cut().await;
+    let answer = purge(b, &format!(r#"{{"url": "{}"}}"#, key("/x"))).await;
+    assert!(answer["shared"].is_object(), "{answer}");
+    redis.wait_gone(&entry_key("/x")).await;
+    // A could not hear of it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(in_l1(a, "/x").await, "A got the purge while cut off");
+
+    cut.restore();
+    // Replayed from the purge stream after reconnecting; A is never asked for /x meanwhile.
+    wait_l1(a, "/x", false).await;
+    assert_eq!(origin.hits("/x"), 1);
+
+    let (status, h, body) = shared_get(a, "/x").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "x");
+    let cs = cache_status(&h);
+    assert!(is_miss(&cs), "{cs}");
+    assert_eq!(origin.hits("/x"), 2, "A fetched /x again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_missed_more_purges_than_the_stream_keeps_marks_its_entries_stale() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let cut = CutProxy::start(redis.port()).await;
+    let origin = MockOrigin::new()
+        .route("/x", fresh("x", 300))
+        .route("/y", fresh("y", 300))
+        .start()
+        .await;
+    // The stream keeps one purge: two purges while A is away trim the first it needed.
+    let config = |url: &str, id: &str| {
+        replica_config(&origin.url(), url, id, TIMEOUT)
+            .replace("purge_stream_max_len = 10000", "purge_stream_max_len = 1")
+    };
+    let a = TestProxy::with_config(&config(&cut.url(), "a")).await;
+    let b = TestProxy::with_config(&config(&redis.url(), "b")).await;
+    redis.wait_heartbeats(2).await;
+    for p in ["/x", "/y"] {
+        let (status, h, _) = shared_get(&a, p).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cache_status(&h), STORED);
+        wait_l1(&a, p, true).await;
+    }
+
+    // One purge A hears live, so it knows where it is in the stream's numbering.
+    purge(&b, r#"{"tag": "first"}"#).await;
+    bounded("A applies a live purge", async {
+        while metric_with(
+            &metrics_text(&a).await,
+            "seawall_redis_purges_applied_total",
+            "source",
+            "live",
+        ) < 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    cut.cut().await;
+    purge(&b, &format!(r#"{{"url": "{}"}}"#, key("/x"))).await;
+    purge(&b, r#"{"tag": "nothing-carries-this"}"#).await;
+    cut.restore();
+
+    // A cannot know what it missed: everything it holds is stale now, nothing is trusted.
+    let text = bounded("A notices the gap", async {
+        loop {
+            let text = metrics_text(&a).await;
+            if metric_with(&text, "seawall_redis_purges_applied_total", "source", "gap") >= 1.0 {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        metric_with(&text, "seawall_redis_purges_applied_total", "source", "gap") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        in_l1(&a, "/y").await,
+        "a soft purge keeps the entry for stale use"
+    );
+    // /y is not trusted from memory any more; Redis (which the purges did reach) still has it.
+    let (status, h, body) = shared_get(&a, "/y").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "y");
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+    assert_eq!(origin.hits("/y"), 1);
+    // /x, whose purge A never saw, is not served from A's memory: fetched again.
+    let (status, h, body) = shared_get(&a, "/x").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "x");
+    let cs = cache_status(&h);
+    assert!(!is_l1_hit(&cs) && !is_shared_hit(&cs), "{cs}");
+    assert_eq!(origin.hits("/x"), 2, "the purged /x was fetched again");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis trouble
+// ---------------------------------------------------------------------------------------------
+
+/// A phase of traffic may meet a replica waiting `lock_wait` (5 s) for a fill whose outcome
+/// was never published because Redis froze; more than one such wait fits in this bound.
+const PHASE: Duration = Duration::from_secs(45);
+
+/// Awaits `f` for at most `limit`, panicking with `what` on timeout.
+async fn within<F: std::future::Future>(limit: Duration, what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// GETs `/m?i={i % urls}` alternately on each replica, `batch` at a time; every answer must be
+/// 200 with the origin's body. Counts answers in `done`.
+async fn traffic(
+    fleet: Arc<Fleet>,
+    from: usize,
+    count: usize,
+    urls: usize,
+    batch: usize,
+    done: Arc<AtomicU64>,
+) {
+    let mut i = from;
+    while i < from + count {
+        let mut set = tokio::task::JoinSet::new();
+        for j in i..(i + batch).min(from + count) {
+            let fleet = fleet.clone();
+            let done = done.clone();
+            set.spawn(async move {
+                let q = format!("i={}", j % urls);
+                let r = &fleet[j % fleet.replicas.len()];
+                let (status, h, body) = shared_get(r, &format!("/m?{q}")).await;
+                assert_eq!(status, StatusCode::OK, "request {j} on {}: {h:?}", r.addr);
+                assert_eq!(body, format!("m:{q}"), "request {j}");
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        i += batch;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_paused_then_killed_never_fails_a_request_and_sharing_resumes_after_restart() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisServer::start().await;
+    let origin = MockOrigin::new().route("/m", by_query).start().await;
+    // A production-like timeout: the frozen Redis's calls are cut at it.
+    let urls = vec![redis.url(); 2];
+    let fleet = Arc::new(Fleet::start_with_timeout(&origin.url(), &urls, "100ms").await);
+    let (a, b) = (&fleet[0], &fleet[1]);
+    redis.wait_heartbeats(2).await;
+    for r in [a, b] {
+        let (status, v) = readyz(r).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["shared_tier"], "ok", "{v}");
+    }
+
+    // Traffic is in flight when Redis freezes.
+    let done = Arc::new(AtomicU64::new(0));
+    let before = tokio::spawn(traffic(fleet.clone(), 0, 60, 20, 10, done.clone()));
+    let poll = Poll::new("first requests answered", WAIT);
+    while done.load(Ordering::SeqCst) < 10 {
+        poll.tick().await;
+    }
+    redis.pause();
+    within(PHASE, "traffic around the pause", before)
+        .await
+        .unwrap();
+
+    // 200 more while Redis is frozen, over 30 URLs (10 never seen before).
+    let paused = Arc::new(AtomicU64::new(0));
+    within(
+        PHASE,
+        "traffic while Redis is paused",
+        traffic(fleet.clone(), 60, 200, 30, 10, paused.clone()),
+    )
+    .await;
+    assert_eq!(paused.load(Ordering::SeqCst), 200);
+
+    for r in [a, b] {
+        let poll = Poll::new(
+            format!("{} reports Redis down with timeouts", r.addr),
+            EVENTUALLY,
+        );
+        loop {
+            let m = metrics_text(r).await;
+            let timeouts = metric_sum(&m, "seawall_redis_timeouts_total").unwrap_or(0.0);
+            let errors = metric_sum(&m, "seawall_redis_errors_total").unwrap_or(0.0);
+            if timeouts > 0.0
+                && errors >= timeouts
+                && metric_sum(&m, "seawall_redis_up") == Some(0.0)
+            {
+                break;
+            }
+            if poll.expired() {
+                panic!("{} never reported Redis down:\n{m}", r.addr);
+            }
+            poll.tick().await;
+        }
+        let poll = Poll::new(format!("{} readyz degraded", r.addr), EVENTUALLY);
+        loop {
+            let (status, v) = readyz(r).await;
+            assert_eq!(status, StatusCode::OK, "ready while Redis is down: {v}");
+            if v["shared_tier"] == "degraded" {
+                break;
+            }
+            if poll.expired() {
+                panic!("{} readyz while Redis is paused: {v}", r.addr);
+            }
+            poll.tick().await;
+        }
+    }
+
+    // Killed while frozen, then a fresh (empty) Redis on the same port.
+    redis.kill();
+    let down = Arc::new(AtomicU64::new(0));
+    within(
+        PHASE,
+        "traffic while Redis is gone",
+        traffic(fleet.clone(), 260, 20, 30, 10, down.clone()),
+    )
+    .await;
+    assert_eq!(down.load(Ordering::SeqCst), 20);
+    redis.restart().await;
+
+    // Sharing resumes: a URL neither replica has seen, fetched on A, is a shared hit on B.
+    let poll = Poll::new(
+        "a new URL shared again after the restart",
+        Duration::from_secs(20),
+    );
+    let mut n = 0;
+    'outer: loop {
+        n += 1;
+        let path = format!("/m?new={n}");
+        let (status, h, body) = shared_get(a, &path).await;
+        assert_eq!(status, StatusCode::OK, "{h:?}");
+        assert_eq!(body, format!("m:new={n}"));
+        // Give the write a moment to land; a replica still reconnecting may not write it (then
+        // try another URL).
+        let landing = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while tokio::time::Instant::now() < landing {
+            if redis.cli(&["HLEN", &entry_key(&path)]).await != "0" {
+                let (status, h, body) = shared_get(b, &path).await;
+                assert_eq!(status, StatusCode::OK, "{h:?}");
+                assert_eq!(body, format!("m:new={n}"));
+                let cs = cache_status(&h);
+                if is_shared_hit(&cs) {
+                    break 'outer;
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        poll.tick().await;
+    }
+    for r in [a, b] {
+        let poll = Poll::new(format!("{} reports Redis up again", r.addr), EVENTUALLY);
+        loop {
+            let m = metrics_text(r).await;
+            let (status, v) = readyz(r).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            if metric_sum(&m, "seawall_redis_up") == Some(1.0) && v["shared_tier"] == "ok" {
+                break;
+            }
+            if poll.expired() {
+                panic!("{} after the restart: readyz {v}\n{m}", r.addr);
+            }
+            poll.tick().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_reports_the_shared_tier_disabled_without_redis() {
+    let _shared = HEAVY.read().await;
+    let origin = MockOrigin::new().route("/d", fresh("d", 60)).start().await;
+    let proxy = TestProxy::start(&origin.url()).await;
+    let (status, v) = readyz(&proxy).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["shared_tier"], "disabled", "{v}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What is in Redis
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_entry_is_refetched_and_replaced_and_foreign_keys_are_never_touched() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let origin = MockOrigin::new()
+        .route("/c", fresh("c body", 300))
+        .start()
+        .await;
+    let fleet = Fleet::start(&origin.url(), &redis, 3).await;
+    let (a, b, c) = (&fleet[0], &fleet[1], &fleet[2]);
+    redis.wait_heartbeats(3).await;
+
+    let (status, _, body) = shared_get(a, "/c").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "c body");
+    redis.wait_entry("/c").await;
+    let k = entry_key("/c");
+    let fields = redis.hkeys(&k).await;
+    assert!(!fields.is_empty());
+    for f in &fields {
+        redis.cli(&["HSET", &k, f, "garbage"]).await;
+        assert_eq!(redis.cli(&["HGET", &k, f]).await, "garbage");
+    }
+    let old = format!("{NS}:v0:e:whatever");
+    assert_eq!(redis.cli(&["SET", &old, "old"]).await, "OK");
+    assert_eq!(redis.cli(&["SET", "other:key", "x"]).await, "OK");
+
+    // B ignores the garbage and asks the origin.
+    let (status, h, body) = shared_get(b, "/c").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "c body");
+    let cs = cache_status(&h);
+    assert!(is_miss(&cs), "{cs}");
+    assert_eq!(origin.hits("/c"), 2);
+    let m = metrics_text(b).await;
+    assert!(
+        metric_sum(&m, "seawall_redis_corrupt_entries_total").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
+
+    // B's fresh store replaces the garbage; C can decode it.
+    let poll = Poll::new(format!("{k} rewritten"), EVENTUALLY);
+    loop {
+        let fields = redis.hkeys(&k).await;
+        let mut clean = !fields.is_empty();
+        for f in &fields {
+            clean &= redis.cli_bytes(&["HGET", &k, f]).await != b"garbage";
+        }
+        if clean {
+            break;
+        }
+        poll.tick().await;
+    }
+    let (status, h, body) = shared_get(c, "/c").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "c body");
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+    assert_eq!(origin.hits("/c"), 2);
+
+    assert_eq!(redis.cli(&["GET", &old]).await, "old");
+    assert_eq!(redis.cli(&["GET", "other:key"]).await, "x");
+
+    // Clear removes every v1 entry and nothing else.
+    let answer = clear(a).await;
+    assert_fanned_out(&answer, 3);
+    let poll = Poll::new("no v1 entry left after clear", EVENTUALLY);
+    while !redis.keys(&ns_key("e:*")).await.is_empty() {
+        poll.tick().await;
+    }
+    for r in &fleet.replicas {
+        wait_l1(r, "/c", false).await;
+    }
+    assert_eq!(redis.cli(&["GET", &old]).await, "old");
+    assert_eq!(redis.cli(&["GET", "other:key"]).await, "x");
+}
