@@ -7,7 +7,8 @@ RENDERED.yaml is `kubectl kustomize k8s/` output (the blue/green set); SIDECAR.y
 k8s/sidecar-example.yaml. Prints one line per finding and exits 1 if there is any.
 Needs PyYAML. Checks what the deployment relies on: the blue/green objects and selectors,
 the security context, probes, the preStop sleep, the termination grace period against
-Seawall's drain settings, and the memory limit against the cache size.
+Seawall's drain settings, the memory limit against the cache size, and the shared cache
+tier's settings (the Redis URL from a Secret; no other [cache.redis] key without a URL).
 """
 import re
 import sys
@@ -144,6 +145,10 @@ def check_pod(where, pod_spec, labels, configmaps, sidecar=False, slot=None):
     tok = env.get("SEAWALL_ADMIN_TOKEN", {})
     if not (tok.get("valueFrom", {}).get("secretKeyRef")):
         finding(cw, "SEAWALL_ADMIN_TOKEN must come from a secretKeyRef")
+    # The shared tier's URL may carry a password: from a Secret, never a literal value.
+    redis_url = env.get("SEAWALL_CACHE_REDIS_URL")
+    if redis_url is not None and not redis_url.get("valueFrom", {}).get("secretKeyRef"):
+        finding(cw, "SEAWALL_CACHE_REDIS_URL must come from a secretKeyRef (it may carry a password)")
     if slot is not None:
         if env.get("SEAWALL_SLOT", {}).get("value") != slot:
             finding(cw, f"SEAWALL_SLOT must be {slot!r}")
@@ -178,6 +183,23 @@ def check_pod(where, pod_spec, labels, configmaps, sidecar=False, slot=None):
 
     if setting("server", "listen", "") != "0.0.0.0:8080" or setting("server", "admin_listen", "") != "0.0.0.0:9091":
         finding(cw, "config must listen on 0.0.0.0:8080 and 0.0.0.0:9091")
+
+    # [cache.redis]: any SEAWALL_CACHE_REDIS_* variable creates the table, and Seawall refuses
+    # one without a url. So other keys need a URL that is always there: in the file, a
+    # literal value, or a non-optional secretKeyRef.
+    redis_file = (cfg.get("cache", {}) or {}).get("redis")
+    url_always = bool(isinstance(redis_file, dict) and redis_file.get("url")) or (
+        redis_url is not None
+        and ("value" in redis_url
+             or not redis_url.get("valueFrom", {}).get("secretKeyRef", {}).get("optional", False)))
+    if redis_url is not None and "value" in redis_url and not redis_url["value"]:
+        finding(cw, "SEAWALL_CACHE_REDIS_URL must not be empty")
+    if isinstance(redis_file, dict) and not url_always:
+        finding(cw, "[cache.redis] without a url, and SEAWALL_CACHE_REDIS_URL is optional or absent")
+    for name in sorted(env):
+        if name.startswith("SEAWALL_CACHE_REDIS_") and name != "SEAWALL_CACHE_REDIS_URL" and not url_always:
+            finding(cw, f"{name} is set but the Redis URL is optional or absent: without a URL "
+                        "Seawall refuses to start ([cache.redis] needs a url)")
 
     # Memory: the limit must hold the cache plus ~30MiB.
     res = c.get("resources", {})
