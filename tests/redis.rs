@@ -774,3 +774,82 @@ async fn a_corrupt_entry_is_refetched_and_replaced_and_foreign_keys_are_never_to
     assert_eq!(redis.cli(&["GET", &old]).await, "old");
     assert_eq!(redis.cli(&["GET", "other:key"]).await, "x");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Write limits
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn responses_over_l2_max_object_size_stay_in_memory_only() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let big = "b".repeat(4096);
+    let origin = MockOrigin::new()
+        .route("/big", fresh(&big, 60))
+        .route("/small", fresh("s", 60))
+        .start()
+        .await;
+    let config = replica_config(&origin.url(), &redis.url(), "a", TIMEOUT).replace(
+        "l2_max_object_size = \"1MiB\"",
+        "l2_max_object_size = \"1KiB\"",
+    );
+    let a = TestProxy::with_config(&config).await;
+    redis.wait_heartbeats(1).await;
+
+    let (status, h, body) = shared_get(&a, "/big").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, big.as_str());
+    assert_eq!(cache_status(&h), STORED);
+    let (_, h, _) = shared_get(&a, "/big").await;
+    assert!(is_l1_hit(&cache_status(&h)), "kept in memory");
+    // A small one written after it is in Redis: the big one was refused, not pending.
+    shared_get(&a, "/small").await;
+    redis.wait_entry("/small").await;
+    assert_eq!(redis.cli(&["EXISTS", &entry_key("/big")]).await, "0");
+    let m = metrics_text(&a).await;
+    assert_eq!(
+        metric_with(&m, "seawall_redis_writes_total", "result", "too_large"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(origin.hits("/big"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_write_queue_drops_and_counts_writes_and_serves_everyone() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let origin = MockOrigin::new().route("/m", by_query).start().await;
+    // One write may wait; Redis frozen: each write waits out the timeout until the breaker opens.
+    let config = replica_config(&origin.url(), &redis.url(), "a", "300ms")
+        .replace("write_queue = 1024", "write_queue = 1")
+        .replace("breaker_failures = 5", "breaker_failures = 50");
+    let a = Arc::new(TestProxy::with_config(&config).await);
+    redis.wait_heartbeats(1).await;
+    // Warm the connection, then freeze Redis: the bus notices at its next ping; until then
+    // lookups and locks time out too, and every request still gets its answer.
+    shared_get(&a, "/m?i=warm").await;
+    redis.pause();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let a = a.clone();
+        set.spawn(async move {
+            let (status, _, body) = shared_get(&a, &format!("/m?i={i}")).await;
+            assert_eq!(status, StatusCode::OK, "request {i}");
+            assert_eq!(body, format!("m:i={i}"));
+        });
+    }
+    bounded("20 requests with Redis frozen", async {
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    })
+    .await;
+    let m = metrics_text(&a).await;
+    redis.resume();
+    assert!(
+        metric_with(&m, "seawall_redis_writes_total", "result", "dropped") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(origin.total_hits(), 21, "every key fetched once");
+}
