@@ -1,5 +1,5 @@
 //! Request coalescing below the cache: one upstream fetch per cache key. The leader's fetch
-//! runs detached; followers wait (capped, with a deadline) for its head and then stream the
+//! runs in its client's task and is detached if that client goes away; followers wait (capped, with a deadline) for its head and then stream the
 //! same fill. Responses that cannot be shared send followers upstream and mark the key
 //! hit-for-pass for a while, so the next burst does not queue.
 
@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderMap, Request, Response};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument as _;
 
@@ -260,14 +260,8 @@ where
             };
             if leader {
                 shared.stats.leaders.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = oneshot::channel();
-                tokio::spawn(
-                    lead(inner, shared.clone(), plan, flight, req, tx)
-                        .instrument(tracing::Span::current()),
-                );
-                return rx
-                    .await
-                    .unwrap_or(Err(ProxyError::UpstreamReset("fetch task ended".into())));
+                return Detached::new(Box::pin(lead(inner, shared.clone(), plan, flight, req)))
+                    .await;
             }
             let r = follow(inner, &shared, plan, &flight, req).await;
             flight.holds.fetch_sub(1, Ordering::Relaxed);
@@ -276,15 +270,58 @@ where
     }
 }
 
-/// The detached leader: fetch, publish the head, keep the flight while the body streams.
+type LeadFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+/// Runs the leader's fetch in its client's task (a lone miss costs no task and no channel),
+/// and moves whatever is left of it to a task of its own if the client goes away first: a
+/// fetch that followers wait on (or that will be stored) is never cancelled.
+struct Detached {
+    fetch: Option<LeadFuture>,
+    span: tracing::Span,
+}
+
+impl Detached {
+    fn new(fetch: LeadFuture) -> Self {
+        Self {
+            fetch: Some(fetch),
+            span: tracing::Span::current(),
+        }
+    }
+}
+
+impl Future for Detached {
+    type Output = Result<Response<ProxyBody>, ProxyError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(fetch) = self.fetch.as_mut() else {
+            return Poll::Ready(Err(ProxyError::UpstreamReset("fetch polled again".into())));
+        };
+        let out = std::task::ready!(fetch.as_mut().poll(cx));
+        self.fetch = None;
+        Poll::Ready(out)
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(fetch) = self.fetch.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(fetch.instrument(self.span.clone()));
+        }
+    }
+}
+
+/// The leader: fetch, publish the head, keep the flight while the body streams (in a task of
+/// its own, as the client's task ends with the head).
 async fn lead<S>(
     inner: S,
     shared: Arc<CoalesceShared>,
     plan: Arc<FetchPlan>,
     flight: Arc<Flight>,
     req: Request<ProxyBody>,
-    tx: oneshot::Sender<Result<Response<ProxyBody>, ProxyError>>,
-) where
+) -> Result<Response<ProxyBody>, ProxyError>
+where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
         + Send
         + 'static,
@@ -304,9 +341,8 @@ async fn lead<S>(
                 let mut res = res;
                 res.extensions_mut().insert(share);
                 flight.tx.send_replace(Some(Outcome::Unshared));
-                let _ = tx.send(Ok(res));
                 remove_flight(&shared, &plan, &flight);
-                return;
+                return Ok(res);
             }
             let on_complete = storable.then(|| plan.clone().on_complete());
             let (fill, mut early) = Fill::spawn(
@@ -336,17 +372,28 @@ async fn lead<S>(
         Err(e) => (Outcome::Error(e.clone()), Err(e)),
     };
     flight.tx.send_replace(Some(outcome.clone()));
-    let _ = tx.send(mine);
-    // Late arrivals may still attach while the body streams; once it is complete the
-    // entry is stored and new requests hit.
-    if let Outcome::Response(fill, Share::Storable) = &outcome {
-        fill.finished().await;
+    match outcome {
+        // Late arrivals may still attach while the body streams; once it is complete the
+        // entry is stored and new requests hit.
+        Outcome::Response(fill, Share::Storable) => {
+            tokio::spawn(
+                async move {
+                    fill.finished().await;
+                    remove_flight(&shared, &plan, &flight);
+                    fill.unpin();
+                }
+                .instrument(tracing::Span::current()),
+            );
+        }
+        Outcome::Response(fill, _) => {
+            remove_flight(&shared, &plan, &flight);
+            // No new follower can find the fill now; those already promised a reader still
+            // hold it.
+            fill.unpin();
+        }
+        _ => remove_flight(&shared, &plan, &flight),
     }
-    remove_flight(&shared, &plan, &flight);
-    // No new follower can find the fill now; those already promised a reader still hold it.
-    if let Outcome::Response(fill, _) = &outcome {
-        fill.unpin();
-    }
+    mine
 }
 
 fn remove_flight(shared: &CoalesceShared, plan: &FetchPlan, flight: &Arc<Flight>) {
