@@ -360,22 +360,32 @@ impl Service<Request<ProxyBody>> for Forward {
                 .cloned()
                 .ok_or(ProxyError::NoRoute)?;
             let upgrade = is_upgrade(&req);
-            let host = request_host(&req).map(str::to_string);
-            let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
+            // The request's host (as `request_host`), as a value: shared, not copied.
+            let host = match req.headers().get(header::HOST) {
+                Some(v) if v.to_str().is_ok() => Some(v.clone()),
+                _ => req
+                    .uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            };
+            let peer = req
+                .extensions()
+                .get::<ConnInfo>()
+                .map(|c| (c.peer.ip(), c.peer_value.clone()));
             let version = req.version();
             let h = req.headers_mut();
             headers::strip_hop_by_hop(h, upgrade);
-            if let Some(peer) = peer {
-                headers::set_forwarded(h, peer, &this.trusted, host.as_deref());
-            }
-            headers::append_via_fast(h, version, &this.via_name, &this.via);
             if this.preserve_host {
-                if let Some(host) = host.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-                    h.insert(header::HOST, host);
+                if let Some(host) = &host {
+                    h.insert(header::HOST, host.clone());
                 }
             } else {
                 h.remove(header::HOST);
             }
+            if let Some((peer, peer_value)) = peer {
+                headers::set_forwarded_with(h, peer, &peer_value, &this.trusted, host);
+            }
+            headers::append_via_fast(h, version, &this.via_name, &this.via);
             // No span at all unless traces are exported: this runs on every miss.
             let span = if this.trace {
                 tracing::info_span!(
