@@ -4,6 +4,7 @@
 //! hit-for-pass for a while, so the next burst does not queue.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -65,11 +66,35 @@ const HFP_SHARDS: usize = 16;
 /// Keys whose last response could not be shared, with their expiry. Sharded maps with lazy
 /// expiry: an insert per unique uncacheable URL must stay O(1) (a full general-purpose cache
 /// stalled requests here doing its housekeeping), and losing entries only costs one queue.
+/// Keys are held as their 64-bit keyed hash, computed once per operation: a collision (about
+/// 1 in 10^10 at the cap) only sends a key's requests upstream uncoalesced for a while.
 struct HitForPass {
     ttl: Duration,
     per_shard: usize,
     hasher: std::collections::hash_map::RandomState,
-    shards: Vec<Mutex<HashMap<Arc<str>, tokio::time::Instant>>>,
+    shards: Vec<Mutex<HashMap<u64, tokio::time::Instant, KeyHashed>>>,
+}
+
+/// The map hasher of [`HitForPass`]: its keys are hashes already.
+type KeyHashed = std::hash::BuildHasherDefault<PassThrough>;
+
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl HitForPass {
@@ -79,36 +104,41 @@ impl HitForPass {
             per_shard: (cap / HFP_SHARDS).max(1),
             hasher: std::collections::hash_map::RandomState::new(),
             shards: (0..HFP_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Arc<str>, tokio::time::Instant>> {
+    fn shard(&self, key: &str) -> (u64, &Mutex<HashMap<u64, tokio::time::Instant, KeyHashed>>) {
         use std::hash::BuildHasher;
         // One hasher for the life of the map: each RandomState::new() has other keys.
-        &self.shards[(self.hasher.hash_one(key) as usize) % HFP_SHARDS]
+        let h = self.hasher.hash_one(key);
+        // The map takes its bucket from the low bits and its tags from the top ones: the shard
+        // comes from bits of neither.
+        (h, &self.shards[(h >> 32) as usize % HFP_SHARDS])
     }
 
-    fn insert(&self, key: Arc<str>) {
+    fn insert(&self, key: &str) {
         let now = tokio::time::Instant::now();
-        let mut m = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
+        let (h, shard) = self.shard(key);
+        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= self.per_shard {
             m.retain(|_, exp| *exp > now);
             if m.len() >= self.per_shard {
                 m.clear();
             }
         }
-        m.insert(key, now + self.ttl);
+        m.insert(h, now + self.ttl);
     }
 
     fn contains(&self, key: &str) -> bool {
         let now = tokio::time::Instant::now();
-        let mut m = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        match m.get(key) {
+        let (h, shard) = self.shard(key);
+        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(&h) {
             Some(exp) if *exp > now => true,
             Some(_) => {
-                m.remove(key);
+                m.remove(&h);
                 false
             }
             None => false,
@@ -239,21 +269,23 @@ where
             }
             let (flight, leader) = {
                 let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
-                match flights.get(&plan.key) {
-                    Some(f) => {
+                // One lookup (the key hashes once) whether we lead or follow.
+                match flights.entry(plan.key.clone()) {
+                    Entry::Occupied(f) => {
+                        let f = f.get();
                         // Promise a reader before the lock goes, so the fill is not abandoned
                         // between its head and our attaching.
                         f.holds.fetch_add(1, Ordering::Relaxed);
                         (f.clone(), false)
                     }
-                    None => {
+                    Entry::Vacant(slot) => {
                         let f = Arc::new(Flight {
                             tx: watch::Sender::new(None),
                             waiters: AtomicUsize::new(0),
                             holds: Arc::new(AtomicUsize::new(0)),
                             leader_headers: req.headers().clone(),
                         });
-                        flights.insert(plan.key.clone(), f.clone());
+                        slot.insert(f.clone());
                         (f, true)
                     }
                 }
@@ -336,7 +368,7 @@ where
                 if let Share::Personal(r) = share
                     && r != crate::cache::policy::NotStorable::RequestNoStore
                 {
-                    shared.hit_for_pass.insert(plan.primary.clone());
+                    shared.hit_for_pass.insert(&plan.primary);
                 }
                 let mut res = res;
                 res.extensions_mut().insert(share);
@@ -358,7 +390,7 @@ where
             if let Share::Personal(r) = share
                 && r != crate::cache::policy::NotStorable::RequestNoStore
             {
-                shared.hit_for_pass.insert(plan.primary.clone());
+                shared.hit_for_pass.insert(&plan.primary);
             }
             let mine = early
                 .pop()
@@ -398,11 +430,10 @@ where
 
 fn remove_flight(shared: &CoalesceShared, plan: &FetchPlan, flight: &Arc<Flight>) {
     let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
-    if flights
-        .get(&plan.key)
-        .is_some_and(|f| Arc::ptr_eq(f, flight))
+    if let Entry::Occupied(f) = flights.entry(plan.key.clone())
+        && Arc::ptr_eq(f.get(), flight)
     {
-        flights.remove(&plan.key);
+        f.remove();
     }
 }
 
