@@ -428,7 +428,9 @@ impl Upstream {
         loop {
             let (mut tx, reused) = match self.checkout(ep) {
                 Some(tx) => (tx, true),
-                None => (self.connect(ep).await?, false),
+                // Boxed: the connect and TLS handshake state would otherwise make every
+                // request's future (moved by value a few times) several times larger.
+                None => (Box::pin(self.connect(ep)).await?, false),
             };
             if tx.ready().await.is_err() {
                 if reused {
