@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Instructions per cache hit with request metrics and tracing (10% sampling) on vs off, counted by
+# Instructions per request with request metrics and tracing (10% sampling) on vs off, counted by
 # callgrind: deterministic, unlike req/s on a shared 2-core machine.
 # Usage: benches/overhead.sh [REQUESTS]   (default 2000)
+#   MODE=hit (default): keep-alive cache hits on one stored object.
+#   MODE=pass: pass-through of `no-store` responses, a unique URL per request (the e2e
+#     pass-unique scenario, sequentially on one connection): cache miss, coalescing leader,
+#     breaker, upstream client, and the body streamed straight through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
+MODE=${MODE:-hit}
+case $MODE in hit | pass) ;; *) echo "MODE must be hit or pass" >&2; exit 2 ;; esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 cargo build --release --quiet
 BIN=$PWD/target/release/seawall
@@ -51,20 +57,26 @@ TOML
   local vg=$!
   pids+=($vg)
   wait_ok "http://127.0.0.1:$a/readyz"
-  curl -fs -o /dev/null "http://127.0.0.1:$p/cacheable"     # store it
-  python3 - "$p" 50 <<'PY'
+  if [ "$MODE" = hit ]; then
+    curl -fs -o /dev/null "http://127.0.0.1:$p/cacheable"     # store it
+  fi
+  # Warm-up (also opens the pooled upstream connection), then the measured requests.
+  python3 - "$p" 50 "$MODE" warm <<'PY'
 import http.client, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
-for _ in range(int(sys.argv[2])):
-    c.request("GET", "/cacheable"); r = c.getresponse(); r.read()
-    assert r.getheader("x-cache") == "HIT", r.getheader("x-cache")
+for i in range(int(sys.argv[2])):
+    path = "/cacheable" if sys.argv[3] == "hit" else f"/uncacheable?u={sys.argv[4]}-{i}"
+    c.request("GET", path); r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+    assert r.getheader("x-cache") == ("HIT" if sys.argv[3] == "hit" else "MISS"), r.getheader("x-cache")
 PY
   callgrind_control -z "$vg" >/dev/null
-  python3 - "$p" "$N" <<'PY'
+  python3 - "$p" "$N" "$MODE" run <<'PY'
 import http.client, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
-for _ in range(int(sys.argv[2])):
-    c.request("GET", "/cacheable"); r = c.getresponse(); r.read()
+for i in range(int(sys.argv[2])):
+    path = "/cacheable" if sys.argv[3] == "hit" else f"/uncacheable?u={sys.argv[4]}-{i}"
+    c.request("GET", path); r = c.getresponse(); r.read()
 PY
   callgrind_control -d "$vg" >/dev/null
   sleep 1
@@ -77,11 +89,13 @@ PY
 
 off=$(measure off false false)
 on=$(measure on true true)
-python3 - "$off" "$on" "$N" <<'PY'
+python3 - "$off" "$on" "$N" "$MODE" <<'PY'
 import sys
-off, on, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-print(f"requests per mode: {n} keep-alive cache hits (1 KiB-ish body), 1 worker thread")
-print(f"metrics+tracing off: {off/n:,.0f} instructions per hit")
-print(f"metrics+tracing on (10% sampling): {on/n:,.0f} instructions per hit")
+off, on, n, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+what = {"hit": ("keep-alive cache hits (1 KiB-ish body)", "hit"),
+        "pass": ("keep-alive pass-through requests (no-store, unique URLs)", "request")}[mode]
+print(f"requests per mode: {n} {what[0]}, 1 worker thread")
+print(f"metrics+tracing off: {off/n:,.0f} instructions per {what[1]}")
+print(f"metrics+tracing on (10% sampling): {on/n:,.0f} instructions per {what[1]}")
 print(f"overhead: {100*(on-off)/off:+.1f}%")
 PY

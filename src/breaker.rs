@@ -250,6 +250,59 @@ impl Drop for Pending {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The breaker's future: the inner call with its admission recorded when it ends, or an
+    /// immediate rejection. No allocation.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called {
+            #[pin]
+            fut: F,
+            // None when the upstream has no breaker.
+            pending: Option<Pending>,
+        },
+        Rejected {
+            err: Option<ProxyError>,
+        },
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, ProxyError>>,
+{
+    type Output = Result<Response<ProxyBody>, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Called { fut, pending } => {
+                let res = std::task::ready!(fut.poll(cx));
+                if let Some(p) = pending {
+                    let outcome = match &res {
+                        Ok(r) => Some(!p.handle.failure_statuses.contains(&r.status().as_u16())),
+                        Err(e) if e.is_upstream_failure() => Some(false),
+                        // Our own limits and client trouble say nothing about the upstream.
+                        Err(_) => None,
+                    };
+                    p.done = true;
+                    p.handle.record(p.probe, outcome);
+                }
+                Poll::Ready(res)
+            }
+            StateProj::Rejected { err } => Poll::Ready(Err(err.take().unwrap_or(
+                ProxyError::UpstreamReset("breaker future polled again".into()),
+            ))),
+        }
+    }
+}
+
 impl<S> Service<Request<ProxyBody>> for CircuitBreaker<S>
 where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
@@ -260,45 +313,39 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+    type Future = ResponseFuture<tower::util::Oneshot<S, Request<ProxyBody>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
-        let inner = self.inner.clone();
         let upstream = req.extensions().get::<Arc<Route>>().map(|r| r.upstream);
-        let handle = upstream.and_then(|u| self.breakers.get(u)).cloned();
-        let Some(handle) = handle else {
-            return Box::pin(inner.oneshot(req));
-        };
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let probe = match handle.admit() {
+        let pending = match upstream.and_then(|u| self.breakers.get(u)) {
+            None => None,
+            Some(handle) => match handle.admit() {
                 Admission::Rejected { retry_after } => {
-                    if let (Some(m), Some(u)) = (&metrics, upstream) {
+                    if let (Some(m), Some(u)) = (&self.metrics, upstream) {
                         m.upstream(u, UpstreamOutcome::CircuitOpen, std::time::Duration::ZERO);
                     }
-                    return Err(ProxyError::CircuitOpen { retry_after });
+                    return ResponseFuture {
+                        state: State::Rejected {
+                            err: Some(ProxyError::CircuitOpen { retry_after }),
+                        },
+                    };
                 }
-                Admission::Allowed { probe } => probe,
-            };
-            let mut pending = Pending {
-                handle: handle.clone(),
-                probe,
-                done: false,
-            };
-            let res = inner.oneshot(req).await;
-            let outcome = match &res {
-                Ok(r) => Some(!handle.failure_statuses.contains(&r.status().as_u16())),
-                Err(e) if e.is_upstream_failure() => Some(false),
-                // Our own limits and client trouble say nothing about the upstream.
-                Err(_) => None,
-            };
-            pending.done = true;
-            handle.record(probe, outcome);
-            res
-        })
+                Admission::Allowed { probe } => Some(Pending {
+                    handle: handle.clone(),
+                    probe,
+                    done: false,
+                }),
+            },
+        };
+        ResponseFuture {
+            state: State::Called {
+                fut: self.inner.clone().oneshot(req),
+                pending,
+            },
+        }
     }
 }

@@ -523,12 +523,14 @@ impl Outcome {
                 stored,
                 detail,
             } => {
-                let _ = write!(s, "; fwd={fwd}");
+                s.push_str("; fwd=");
+                s.push_str(fwd);
                 if *stored {
                     s.push_str("; stored");
                 }
                 if let Some(d) = detail {
-                    let _ = write!(s, "; detail={d}");
+                    s.push_str("; detail=");
+                    s.push_str(d);
                 }
             }
             Self::Revalidated {
@@ -549,7 +551,8 @@ impl Outcome {
                 s.push_str("; detail=stale-if-error");
             }
             Self::Bypass(reason) => {
-                let _ = write!(s, "; fwd=bypass; detail={reason}");
+                s.push_str("; fwd=bypass; detail=");
+                s.push_str(reason);
             }
         }
         if collapsed {
@@ -599,6 +602,8 @@ impl Outcome {
     }
 }
 
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
 type BoxFut = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
 impl<S> Service<Request<ProxyBody>> for Cache<S>
@@ -637,11 +642,15 @@ where
     fn decorate(&self, mut res: Response<ProxyBody>, outcome: &Outcome) -> Response<ProxyBody> {
         let collapsed = res.extensions().get::<Collapsed>().is_some();
         let h = res.headers_mut();
-        for n in &self.shared.strip_downstream {
-            h.remove(n);
+        // Every removal hashes; most responses carry none of these, so look first.
+        if h.keys().any(|k| self.shared.strip_downstream.contains(k)) {
+            for n in &self.shared.strip_downstream {
+                h.remove(n);
+            }
         }
-        if let Ok(v) = HeaderValue::from_str(&outcome.render(&self.shared.name, collapsed)) {
-            h.insert(HeaderName::from_static("cache-status"), v);
+        let rendered = outcome.render(&self.shared.name, collapsed);
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(rendered)) {
+            h.insert(CACHE_STATUS, v);
         }
         if self.shared.x_cache {
             h.insert(
@@ -776,11 +785,25 @@ where
 
     /// A request prepared for a shared fetch: client conditionals and unkeyed overrides removed.
     fn fetch_request(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+        Self::fetch_request_with(req.uri(), req.version(), req.extensions(), req.headers())
+    }
+
+    /// [`Self::fetch_request`] from a request's parts, with `headers` in place of theirs.
+    fn fetch_request_from(parts: &http::request::Parts, headers: &HeaderMap) -> Request<ProxyBody> {
+        Self::fetch_request_with(&parts.uri, parts.version, &parts.extensions, headers)
+    }
+
+    fn fetch_request_with(
+        uri: &http::Uri,
+        version: http::Version,
+        extensions: &http::Extensions,
+        headers: &HeaderMap,
+    ) -> Request<ProxyBody> {
         let mut out = Request::new(ProxyBody::empty());
         *out.method_mut() = Method::GET;
-        *out.uri_mut() = req.uri().clone();
-        *out.version_mut() = req.version();
-        let mut h = req.headers().clone();
+        *out.uri_mut() = uri.clone();
+        *out.version_mut() = version;
+        let mut h = headers.clone();
         // Removals hash; find the few that apply in one pass over the names.
         let drop: Vec<HeaderName> = h
             .keys()
@@ -797,10 +820,10 @@ where
             h.remove(n);
         }
         *out.headers_mut() = h;
-        if let Some(r) = req.extensions().get::<Arc<Route>>() {
+        if let Some(r) = extensions.get::<Arc<Route>>() {
             out.extensions_mut().insert(r.clone());
         }
-        if let Some(c) = req.extensions().get::<crate::server::ConnInfo>() {
+        if let Some(c) = extensions.get::<crate::server::ConnInfo>() {
             out.extensions_mut().insert(c.clone());
         }
         out
@@ -809,7 +832,7 @@ where
     #[allow(clippy::too_many_arguments)]
     fn plan(
         &self,
-        req: &Request<ProxyBody>,
+        req_headers: HeaderMap,
         route: &Arc<Route>,
         key: Arc<str>,
         primary: Arc<str>,
@@ -821,7 +844,7 @@ where
             key,
             primary,
             route: route.clone(),
-            req_headers: req.headers().clone(),
+            req_headers,
             req_cc,
             request_time: now,
             conditional,
@@ -852,9 +875,19 @@ where
                 Err(e) => self.error(e, fwd),
             };
         }
-        let mut up = Self::fetch_request(&req);
-        let plan = self.plan(&req, &route, primary.clone(), primary, req_cc, false, now);
-        up.extensions_mut().insert(plan);
+        // The plan keeps the client's headers (moved); the fetch gets the one copy.
+        let (parts, _) = req.into_parts();
+        let mut up = Self::fetch_request_from(&parts, &parts.headers);
+        let plan = self.plan(
+            parts.headers,
+            &route,
+            primary.clone(),
+            primary,
+            req_cc,
+            false,
+            now,
+        );
+        up.extensions_mut().insert(plan.clone());
         match self.inner.clone().oneshot(up).await {
             Ok(res) if res.extensions().get::<SharedHit>().is_some() => {
                 self.serve_shared(&req, &res)
@@ -872,7 +905,7 @@ where
                     .and_then(|v| v.parse::<u64>().ok());
                 let stored = share.is_some_and(|s| s.storable())
                     && declared.is_none_or(|n| n <= self.shared.max_object_size);
-                let res = answer_conditional(&req, res);
+                let res = answer_conditional_to(&parts.method, &plan.req_headers, res);
                 self.decorate(
                     res,
                     &Outcome::Miss {
@@ -1063,7 +1096,15 @@ where
             key.push_str(lm.to_str().unwrap_or(""));
             conditional = true;
         }
-        let plan = self.plan(req, route, key.into(), primary, req_cc, conditional, now);
+        let plan = self.plan(
+            req.headers().clone(),
+            route,
+            key.into(),
+            primary,
+            req_cc,
+            conditional,
+            now,
+        );
         up.extensions_mut().insert(plan.clone());
         (up, plan)
     }
@@ -1204,16 +1245,19 @@ fn same_origin_key(loc: &str, host: Option<&str>, route: &Route) -> Option<Arc<s
 }
 
 /// RFC 9110 §13.1–13.2: answers a client's `If-None-Match` / `If-Modified-Since` on a 200.
-fn answer_conditional(
-    req: &Request<ProxyBody>,
+fn answer_conditional(req: &Request<ProxyBody>, res: Response<ProxyBody>) -> Response<ProxyBody> {
+    answer_conditional_to(req.method(), req.headers(), res)
+}
+
+/// [`answer_conditional`] for a request given by its method and header fields.
+fn answer_conditional_to(
+    method: &Method,
+    h: &HeaderMap,
     mut res: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
-    if res.status() != StatusCode::OK
-        || !(req.method() == Method::GET || req.method() == Method::HEAD)
-    {
+    if res.status() != StatusCode::OK || !(method == Method::GET || method == Method::HEAD) {
         return res;
     }
-    let h = req.headers();
     let not_modified = if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
     {
         res.headers()

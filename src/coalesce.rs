@@ -1,9 +1,10 @@
 //! Request coalescing below the cache: one upstream fetch per cache key. The leader's fetch
-//! runs detached; followers wait (capped, with a deadline) for its head and then stream the
+//! runs in its client's task and is detached if that client goes away; followers wait (capped, with a deadline) for its head and then stream the
 //! same fill. Responses that cannot be shared send followers upstream and mark the key
 //! hit-for-pass for a while, so the next burst does not queue.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderMap, Request, Response};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument as _;
 
@@ -68,11 +69,35 @@ const HFP_SHARDS: usize = 16;
 /// Keys whose last response could not be shared, with their expiry. Sharded maps with lazy
 /// expiry: an insert per unique uncacheable URL must stay O(1) (a full general-purpose cache
 /// stalled requests here doing its housekeeping), and losing entries only costs one queue.
+/// Keys are held as their 64-bit keyed hash, computed once per operation: a collision (about
+/// 1 in 10^10 at the cap) only sends a key's requests upstream uncoalesced for a while.
 struct HitForPass {
     ttl: Duration,
     per_shard: usize,
     hasher: std::collections::hash_map::RandomState,
-    shards: Vec<Mutex<HashMap<Arc<str>, tokio::time::Instant>>>,
+    shards: Vec<Mutex<HashMap<u64, tokio::time::Instant, KeyHashed>>>,
+}
+
+/// The map hasher of [`HitForPass`]: its keys are hashes already.
+type KeyHashed = std::hash::BuildHasherDefault<PassThrough>;
+
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl HitForPass {
@@ -82,36 +107,41 @@ impl HitForPass {
             per_shard: (cap / HFP_SHARDS).max(1),
             hasher: std::collections::hash_map::RandomState::new(),
             shards: (0..HFP_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Arc<str>, tokio::time::Instant>> {
+    fn shard(&self, key: &str) -> (u64, &Mutex<HashMap<u64, tokio::time::Instant, KeyHashed>>) {
         use std::hash::BuildHasher;
         // One hasher for the life of the map: each RandomState::new() has other keys.
-        &self.shards[(self.hasher.hash_one(key) as usize) % HFP_SHARDS]
+        let h = self.hasher.hash_one(key);
+        // The map takes its bucket from the low bits and its tags from the top ones: the shard
+        // comes from bits of neither.
+        (h, &self.shards[(h >> 32) as usize % HFP_SHARDS])
     }
 
-    fn insert(&self, key: Arc<str>) {
+    fn insert(&self, key: &str) {
         let now = tokio::time::Instant::now();
-        let mut m = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
+        let (h, shard) = self.shard(key);
+        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= self.per_shard {
             m.retain(|_, exp| *exp > now);
             if m.len() >= self.per_shard {
                 m.clear();
             }
         }
-        m.insert(key, now + self.ttl);
+        m.insert(h, now + self.ttl);
     }
 
     fn contains(&self, key: &str) -> bool {
         let now = tokio::time::Instant::now();
-        let mut m = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        match m.get(key) {
+        let (h, shard) = self.shard(key);
+        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(&h) {
             Some(exp) if *exp > now => true,
             Some(_) => {
-                m.remove(key);
+                m.remove(&h);
                 false
             }
             None => false,
@@ -245,35 +275,31 @@ where
             }
             let (flight, leader) = {
                 let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
-                match flights.get(&plan.key) {
-                    Some(f) => {
+                // One lookup (the key hashes once) whether we lead or follow.
+                match flights.entry(plan.key.clone()) {
+                    Entry::Occupied(f) => {
+                        let f = f.get();
                         // Promise a reader before the lock goes, so the fill is not abandoned
                         // between its head and our attaching.
                         f.holds.fetch_add(1, Ordering::Relaxed);
                         (f.clone(), false)
                     }
-                    None => {
+                    Entry::Vacant(slot) => {
                         let f = Arc::new(Flight {
                             tx: watch::Sender::new(None),
                             waiters: AtomicUsize::new(0),
                             holds: Arc::new(AtomicUsize::new(0)),
                             leader_headers: req.headers().clone(),
                         });
-                        flights.insert(plan.key.clone(), f.clone());
+                        slot.insert(f.clone());
                         (f, true)
                     }
                 }
             };
             if leader {
                 shared.stats.leaders.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = oneshot::channel();
-                tokio::spawn(
-                    lead(inner, shared.clone(), plan, flight, req, tx)
-                        .instrument(tracing::Span::current()),
-                );
-                return rx
-                    .await
-                    .unwrap_or(Err(ProxyError::UpstreamReset("fetch task ended".into())));
+                return Detached::new(Box::pin(lead(inner, shared.clone(), plan, flight, req)))
+                    .await;
             }
             let r = follow(inner, &shared, plan, &flight, req).await;
             flight.holds.fetch_sub(1, Ordering::Relaxed);
@@ -282,15 +308,58 @@ where
     }
 }
 
-/// The detached leader: fetch, publish the head, keep the flight while the body streams.
+type LeadFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+/// Runs the leader's fetch in its client's task (a lone miss costs no task and no channel),
+/// and moves whatever is left of it to a task of its own if the client goes away first: a
+/// fetch that followers wait on (or that will be stored) is never cancelled.
+struct Detached {
+    fetch: Option<LeadFuture>,
+    span: tracing::Span,
+}
+
+impl Detached {
+    fn new(fetch: LeadFuture) -> Self {
+        Self {
+            fetch: Some(fetch),
+            span: tracing::Span::current(),
+        }
+    }
+}
+
+impl Future for Detached {
+    type Output = Result<Response<ProxyBody>, ProxyError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(fetch) = self.fetch.as_mut() else {
+            return Poll::Ready(Err(ProxyError::UpstreamReset("fetch polled again".into())));
+        };
+        let out = std::task::ready!(fetch.as_mut().poll(cx));
+        self.fetch = None;
+        Poll::Ready(out)
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(fetch) = self.fetch.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(fetch.instrument(self.span.clone()));
+        }
+    }
+}
+
+/// The leader: fetch, publish the head, keep the flight while the body streams (in a task of
+/// its own, as the client's task ends with the head).
 async fn lead<S>(
     inner: S,
     shared: Arc<CoalesceShared>,
     plan: Arc<FetchPlan>,
     flight: Arc<Flight>,
     req: Request<ProxyBody>,
-    tx: oneshot::Sender<Result<Response<ProxyBody>, ProxyError>>,
-) where
+) -> Result<Response<ProxyBody>, ProxyError>
+where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
         + Send
         + 'static,
@@ -318,14 +387,13 @@ async fn lead<S>(
                 if let Share::Personal(r) = share
                     && r != crate::cache::policy::NotStorable::RequestNoStore
                 {
-                    shared.hit_for_pass.insert(plan.primary.clone());
+                    shared.hit_for_pass.insert(&plan.primary);
                 }
                 let mut res = res;
                 res.extensions_mut().insert(share);
                 flight.tx.send_replace(Some(Outcome::Unshared));
-                let _ = tx.send(Ok(res));
                 remove_flight(&shared, &plan, &flight);
-                return;
+                return Ok(res);
             }
             let on_complete = storable.then(|| plan.clone().on_complete(lock.take()));
             let (fill, mut early) = Fill::spawn(
@@ -341,7 +409,7 @@ async fn lead<S>(
             if let Share::Personal(r) = share
                 && r != crate::cache::policy::NotStorable::RequestNoStore
             {
-                shared.hit_for_pass.insert(plan.primary.clone());
+                shared.hit_for_pass.insert(&plan.primary);
             }
             let mine = early
                 .pop()
@@ -358,26 +426,36 @@ async fn lead<S>(
         }
     };
     flight.tx.send_replace(Some(outcome.clone()));
-    let _ = tx.send(mine);
-    // Late arrivals may still attach while the body streams; once it is complete the
-    // entry is stored and new requests hit.
-    if let Outcome::Response(fill, Share::Storable) = &outcome {
-        fill.finished().await;
+    match outcome {
+        // Late arrivals may still attach while the body streams; once it is complete the
+        // entry is stored and new requests hit.
+        Outcome::Response(fill, Share::Storable) => {
+            tokio::spawn(
+                async move {
+                    fill.finished().await;
+                    remove_flight(&shared, &plan, &flight);
+                    fill.unpin();
+                }
+                .instrument(tracing::Span::current()),
+            );
+        }
+        Outcome::Response(fill, _) => {
+            remove_flight(&shared, &plan, &flight);
+            // No new follower can find the fill now; those already promised a reader still
+            // hold it.
+            fill.unpin();
+        }
+        _ => remove_flight(&shared, &plan, &flight),
     }
-    remove_flight(&shared, &plan, &flight);
-    // No new follower can find the fill now; those already promised a reader still hold it.
-    if let Outcome::Response(fill, _) = &outcome {
-        fill.unpin();
-    }
+    mine
 }
 
 fn remove_flight(shared: &CoalesceShared, plan: &FetchPlan, flight: &Arc<Flight>) {
     let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
-    if flights
-        .get(&plan.key)
-        .is_some_and(|f| Arc::ptr_eq(f, flight))
+    if let Entry::Occupied(f) = flights.entry(plan.key.clone())
+        && Arc::ptr_eq(f.get(), flight)
     {
-        flights.remove(&plan.key);
+        f.remove();
     }
 }
 

@@ -86,6 +86,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// What the IO sniffer saw.
     pub state: Arc<ConnState>,
+    /// The client's IP as a header value, formatted once per connection (`X-Forwarded-For`).
+    pub peer_value: http::HeaderValue,
 }
 
 fn builder(cfg: &ServerSection, keep_alive: bool) -> auto::Builder<TokioExecutor> {
@@ -205,6 +207,7 @@ fn spawn_conn<S>(
     let info = ConnInfo {
         peer,
         state: state.clone(),
+        peer_value: crate::upstream::headers::ip_value(peer.ip()),
     };
     let svc = svc.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {

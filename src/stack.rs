@@ -298,9 +298,15 @@ fn map_client_body_error(e: BoxError) -> BoxError {
     }
 }
 
-/// The innermost service: forwarding headers and the upstream call.
+/// The innermost service: forwarding headers and the upstream call. One reference count to
+/// clone: the stack is cloned a few times per request.
 #[derive(Clone, Debug)]
 pub struct Forward {
+    shared: Arc<ForwardShared>,
+}
+
+#[derive(Debug)]
+struct ForwardShared {
     upstreams: Arc<Upstreams>,
     metrics: Option<Arc<Metrics>>,
     via_name: Arc<str>,
@@ -313,7 +319,7 @@ pub struct Forward {
 impl Forward {
     /// A forwarder for `cfg`'s upstreams.
     pub fn new(cfg: &Config, upstreams: Arc<Upstreams>, metrics: Option<Arc<Metrics>>) -> Self {
-        Self {
+        let shared = ForwardShared {
             upstreams,
             metrics,
             via_name: cfg.raw.server.via_name.as_str().into(),
@@ -321,6 +327,9 @@ impl Forward {
             trace: crate::telemetry::trace::wanted(&cfg.raw.telemetry),
             trusted: cfg.trusted_proxies.clone().into(),
             preserve_host: cfg.raw.server.preserve_host,
+        };
+        Self {
+            shared: Arc::new(shared),
         }
     }
 }
@@ -347,7 +356,7 @@ impl Service<Request<ProxyBody>> for Forward {
     }
 
     fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
-        let this = self.clone();
+        let this = self.shared.clone();
         Box::pin(async move {
             let route = req
                 .extensions()
@@ -360,22 +369,32 @@ impl Service<Request<ProxyBody>> for Forward {
                 .cloned()
                 .ok_or(ProxyError::NoRoute)?;
             let upgrade = is_upgrade(&req);
-            let host = request_host(&req).map(str::to_string);
-            let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
+            // The request's host (as `request_host`), as a value: shared, not copied.
+            let host = match req.headers().get(header::HOST) {
+                Some(v) if v.to_str().is_ok() => Some(v.clone()),
+                _ => req
+                    .uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            };
+            let peer = req
+                .extensions()
+                .get::<ConnInfo>()
+                .map(|c| (c.peer.ip(), c.peer_value.clone()));
             let version = req.version();
             let h = req.headers_mut();
             headers::strip_hop_by_hop(h, upgrade);
-            if let Some(peer) = peer {
-                headers::set_forwarded(h, peer, &this.trusted, host.as_deref());
-            }
-            headers::append_via_fast(h, version, &this.via_name, &this.via);
             if this.preserve_host {
-                if let Some(host) = host.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-                    h.insert(header::HOST, host);
+                if let Some(host) = &host {
+                    h.insert(header::HOST, host.clone());
                 }
             } else {
                 h.remove(header::HOST);
             }
+            if let Some((peer, peer_value)) = peer {
+                headers::set_forwarded_with(h, peer, &peer_value, &this.trusted, host);
+            }
+            headers::append_via_fast(h, version, &this.via_name, &this.via);
             // No span at all unless traces are exported: this runs on every miss.
             let span = if this.trace {
                 tracing::info_span!(

@@ -1,12 +1,16 @@
 //! Upstream side: pooled HTTP/1.1 client (http and https), endpoint selection by least
 //! outstanding requests with outlier ejection, deadlines, a concurrency cap and budgeted retries.
+//! The pool is ours: one idle stack per endpoint, connections checked back in when their
+//! response body has ended (hyper-util's legacy client spent a task, a channel and several
+//! keyed map operations per request on the same).
 
 pub mod headers;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,11 +19,11 @@ use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tower::ServiceExt as _;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::body::ProxyBody;
@@ -27,7 +31,15 @@ use crate::config::Config;
 use crate::config::file::UpstreamSection;
 use crate::error::{BoxError, ProxyError, TimeoutPhase, has_io_kind};
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Conn = http1::SendRequest<ProxyBody>;
+
+/// A pooled connection and when it went idle.
+#[derive(Debug)]
+struct IdleConn {
+    tx: Conn,
+    since: Instant,
+}
 
 /// One endpoint of an upstream, with the counters selection and ejection use.
 #[derive(Debug)]
@@ -40,6 +52,8 @@ pub struct Endpoint {
     ejected_until_ms: AtomicU64,
     /// Requests sent to this endpoint (for operators and tests).
     pub attempts: AtomicU64,
+    /// Idle connections, most recently used last.
+    idle: Mutex<VecDeque<IdleConn>>,
 }
 
 /// A named backend.
@@ -50,7 +64,7 @@ pub struct Upstream {
     pub cfg: UpstreamSection,
     /// Endpoints.
     pub endpoints: Vec<Endpoint>,
-    client: HttpsClient,
+    connector: Connector,
     limit: Arc<Semaphore>,
     rr: AtomicUsize,
     budget: TpsBudget,
@@ -124,12 +138,6 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
         let endpoints = endpoints
             .iter()
             .map(|u| Endpoint {
@@ -138,13 +146,14 @@ impl Upstream {
                 consecutive_failures: AtomicU32::new(0),
                 ejected_until_ms: AtomicU64::new(0),
                 attempts: AtomicU64::new(0),
+                idle: Mutex::new(VecDeque::new()),
             })
             .collect();
         Ok(Self {
             name: cfg.name.clone(),
             cfg: cfg.clone(),
             endpoints,
-            client,
+            connector: https,
             limit: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
             rr: AtomicUsize::new(0),
             budget: TpsBudget::new(
@@ -239,13 +248,19 @@ impl Upstream {
                 tick.tick().await;
                 let Some(up) = weak.upgrade() else { return };
                 for (i, ep) in up.endpoints.iter().enumerate() {
-                    let uri = format!("{}{}", ep.base.to_string().trim_end_matches('/'), path);
-                    let Ok(req) = Request::get(uri).body(ProxyBody::empty()) else {
+                    let mut req = Request::get(path.as_str()).body(ProxyBody::empty());
+                    if let (Ok(r), Some(a)) = (&mut req, ep.base.authority())
+                        && let Ok(host) = HeaderValue::from_str(a.as_str())
+                    {
+                        r.headers_mut().insert(header::HOST, host);
+                    }
+                    let Ok(req) = req else {
                         continue;
                     };
+                    // The connection is not pooled again: the body is never read.
                     let ok = matches!(
-                        tokio::time::timeout(timeout, up.client.request(req)).await,
-                        Ok(Ok(r)) if r.status().is_success()
+                        tokio::time::timeout(timeout, up.send(i, req)).await,
+                        Ok(Ok((r, _))) if r.status().is_success()
                     );
                     if ok {
                         if up.is_ejected(i) {
@@ -312,13 +327,8 @@ impl Upstream {
             let ep_idx = self.pick(&tried);
             tried.push(ep_idx);
             let ep = &self.endpoints[ep_idx];
-            // Built from parts: no formatting and no re-parsing per request.
-            let mut up = http::uri::Parts::default();
-            up.scheme = ep.base.scheme().cloned();
-            up.authority = ep.base.authority().cloned();
-            up.path_and_query = Some(path_and_query.clone());
-            let uri = Uri::from_parts(up)
-                .map_err(|_| ProxyError::BadRequest("target cannot be forwarded"))?;
+            // Origin-form: the connection already goes to the endpoint.
+            let uri = Uri::from(path_and_query.clone());
             let mut out = Request::builder()
                 .method(parts.method.clone())
                 .uri(uri)
@@ -343,9 +353,9 @@ impl Upstream {
                 .cfg
                 .ttfb_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
-            let result = tokio::time::timeout(ttfb, self.client.request(out)).await;
+            let result = tokio::time::timeout(ttfb, self.send(ep_idx, out)).await;
             let err = match result {
-                Ok(Ok(mut res)) => {
+                Ok(Ok((mut res, conn))) => {
                     self.record_endpoint(ep_idx, true);
                     if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_up) = client_upgrade {
@@ -356,7 +366,14 @@ impl Upstream {
                         return Ok(Response::from_parts(p, ProxyBody::empty()));
                     }
                     let (p, b) = res.into_parts();
+                    let ended = b.is_end_stream();
                     let body = UpstreamBody {
+                        checkin: Checkin {
+                            up: self.clone(),
+                            ep: ep_idx,
+                            conn: Some(conn),
+                            ended,
+                        },
                         inner: b,
                         idle_timeout: self.cfg.body_idle_timeout,
                         idle: None,
@@ -366,7 +383,7 @@ impl Upstream {
                     };
                     return Ok(Response::from_parts(p, ProxyBody::stream(body)));
                 }
-                Ok(Err(e)) => classify(&e),
+                Ok(Err(e)) => e,
                 Err(_) if Instant::now() >= deadline => {
                     ProxyError::UpstreamTimeout(TimeoutPhase::Total)
                 }
@@ -398,6 +415,101 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Sends `req` (origin-form) to endpoint `ep_idx` on an idle pooled connection, else on a
+    /// new one. A request that a pooled connection could not take (closed while idle) goes
+    /// on the next one: it was never sent.
+    async fn send(
+        &self,
+        ep_idx: usize,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Conn), ProxyError> {
+        let ep = &self.endpoints[ep_idx];
+        loop {
+            let (mut tx, reused) = match self.checkout(ep) {
+                Some(tx) => (tx, true),
+                // Boxed: the connect and TLS handshake state would otherwise make every
+                // request's future (moved by value a few times) several times larger.
+                None => (Box::pin(self.connect(ep)).await?, false),
+            };
+            if tx.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(ProxyError::UpstreamReset(
+                    "connection closed before the request".into(),
+                ));
+            }
+            match tx.try_send_request(req).await {
+                Ok(res) => return Ok((res, tx)),
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => return Err(classify(&e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn checkout(&self, ep: &Endpoint) -> Option<Conn> {
+        let mut idle = ep.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = idle.pop_back() {
+            if !c.tx.is_closed() && c.since.elapsed() < self.cfg.pool_idle_timeout {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    /// Pools a connection whose exchange ended cleanly; closes those idle too long.
+    fn checkin(&self, ep_idx: usize, tx: Conn) {
+        let Some(ep) = self.endpoints.get(ep_idx) else {
+            return;
+        };
+        if tx.is_closed() || self.cfg.pool_max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = ep.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while idle
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) >= self.cfg.pool_idle_timeout)
+        {
+            idle.pop_front();
+        }
+        if idle.len() >= self.cfg.pool_max_idle {
+            idle.pop_front();
+        }
+        idle.push_back(IdleConn { tx, since: now });
+    }
+
+    async fn connect(&self, ep: &Endpoint) -> Result<Conn, ProxyError> {
+        let io = self
+            .connector
+            .clone()
+            .oneshot(ep.base.clone())
+            .await
+            .map_err(|e| {
+                if has_io_kind(&*e, std::io::ErrorKind::TimedOut)
+                    || e.to_string().contains("timed out")
+                {
+                    ProxyError::UpstreamTimeout(TimeoutPhase::Connect)
+                } else {
+                    ProxyError::UpstreamConnect(source_text(&*e))
+                }
+            })?;
+        let (tx, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| ProxyError::UpstreamConnect(source_text(&e)))?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(upstream = %name, error = %e, "Upstream connection ended with an error.");
+            }
+        });
+        Ok(tx)
+    }
+}
+
 /// A client body error as the proxy error it carries (413 or 400).
 fn client_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
     match crate::error::find_proxy_error(e) {
@@ -406,22 +518,11 @@ fn client_body_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
     }
 }
 
-/// Maps a client error to a proxy error: never-sent vs reset vs client body trouble.
-fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<hyper::Error>()
-            && h.is_user()
-        {
-            return client_body_error(e);
-        }
-        cur = c.source();
-    }
-    if e.is_connect() {
-        if has_io_kind(e, std::io::ErrorKind::TimedOut) || e.to_string().contains("timed out") {
-            return ProxyError::UpstreamTimeout(TimeoutPhase::Connect);
-        }
-        return ProxyError::UpstreamConnect(source_text(e));
+/// Maps an exchange error to a proxy error: reset vs client body trouble (connect errors are
+/// mapped where the connection is made).
+fn classify(e: &hyper::Error) -> ProxyError {
+    if e.is_user() {
+        return client_body_error(e);
     }
     ProxyError::UpstreamReset(source_text(e))
 }
@@ -470,8 +571,28 @@ pin_project_lite::pin_project! {
         // Timers exist only once the body has to wait: most bodies arrive with their head.
         idle: Option<Pin<Box<Sleep>>>,
         deadline: Instant,
+        checkin: Checkin,
         _permit: OwnedSemaphorePermit,
         _outstanding: Outstanding,
+    }
+}
+
+/// Returns the connection to the pool when the body is dropped, if it ended: a body dropped
+/// part-way leaves its connection to close.
+struct Checkin {
+    up: Arc<Upstream>,
+    ep: usize,
+    conn: Option<Conn>,
+    ended: bool,
+}
+
+impl Drop for Checkin {
+    fn drop(&mut self) {
+        if self.ended
+            && let Some(tx) = self.conn.take()
+        {
+            self.up.checkin(self.ep, tx);
+        }
     }
 }
 
@@ -483,9 +604,10 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
+                this.checkin.ended = this.inner.is_end_stream();
                 if let Some(idle) = this.idle.as_mut() {
                     let next = (Instant::now() + *this.idle_timeout).min(*this.deadline);
                     idle.as_mut().reset(next);
@@ -495,7 +617,10 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(
                 ProxyError::UpstreamReset(e.to_string()),
             )))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.checkin.ended = true;
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 // One timer for both limits: the idle pause, capped by the total deadline.
                 let deadline = *this.deadline;

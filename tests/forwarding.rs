@@ -274,6 +274,36 @@ async fn no_matching_route_is_404() {
     assert_eq!(origin.total_hits(), 1);
 }
 
+/// The upstream pool: a connection goes back to the pool when its response body has ended,
+/// and the next request (another client, another URL) reuses it; targets go out in
+/// origin-form.
+#[tokio::test]
+async fn pass_requests_reuse_one_pooled_upstream_connection() {
+    let origin = MockOrigin::new()
+        .route(
+            "/pass",
+            MockResponse::ok("fresh").header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let proxy = TestProxy::start(&origin.url()).await;
+    for i in 0..10 {
+        let (s, _, b) = get(&proxy.url(&format!("/pass?u={i}"))).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(b, "fresh");
+    }
+    assert_eq!(origin.hits("/pass"), 10);
+    assert_eq!(origin.connections(), 1);
+    for r in origin.received("/pass") {
+        assert!(
+            r.uri.scheme().is_none() && r.uri.authority().is_none(),
+            "{}",
+            r.uri
+        );
+        assert!(r.uri.to_string().starts_with("/pass?u="), "{}", r.uri);
+    }
+}
+
 #[tokio::test]
 async fn refused_upstream_is_502_with_detail() {
     let dead = closed_port().await;

@@ -225,6 +225,7 @@ struct OriginState {
     hits: Mutex<HashMap<String, u64>>,
     total: watch::Sender<u64>,
     received: Mutex<Vec<Recorded>>,
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// Builder for [`MockOrigin`].
@@ -249,6 +250,7 @@ impl MockOriginBuilder {
             hits: Mutex::new(HashMap::new()),
             total: watch::Sender::new(0),
             received: Mutex::new(Vec::new()),
+            connections: std::sync::atomic::AtomicU64::new(0),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -258,6 +260,7 @@ impl MockOriginBuilder {
                 tokio::select! {
                     r = listener.accept() => {
                         let Ok((stream, _)) = r else { continue };
+                        st.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let st = st.clone();
                         conns.spawn(async move {
                             let svc = hyper::service::service_fn(move |req| {
@@ -341,6 +344,13 @@ impl MockOrigin {
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Connections accepted in all.
+    pub fn connections(&self) -> u64 {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Requests received in all.

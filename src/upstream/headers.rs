@@ -126,40 +126,56 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, via_name: &str) {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// An IP address as a header value.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 /// Sets `X-Forwarded-For/Proto/Host` for a request received from `peer`.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[IpNet], host: Option<&str>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
+    let host = host.and_then(|h| HeaderValue::from_str(h).ok());
+    set_forwarded_with(headers, peer, &ip_value(peer), trusted, host);
+}
+
+/// [`set_forwarded`] with the peer already formatted (`peer_value`, once per connection) and the
+/// host as a header value (moved, not copied).
+pub fn set_forwarded_with(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_value: &HeaderValue,
+    trusted: &[IpNet],
+    host: Option<HeaderValue>,
+) {
     let trusted_peer = !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer));
-    if !trusted_peer || !headers.contains_key(&xff) {
-        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
-            headers.insert(xff, v);
-        }
+    if !trusted_peer || !headers.contains_key(X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR, peer_value.clone());
         set_proto_host(headers, host);
         return;
     }
     let prior: Vec<String> = headers
-        .get_all(&xff)
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_string))
         .collect();
     let value = format!("{}, {peer}", prior.join(", "));
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
     set_proto_host(headers, host);
 }
 
-fn set_proto_host(headers: &mut HeaderMap, host: Option<&str>) {
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+fn set_proto_host(headers: &mut HeaderMap, host: Option<HeaderValue>) {
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host {
         Some(h) => {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
         None => {
-            headers.remove("x-forwarded-host");
+            headers.remove(X_FORWARDED_HOST);
         }
     }
 }
