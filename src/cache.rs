@@ -890,6 +890,10 @@ where
         up.extensions_mut().insert(plan.clone());
         match self.inner.clone().oneshot(up).await {
             Ok(res) if res.extensions().get::<SharedHit>().is_some() => {
+                // The client's request head again (its headers went into the plan).
+                let mut req = Request::new(ProxyBody::empty());
+                *req.method_mut() = parts.method.clone();
+                *req.headers_mut() = plan.req_headers.clone();
                 self.serve_shared(&req, &res)
             }
             Ok(res) => {

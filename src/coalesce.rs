@@ -18,7 +18,7 @@ use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument as _;
 
 use crate::body::ProxyBody;
-use crate::cache::entry::Entry;
+use crate::cache::entry::Entry as Stored;
 use crate::cache::fill::{Fill, FillLimits};
 use crate::cache::{FetchPlan, Share, SharedHit, SharedStep};
 use crate::config::Config;
@@ -53,7 +53,7 @@ enum Outcome {
     /// Only the leader may have it: followers fetch for themselves.
     Unshared,
     /// The shared tier had it (now in memory too).
-    Shared(Arc<Entry>),
+    Shared(Arc<Stored>),
     Error(ProxyError),
 }
 
@@ -369,9 +369,8 @@ where
     let mut lock = match plan.consult_shared().await {
         SharedStep::Entry(e) => {
             flight.tx.send_replace(Some(Outcome::Shared(e.clone())));
-            let _ = tx.send(Ok(SharedHit::response(e)));
             remove_flight(&shared, &plan, &flight);
-            return;
+            return Ok(SharedHit::response(e));
         }
         SharedStep::Fetch(lock) => lock,
     };
