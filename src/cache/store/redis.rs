@@ -671,12 +671,7 @@ impl SharedTier {
                 drop(rx);
                 self.forget_waiter(key);
                 self.metrics.locks.with_label_values(&["acquired"]).inc();
-                Lock::Acquired(FillLock {
-                    tier: self.clone(),
-                    key: key.clone(),
-                    token,
-                    done: false,
-                })
+                Lock::Acquired(self.holder(key, token))
             }
             Ok(None) => {
                 let r = tokio::time::timeout(self.cfg.lock_wait, rx).await;
@@ -708,13 +703,17 @@ impl SharedTier {
                 drop(rx);
                 self.forget_waiter(key);
                 self.metrics.locks.with_label_values(&["uncertain"]).inc();
-                Lock::Acquired(FillLock {
-                    tier: self.clone(),
-                    key: key.clone(),
-                    token,
-                    done: false,
-                })
+                Lock::Acquired(self.holder(key, token))
             }
+        }
+    }
+
+    fn holder(self: &Arc<Self>, key: &Arc<str>, token: String) -> FillLock {
+        FillLock {
+            tier: self.clone(),
+            key: key.clone(),
+            token,
+            done: false,
         }
     }
 
