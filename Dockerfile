@@ -21,7 +21,7 @@ WORKDIR /build
 # 1. Dependencies only. Stub targets stand in for the sources, so this layer (the slow part
 #    of the build) is reused until Cargo.toml or Cargo.lock changes.
 COPY Cargo.toml Cargo.lock ./
-COPY .cargo ./.cargo
+COPY .cargo/config.toml ./.cargo/config.toml
 RUN mkdir -p src benches \
     && printf 'fn main() {}\n' > src/main.rs \
     && touch src/lib.rs \
