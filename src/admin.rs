@@ -196,11 +196,14 @@ fn unix(t: SystemTime) -> u64 {
 async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     let rt = s.rt.load();
     let a = &rt.config.raw.admin;
-    let recent = s.window.recent(a.status_window);
+    let mut recent = s.window.recent(a.status_window);
     let total = s.window.total();
+    // A cold or quiet slot has no hit ratio worth judging (the rollout gate reads `null`).
+    if recent.cacheable_requests < a.alert_min_requests {
+        recent.hit_ratio = None;
+    }
     let mut alerts = Vec::new();
     if let Some(r) = recent.hit_ratio
-        && recent.requests >= a.alert_min_requests
         && r < a.alert_hit_ratio_below
     {
         alerts.push(json!({"name": "hit_ratio_low", "severity": "warning", "message": format!("hit ratio {:.2} below {}", r, a.alert_hit_ratio_below)}));
@@ -220,7 +223,11 @@ async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         })
         .collect();
     let cs = &s.coalesce.stats;
-    let healthy = !alerts.iter().any(|a| a["severity"] == "critical");
+    let cache_on = s.cache.enabled.load(Ordering::Relaxed);
+    if !cache_on {
+        alerts.push(json!({"name": "cache_disabled", "severity": "warning", "message": "the cache is disabled (kill switch): every request goes to the origin"}));
+    }
+    let healthy = cache_on && !alerts.iter().any(|a| a["severity"] == "critical");
     Json(json!({
         "healthy": healthy,
         "ready": s.ready(),
@@ -229,7 +236,10 @@ async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         "uptime_secs": SystemTime::now().duration_since(s.started_at).map_or(0, |d| d.as_secs()),
         "window_secs": a.status_window.as_secs(),
         "hit_ratio": recent.hit_ratio,
+        "cacheable_requests": recent.cacheable_requests,
+        "uncacheable_share": recent.uncacheable_share,
         "error_rate": recent.error_rate,
+        "error_ratio": recent.error_rate,
         "latency_p95_ms": recent.latency_p95_ms,
         "recent": recent,
         "since_start": total,
@@ -242,7 +252,7 @@ async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         },
         "breakers": breakers,
         "components": {
-            "cache": if s.cache.enabled.load(Ordering::Relaxed) { "ok" } else { "disabled" },
+            "cache": if cache_on { "ok" } else { "disabled" },
             "shared_tier": s.cache.tier().map_or("not configured", |t| t.status()),
             "trace_exporter": "not configured",
         },

@@ -579,7 +579,9 @@ impl Outcome {
             Self::StaleOnError { .. } => (CacheClass::Stale, Some(StaleReason::StaleIfError)),
             Self::Revalidated { status: 304, .. } => (CacheClass::Revalidated, None),
             Self::Miss { .. } | Self::Revalidated { .. } => (CacheClass::Miss, None),
-            Self::Bypass(_) => (CacheClass::Bypass, None),
+            // A cacheable request the open breaker kept from the origin is still a miss.
+            Self::Bypass("circuit-open") => (CacheClass::Miss, None),
+            Self::Bypass(_) => (CacheClass::Uncacheable, None),
         };
         Served {
             class,
@@ -658,7 +660,15 @@ where
                 HeaderValue::from_static(outcome.x_cache()),
             );
         }
-        res.extensions_mut().insert(outcome.served(collapsed));
+        let mut served = outcome.served(collapsed);
+        // A forwarded response the cache may not keep (no-store, private, hit-for-pass, ...)
+        // could never have been a hit: it stays out of the hit ratio. `X-Cache` still says MISS.
+        if served.class == CacheClass::Miss
+            && matches!(res.extensions().get::<Share>(), Some(Share::Personal(_)))
+        {
+            served.class = CacheClass::Uncacheable;
+        }
+        res.extensions_mut().insert(served);
         let s = &self.shared.stats;
         match outcome {
             Outcome::Hit {

@@ -281,6 +281,21 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             "must be \"text\" or \"json\"".into(),
         ));
     }
+    if !matches!(
+        raw.log.access_log_format.as_str(),
+        "text" | "json" | "combined"
+    ) {
+        return Err(fail(
+            "log.access_log_format".into(),
+            "must be \"text\", \"json\" or \"combined\"".into(),
+        ));
+    }
+    if raw.log.redact_query_params.iter().any(|p| p.is_empty()) {
+        return Err(fail(
+            "log.redact_query_params".into(),
+            "names must not be empty".into(),
+        ));
+    }
     if let Some(r) = &raw.cache.redis {
         if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://"))
             || redis_url_host(&r.url).is_none()

@@ -110,6 +110,16 @@ impl ProxyError {
         }
     }
 
+    /// The message a client may read: the variant's text without the OS or library error
+    /// behind it (that goes to the log, at `warn`).
+    fn public(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::UpstreamConnect(_) => "upstream connection failed".into(),
+            Self::UpstreamReset(_) => "upstream closed the connection".into(),
+            other => other.to_string().into(),
+        }
+    }
+
     /// Whether this outcome counts against the upstream (breaker, outlier ejection).
     pub fn is_upstream_failure(&self) -> bool {
         matches!(
@@ -129,7 +139,7 @@ impl ProxyError {
     /// Renders the error. `cache_status` is the full `Cache-Status` value to send.
     pub fn to_response(&self, cache_status: &str) -> Response<ProxyBody> {
         let status = self.status();
-        let body = format!("{} {}: {}\n", status.as_u16(), self.reason(), self);
+        let body = format!("{} {}: {}\n", status.as_u16(), self.reason(), self.public());
         let mut res = Response::new(ProxyBody::full(body));
         *res.status_mut() = status;
         let h = res.headers_mut();

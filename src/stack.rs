@@ -187,8 +187,20 @@ impl Service<Request<Incoming>> for Proxy {
         let fut = async move {
             let started = tokio::time::Instant::now();
             let version = req.version();
-            let method = access.then(|| req.method().clone());
-            let path = access.then(|| req.uri().path().to_string());
+            let head = req.method() == http::Method::HEAD;
+            let access_req = access.then(|| {
+                let log = &rt.config.raw.log;
+                crate::telemetry::access::Request::new(
+                    crate::telemetry::access::Format::parse(&log.access_log_format),
+                    req.method(),
+                    req.uri(),
+                    version,
+                    req.headers(),
+                    req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()),
+                    &rt.config.trusted_proxies,
+                    &log.redact_query_params,
+                )
+            });
             let mut route_idx = None;
             let mut res = match route_and_call(&rt, req, &mut route_idx).await {
                 Ok(res) => res,
@@ -203,21 +215,25 @@ impl Service<Request<Incoming>> for Proxy {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             let served = res.extensions().get::<Served>().copied();
-            let elapsed = started.elapsed();
+            let first_byte = started.elapsed();
             let status = res.status().as_u16();
-            if let Some(m) = &metrics {
-                m.request(route_idx, served, status, elapsed);
-            }
+            // An upgraded connection lives on as a tunnel: its lifetime is no request latency.
+            let upgraded = status == 101;
+            let duration = metrics
+                .as_ref()
+                .map(|m| m.request(route_idx, served, status, first_byte))
+                .filter(|_| !upgraded);
             if let Some(w) = &window {
                 let bytes = res.body().size_hint().exact().unwrap_or(0);
                 w.record(
-                    served.map_or(CacheClass::Bypass, |s| s.class),
+                    served.map_or(CacheClass::Uncacheable, |s| s.class),
                     status,
                     bytes,
-                    elapsed,
+                    first_byte,
                 );
             }
             let span = tracing::Span::current();
+            let mut record = None;
             if !span.is_none() || access {
                 let route = route_idx.and_then(|i| rt.router.routes().get(i));
                 let cache_status = res
@@ -237,26 +253,38 @@ impl Service<Request<Incoming>> for Proxy {
                         }
                     }
                 }
-                if access {
+                if let Some(req) = access_req {
                     use opentelemetry::trace::TraceContextExt as _;
                     let trace_id = span.context().span().span_context().trace_id();
-                    let upstream_ms = res
-                        .extensions()
-                        .get::<UpstreamElapsed>()
-                        .map(|u| u.0.as_secs_f64() * 1000.0);
-                    tracing::info!(
-                        target: "seawall::access",
-                        method = %method.unwrap_or_default(),
-                        path = %path.unwrap_or_default(),
+                    record = Some(Box::new(crate::telemetry::access::Record {
+                        req,
                         status,
-                        cache_status,
-                        duration_ms = elapsed.as_secs_f64() * 1000.0,
-                        upstream_ms,
-                        bytes = res.body().size_hint().exact(),
-                        trace_id = %trace_id,
-                        "Request served."
-                    );
+                        cache_status: cache_status.to_string(),
+                        first_byte,
+                        upstream: res.extensions().get::<UpstreamElapsed>().map(|u| u.0),
+                        // No all-zero id when the request is not traced.
+                        trace_id: (trace_id != opentelemetry::trace::TraceId::INVALID)
+                            .then(|| trace_id.to_string()),
+                    }));
                 }
+            }
+            if upgraded {
+                if let Some(r) = record {
+                    r.write(0, first_byte, crate::telemetry::access::End::Upgraded);
+                }
+            } else if duration.is_some() || record.is_some() {
+                let obs = crate::telemetry::observe::Observation {
+                    started,
+                    duration,
+                    access: record,
+                    head,
+                };
+                let length = res
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                res = res.map(|b| crate::telemetry::observe::ObservedBody::wrap(b, length, obs));
             }
             Ok(res)
         };

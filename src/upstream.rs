@@ -406,7 +406,7 @@ impl Upstream {
                 || Instant::now() >= deadline
                 || !self.budget.withdraw()
             {
-                tracing::debug!(upstream = %self.name, error = %err, attempts = tried.len(), "Upstream request failed.");
+                tracing::warn!(upstream = %self.name, reason = err.reason(), error = %err, attempts = tried.len(), "Upstream request failed.");
                 return Err(err);
             }
             tracing::debug!(upstream = %self.name, error = %err, "Retrying upstream request.");

@@ -21,7 +21,7 @@ fn web_config(origin_url: &str, upstream_extra: &str) -> String {
     )
 }
 
-const CLASSES: [&str; 5] = ["hit", "stale", "miss", "revalidated", "bypass"];
+const CLASSES: [&str; 5] = ["hit", "stale", "miss", "revalidated", "uncacheable"];
 const CODES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Every `seawall_requests_total` of `route` must be 0 except those in `expected`.
@@ -142,21 +142,21 @@ async fn known_traffic_gives_exact_counters() {
         &s,
         "web",
         &[
-            ("miss", "2xx", 3.0),
+            ("miss", "2xx", 1.0),
             ("hit", "2xx", 3.0),
-            ("bypass", "2xx", 2.0),
+            ("uncacheable", "2xx", 4.0),
         ],
     );
-    assert_requests(&s, "_none", &[("bypass", "4xx", 1.0)]);
+    assert_requests(&s, "_none", &[("uncacheable", "4xx", 1.0)]);
 
     let count = "seawall_request_duration_seconds_count";
     for (route, class, n) in [
         ("web", "hit", 3.0),
-        ("web", "miss", 3.0),
-        ("web", "bypass", 2.0),
+        ("web", "miss", 1.0),
+        ("web", "uncacheable", 4.0),
         ("web", "stale", 0.0),
         ("web", "revalidated", 0.0),
-        ("_none", "bypass", 1.0),
+        ("_none", "uncacheable", 1.0),
         ("_none", "hit", 0.0),
     ] {
         assert_eq!(
@@ -343,9 +343,9 @@ async fn breaker_state_transitions_and_stale_serving_are_exported() {
         "web",
         &[
             ("miss", "2xx", 1.0),
-            ("miss", "5xx", 3.0),
+            // 3 failures upstream, 1 refused by the open breaker: cacheable, not served.
+            ("miss", "5xx", 4.0),
             ("stale", "2xx", 1.0),
-            ("bypass", "5xx", 1.0),
         ],
     );
     let stale = |reason: &str| {

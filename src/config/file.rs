@@ -115,6 +115,11 @@ pub struct LogSection {
     pub format: String,
     /// One line per request (off by default, like Varnish and Envoy).
     pub access_log: bool,
+    /// Access log lines: `text` (key=value), `json` (one object a line) or `combined` (nginx's
+    /// combined format, for the parsers nginx users already have).
+    pub access_log_format: String,
+    /// Query parameters whose values the access log replaces with `REDACTED`.
+    pub redact_query_params: Vec<String>,
 }
 
 impl Default for LogSection {
@@ -123,6 +128,8 @@ impl Default for LogSection {
             level: "info".into(),
             format: "text".into(),
             access_log: false,
+            access_log_format: "text".into(),
+            redact_query_params: Vec::new(),
         }
     }
 }

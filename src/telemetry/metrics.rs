@@ -27,8 +27,9 @@ pub enum CacheClass {
     Miss = 2,
     /// Revalidated with 304.
     Revalidated = 3,
-    /// Cache not involved.
-    Bypass = 4,
+    /// Could not have been a hit: `no-store`, `private` and other unstorable responses, pass
+    /// (hit-for-pass), bypass (method, kill switch, ...) and requests no route took.
+    Uncacheable = 4,
 }
 
 impl CacheClass {
@@ -37,7 +38,7 @@ impl CacheClass {
         Self::Stale,
         Self::Miss,
         Self::Revalidated,
-        Self::Bypass,
+        Self::Uncacheable,
     ];
 
     /// Label value.
@@ -47,7 +48,7 @@ impl CacheClass {
             Self::Stale => "stale",
             Self::Miss => "miss",
             Self::Revalidated => "revalidated",
-            Self::Bypass => "bypass",
+            Self::Uncacheable => "uncacheable",
         }
     }
 }
@@ -153,6 +154,7 @@ fn latency_buckets() -> Vec<f64> {
 pub struct RouteHandles {
     requests: Vec<[IntCounter; 5]>,
     duration: Vec<Histogram>,
+    first_byte: Vec<Histogram>,
     coalesced: IntCounter,
     stale: Vec<IntCounter>,
 }
@@ -170,6 +172,7 @@ pub struct Metrics {
     pub registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    first_byte: HistogramVec,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     coalesced: IntCounterVec,
@@ -179,6 +182,7 @@ pub struct Metrics {
     cache_entries: IntGauge,
     cache_bytes: IntGauge,
     cache_capacity: IntGauge,
+    cache_enabled: IntGauge,
     inflight_bytes: IntGauge,
     evictions: IntCounterVec,
     coalesce_rejected: IntCounterVec,
@@ -230,12 +234,21 @@ impl Metrics {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "seawall_request_duration_seconds",
-                "Time to the response head, by route and cache status.",
+                "Time to the last byte sent (or the client going away), by route and cache status.",
             )
             .buckets(latency_buckets()),
             &["route", "cache_status"],
         )?;
         r.register(Box::new(duration.clone()))?;
+        let first_byte = HistogramVec::new(
+            HistogramOpts::new(
+                "seawall_response_first_byte_seconds",
+                "Time to the response head, by route and cache status.",
+            )
+            .buckets(latency_buckets()),
+            &["route", "cache_status"],
+        )?;
+        r.register(Box::new(first_byte.clone()))?;
         let upstream_requests = counter_vec(
             &r,
             "seawall_upstream_requests_total",
@@ -324,11 +337,23 @@ impl Metrics {
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        let no_route = route_handles(&requests, &duration, &coalesced, &stale_served, "_none");
+        let no_route = route_handles(
+            &requests,
+            &duration,
+            &first_byte,
+            &coalesced,
+            &stale_served,
+            "_none",
+        );
         Ok(Self {
             cache_entries: gauge(&r, "seawall_cache_entries", "Stored URLs (primary keys).")?,
             cache_bytes: gauge(&r, "seawall_cache_bytes", "Bytes used by stored responses.")?,
             cache_capacity: gauge(&r, "seawall_cache_capacity_bytes", "Configured cache size.")?,
+            cache_enabled: gauge(
+                &r,
+                "seawall_cache_enabled",
+                "1 while the cache is on, 0 while the kill switch has it off.",
+            )?,
             inflight_bytes: gauge(
                 &r,
                 "seawall_coalesce_inflight_bytes",
@@ -337,6 +362,7 @@ impl Metrics {
             registry: r,
             requests,
             duration,
+            first_byte,
             upstream_requests,
             upstream_duration,
             coalesced,
@@ -363,6 +389,7 @@ impl Metrics {
                 route_handles(
                     &self.requests,
                     &self.duration,
+                    &self.first_byte,
                     &self.coalesced,
                     &self.stale_served,
                     name,
@@ -386,31 +413,33 @@ impl Metrics {
         self.upstreams.store(Arc::new(u));
     }
 
-    /// Records one finished request.
+    /// Records one request at its response head (`first_byte` after it started); returns the
+    /// histogram that times it to its last byte, observed when the body ends.
     pub fn request(
         &self,
         route: Option<usize>,
         served: Option<Served>,
         status: u16,
-        elapsed: Duration,
-    ) {
+        first_byte: Duration,
+    ) -> Histogram {
         let routes = self.routes.load();
         let h = route.and_then(|i| routes.get(i)).unwrap_or(&self.no_route);
         let served = served.unwrap_or(Served {
-            class: CacheClass::Bypass,
+            class: CacheClass::Uncacheable,
             stale: None,
             collapsed: false,
         });
         let class = ((status / 100) as usize).clamp(1, 5) - 1;
         let c = served.class as usize;
         h.requests[c][class].inc();
-        h.duration[c].observe(elapsed.as_secs_f64());
+        h.first_byte[c].observe(first_byte.as_secs_f64());
         if served.collapsed {
             h.coalesced.inc();
         }
         if let Some(s) = served.stale {
             h.stale[s as usize].inc();
         }
+        h.duration[c].clone()
     }
 
     /// Records one upstream outcome; the latency only when the request reached the upstream
@@ -439,6 +468,8 @@ impl Metrics {
         self.cache_entries.set(cache.store.entry_count() as i64);
         self.cache_bytes.set(cache.store.weighted_size() as i64);
         self.cache_capacity.set(cache.store.capacity() as i64);
+        self.cache_enabled
+            .set(i64::from(cache.enabled.load(Ordering::Relaxed)));
         self.inflight_bytes.set(coalesce.inflight_bytes() as i64);
         let ev = &cache.store.evictions;
         set_counter(
@@ -492,6 +523,7 @@ fn set_counter(c: &IntCounter, v: u64) {
 fn route_handles(
     requests: &IntCounterVec,
     duration: &HistogramVec,
+    first_byte: &HistogramVec,
     coalesced: &IntCounterVec,
     stale: &IntCounterVec,
     name: &str,
@@ -507,6 +539,10 @@ fn route_handles(
         duration: CacheClass::ALL
             .iter()
             .map(|c| duration.with_label_values(&[name, c.as_str()]))
+            .collect(),
+        first_byte: CacheClass::ALL
+            .iter()
+            .map(|c| first_byte.with_label_values(&[name, c.as_str()]))
             .collect(),
         coalesced: coalesced.with_label_values(&[name]),
         stale: StaleReason::ALL

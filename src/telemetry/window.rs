@@ -1,5 +1,6 @@
 //! Request statistics over a recent window (ten-second buckets) and since start, for
-//! `GET /admin/status`: counts by cache class, 5xx, bytes, and a latency histogram.
+//! `GET /admin/status`: counts by cache class, 5xx, bytes, and a histogram of the time to the
+//! response head (first byte).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -89,8 +90,12 @@ pub struct Summary {
     pub misses: u64,
     /// Revalidated (304 from the origin).
     pub revalidated: u64,
-    /// Bypassed.
-    pub bypass: u64,
+    /// Not cacheable (`no-store`, `private`, pass, bypass, no route).
+    pub uncacheable: u64,
+    /// Requests that could have been hits: all but the uncacheable ones.
+    pub cacheable_requests: u64,
+    /// uncacheable / requests.
+    pub uncacheable_share: f64,
     /// Responses with 5xx.
     pub errors_5xx: u64,
     /// Response body bytes (declared lengths).
@@ -101,9 +106,9 @@ pub struct Summary {
     pub error_rate: f64,
     /// Mean time to response head.
     pub latency_avg_ms: f64,
-    /// p95 (bucket upper bound).
+    /// p95 of the time to response head, interpolated within its bucket.
     pub latency_p95_ms: f64,
-    /// p99 (bucket upper bound).
+    /// p99 of the time to response head, interpolated within its bucket.
     pub latency_p99_ms: f64,
 }
 
@@ -170,29 +175,35 @@ fn summarize(bs: &[&Bucket]) -> Summary {
     let sum = |f: &dyn Fn(&Bucket) -> u64| bs.iter().map(|b| f(b)).sum::<u64>();
     let requests = sum(&|b| b.requests.load(Ordering::Relaxed));
     let class = |c: CacheClass| sum(&|b| b.classes[c as usize].load(Ordering::Relaxed));
-    let (hits, stale, misses, revalidated, bypass) = (
+    let (hits, stale, misses, revalidated, uncacheable) = (
         class(CacheClass::Hit),
         class(CacheClass::Stale),
         class(CacheClass::Miss),
         class(CacheClass::Revalidated),
-        class(CacheClass::Bypass),
+        class(CacheClass::Uncacheable),
     );
     let errors = sum(&|b| b.errors.load(Ordering::Relaxed));
     let lat: Vec<u64> = (0..LAT_US.len())
         .map(|i| sum(&|b| b.latency[i].load(Ordering::Relaxed)))
         .collect();
+    // Prometheus' `histogram_quantile`: linear within the bucket that holds the rank (from
+    // 0 for the first bucket); the open-ended last bucket answers its lower bound.
     let quantile = |q: f64| -> f64 {
-        let target = (requests as f64 * q).ceil() as u64;
-        let mut acc = 0;
-        for (i, n) in lat.iter().enumerate() {
+        if requests == 0 {
+            return 0.0;
+        }
+        let rank = requests as f64 * q;
+        let mut acc = 0u64;
+        for (i, &n) in lat.iter().enumerate() {
+            let below = acc;
             acc += n;
-            if acc >= target && target > 0 {
-                let us = if i == LAT_US.len() - 1 {
-                    LAT_US[i - 1] * 4
-                } else {
-                    LAT_US[i]
-                };
-                return us as f64 / 1000.0;
+            if n > 0 && acc as f64 >= rank {
+                let lower = if i == 0 { 0 } else { LAT_US[i - 1] };
+                if i == LAT_US.len() - 1 {
+                    return lower as f64 / 1000.0;
+                }
+                let frac = (rank - below as f64) / n as f64;
+                return (lower as f64 + (LAT_US[i] - lower) as f64 * frac) / 1000.0;
             }
         }
         0.0
@@ -204,7 +215,13 @@ fn summarize(bs: &[&Bucket]) -> Summary {
         stale,
         misses,
         revalidated,
-        bypass,
+        uncacheable,
+        cacheable_requests: cacheable,
+        uncacheable_share: if requests > 0 {
+            uncacheable as f64 / requests as f64
+        } else {
+            0.0
+        },
         errors_5xx: errors,
         bytes: sum(&|b| b.bytes.load(Ordering::Relaxed)),
         hit_ratio: (cacheable > 0).then(|| (hits + stale + revalidated) as f64 / cacheable as f64),
@@ -243,8 +260,37 @@ mod tests {
         assert_eq!(s.bytes, 9000);
         assert_eq!(s.hit_ratio, Some(0.9));
         assert!((s.error_rate - 0.1).abs() < 1e-9);
-        assert_eq!(s.latency_p95_ms, 50.0);
-        assert_eq!(s.latency_p99_ms, 50.0);
+        // Ranks 95 and 99 of 100: the 10 misses fill (25 ms, 50 ms] evenly.
+        assert!(
+            (s.latency_p95_ms - 37.5).abs() < 1e-9,
+            "{}",
+            s.latency_p95_ms
+        );
+        assert!(
+            (s.latency_p99_ms - 47.5).abs() < 1e-9,
+            "{}",
+            s.latency_p99_ms
+        );
         assert_eq!(w.total().requests, 100);
+    }
+
+    #[test]
+    fn p95_is_interpolated_within_its_bucket() {
+        let w = Window::new();
+        for _ in 0..100 {
+            w.record(CacheClass::Miss, 200, 0, Duration::from_millis(30));
+        }
+        let s = w.recent(Duration::from_secs(300));
+        // All in (25 ms, 50 ms]: rank 95 of 100 lies 95% into the bucket.
+        assert!(
+            (s.latency_p95_ms - 48.75).abs() < 1e-9,
+            "{}",
+            s.latency_p95_ms
+        );
+        assert!(
+            (s.latency_p99_ms - 49.75).abs() < 1e-9,
+            "{}",
+            s.latency_p99_ms
+        );
     }
 }

@@ -468,7 +468,7 @@ impl SharedTier {
             {
                 self.metrics.timeouts.with_label_values(&[op]).inc();
             }
-            tracing::debug!(op, error = %e, "Shared tier call failed.");
+            tracing::warn!(op, error = %e, "Shared tier call failed.");
         }
         {
             let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
