@@ -1360,7 +1360,7 @@ async fn status_summarises_recent_traffic_and_raises_alerts() {
         assert_eq!(s["requests"], 6, "{span}: {s}");
         assert_eq!(s["hits"], 3, "{span}: {s}");
         assert_eq!(s["misses"], 3, "{span}: {s}");
-        assert_eq!(s["bypass"], 0, "{span}: {s}");
+        assert_eq!(s["uncacheable"], 0, "{span}: {s}");
         assert_eq!(s["errors_5xx"], 2, "{span}: {s}");
         assert_eq!(s["hit_ratio"], 0.5, "{span}: {s}");
         let rate = s["error_rate"].as_f64().unwrap();

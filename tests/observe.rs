@@ -365,8 +365,10 @@ async fn combined_access_log_is_nginx_compatible_and_upstream_failures_warn_with
         .start()
         .await;
     let dead = closed_port().await;
+    let no_redis = closed_port().await;
     let rest = format!(
         "[log]\naccess_log = true\naccess_log_format = \"combined\"\n\n\
+         [cache.redis]\nurl = \"redis://{no_redis}\"\nconnect_timeout = \"200ms\"\n\n\
          [[upstreams]]\nname = \"origin\"\nendpoints = [\"{}\"]\n\n\
          [[upstreams]]\nname = \"dead\"\nendpoints = [\"http://{dead}\"]\n\n\
          [[routes]]\nupstream = \"dead\"\npath_prefix = \"/dead\"\n\n\
@@ -405,6 +407,13 @@ async fn combined_access_log_is_nginx_compatible_and_upstream_failures_warn_with
     })
     .await;
     assert!(warn.contains("upstream=dead"), "{warn}");
+    assert!(warn.contains("reason=\"upstream-refused\""), "{warn}");
+    assert!(warn.contains("error="), "{warn}");
+    // The shared tier's failures say why, at warn, too.
+    let warn = wait_line(&p, "shared tier warning", |l| {
+        l.contains("WARN") && l.contains("Shared tier call failed")
+    })
+    .await;
     assert!(warn.contains("error="), "{warn}");
     assert!(!p.log_text().contains('\u{1b}'), "NO_COLOR ignored");
 }
