@@ -2,7 +2,8 @@
 //!
 //! 1. `Proxy` (this file): strict request checks (framing, Host, loops, body size), routing,
 //!    rescue of every error into a status with `Cache-Status`, and `Connection: close` while
-//!    draining. It sees the final status of every request, so metrics sit here too.
+//!    draining. It sees the final status of every request, so metrics sit here too; the body
+//!    goes out wrapped (`telemetry::observe`) to time the request to its last byte.
 //! 2. `cache::CacheLayer`: hits answer here and never touch coalescing, the breaker or upstream.
 //! 3. `coalesce::CoalesceLayer`: one leader per cache key goes on; followers wait for it.
 //! 4. `breaker::BreakerLayer`: per upstream; sees only upstream outcomes.

@@ -417,3 +417,25 @@ async fn combined_access_log_is_nginx_compatible_and_upstream_failures_warn_with
     assert!(warn.contains("error="), "{warn}");
     assert!(!p.log_text().contains('\u{1b}'), "NO_COLOR ignored");
 }
+
+#[test]
+fn a_bad_access_log_format_names_its_file_line_and_key() {
+    let src = "[log]\naccess_log = true\naccess_log_format = \"apache\"\n";
+    let e = seawall::config::Config::parse(src, "proxy.toml", std::iter::empty())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("proxy.toml:3"), "{e}");
+    assert!(e.contains("log.access_log_format"), "{e}");
+    assert!(e.contains("combined"), "{e}");
+    // The environment override names the variable.
+    let env = [(
+        "SEAWALL_LOG_ACCESS_LOG_FORMAT".to_string(),
+        "xml".to_string(),
+    )];
+    let e = seawall::config::Config::parse("", "proxy.toml", env)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("log.access_log_format"), "{e}");
+}
