@@ -280,11 +280,13 @@ impl Service<Request<Incoming>> for Proxy {
                     access: record,
                     head,
                 };
-                let length = res
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok());
+                // Stored bodies know their length; streamed ones declare it, if at all.
+                let length = res.body().size_hint().exact().or_else(|| {
+                    res.headers()
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                });
                 res = res.map(|b| crate::telemetry::observe::ObservedBody::wrap(b, length, obs));
             }
             Ok(res)

@@ -39,9 +39,8 @@ pub struct ObservedBody {
 }
 
 impl ObservedBody {
-    /// `body` of a response with `Content-Length: length`, observed as `obs` says.
+    /// `body` of `length` bytes (when known), observed as `obs` says.
     pub fn wrap(body: ProxyBody, length: Option<u64>, obs: Observation) -> ProxyBody {
-        let length = length.or_else(|| body.size_hint().exact());
         ProxyBody::Observed {
             inner: Box::new(Self {
                 body,
