@@ -404,4 +404,48 @@ mod tests {
              \"-\" \"a \\x22b\\x22\""
         );
     }
+
+    #[test]
+    fn text_quotes_strings_and_names_traced_requests_only() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, http::HeaderValue::from_static("example.com"));
+        h.insert(
+            header::USER_AGENT,
+            http::HeaderValue::from_static("x\" forged=1"),
+        );
+        let uri: http::Uri = "/p?a=1".parse().unwrap_or_else(|_| unreachable!());
+        let rec = |trace_id: Option<String>| Record {
+            req: Request::new(
+                Format::Text,
+                &Method::HEAD,
+                &uri,
+                Version::HTTP_2,
+                &h,
+                Some("192.0.2.1".parse().unwrap_or_else(|_| unreachable!())),
+                &[],
+                &[],
+            ),
+            status: 200,
+            cache_status: "seawall; hit; ttl=5".into(),
+            first_byte: Duration::from_micros(1500),
+            upstream: None,
+            trace_id,
+        };
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_529_805);
+        let line = rec(None).render(t, 0, Duration::from_millis(3), End::ClientAbort);
+        assert_eq!(
+            line,
+            "2026-12-06T04:03:25.000Z access client=192.0.2.1 host=\"example.com\" method=HEAD \
+             target=\"/p?a=1\" protocol=HTTP/2.0 status=200 cache_status=\"seawall; hit; ttl=5\" \
+             bytes=0 duration_ms=3 first_byte_ms=1.5 user_agent=\"x\\\" forged=1\" referer=\"-\" \
+             outcome=client_abort"
+        );
+        let traced = rec(Some("4bf92f3577b34da6a3ce929d0e0e4736".into())).render(
+            t,
+            0,
+            Duration::ZERO,
+            End::Complete,
+        );
+        assert!(traced.ends_with(" trace_id=4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
 }
