@@ -292,6 +292,12 @@ async fn json_access_log_has_client_host_target_agent_bytes_and_last_byte_time()
     let origin = MockOrigin::new()
         .route("/page", MockResponse::ok("hello"))
         .route("/slow", slow_stream())
+        .route(
+            "/reset",
+            MockResponse::ok(payload(1000))
+                .header("cache-control", "max-age=60")
+                .reset_after(100),
+        )
         .start()
         .await;
     let rest = format!(
@@ -349,6 +355,19 @@ async fn json_access_log_has_client_host_target_agent_bytes_and_last_byte_time()
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["outcome"], "client_abort", "{line}");
     assert!(v["bytes"].as_u64().unwrap() < 16, "{line}");
+
+    // The origin dying mid-body is our error, not the client's abort.
+    let res = send(
+        http::Request::get(p.url("/reset"))
+            .body(http_body_util::Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(read_body(res.into_body()).await.is_err(), "a cut body");
+    let line = wait_line(&p, "reset line", |l| l.contains("\"/reset\"")).await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["outcome"], "error", "{line}");
 
     let log = p.log_text();
     assert!(!log.contains("s3cret"), "redacted value leaked: {log}");
