@@ -63,7 +63,8 @@ async fn invalid_host_is_refused_and_cannot_move_a_path() {
         assert!(head.contains("detail=invalid-host"), "{shown:?}: {reply}");
     }
     // Absolute-form with userinfo, Host agreeing with it.
-    let req = format!("GET http://x@{addr}/t HTTP/1.1\r\nHost: x@{addr}\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET http://x@{addr}/t HTTP/1.1\r\nHost: x@{addr}\r\nConnection: close\r\n\r\n");
     let reply = raw_exchange(proxy.addr, req.as_bytes()).await;
     assert!(head_of(&reply).starts_with("http/1.1 400"), "{reply}");
     assert!(head_of(&reply).contains("detail=invalid-host"), "{reply}");
@@ -104,13 +105,19 @@ async fn valid_hosts_are_served_and_keyed_apart() {
     ] {
         let req = format!("GET /t HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let reply = raw_exchange(proxy.addr, req.as_bytes()).await;
-        assert!(head_of(&reply).starts_with("http/1.1 200"), "{host}: {reply}");
+        assert!(
+            head_of(&reply).starts_with("http/1.1 200"),
+            "{host}: {reply}"
+        );
         assert!(reply.ends_with("/t"), "{host}: {reply}");
     }
     // Hosts are compared without case: this one is the stored `shop.example` entry.
     let req = b"GET /t HTTP/1.1\r\nHost: Shop.Example\r\nConnection: close\r\n\r\n";
     let reply = raw_exchange(proxy.addr, req).await;
-    assert!(head_of(&reply).contains("cache-status: seawall; hit"), "{reply}");
+    assert!(
+        head_of(&reply).contains("cache-status: seawall; hit"),
+        "{reply}"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +305,11 @@ async fn ignored_query_parameters_cannot_cloak_others() {
                 "{target} round {round}: {cs}"
             );
         }
-        assert_eq!(origin.hits("/q"), 2 * (i as u64 + 1), "{target} is never stored");
+        assert_eq!(
+            origin.hits("/q"),
+            2 * (i as u64 + 1),
+            "{target} is never stored"
+        );
     }
 
     // The victim's clean request is not answered with any attacker's response.
@@ -333,6 +344,10 @@ async fn connect_is_not_implemented_and_never_tunnelled() {
     let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
     let reply = raw_exchange(proxy.addr, req.as_bytes()).await;
     assert!(head_of(&reply).starts_with("http/1.1 501"), "{reply}");
+    assert!(
+        head_of(&reply).contains("detail=not-implemented"),
+        "{reply}"
+    );
     assert!(!reply.contains("root"), "tunnelled: {reply}");
 
     let req = Request::builder()
@@ -342,6 +357,10 @@ async fn connect_is_not_implemented_and_never_tunnelled() {
         .unwrap();
     let res = h2_send(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_IMPLEMENTED);
+    assert!(
+        cache_status(res.headers()).contains("detail=not-implemented"),
+        "{res:?}"
+    );
 
     assert_eq!(origin.total_hits(), 0, "the origin never sees CONNECT");
     // A normal request still goes through.
