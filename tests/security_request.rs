@@ -77,6 +77,14 @@ async fn invalid_host_is_refused_and_cannot_move_a_path() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(cache_status(&h).contains("detail=invalid-host"), "{h:?}");
 
+    // HTTP/2 with userinfo in `:authority`.
+    let req = Request::get(format!("http://x@{addr}/t"))
+        .body(Full::default())
+        .unwrap();
+    let (status, h, _) = h2_request(req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(cache_status(&h).contains("detail=invalid-host"), "{h:?}");
+
     // The victim asks for /a/t and gets /a/t; the attacker's /t never reached the origin.
     let (status, _, body) = get(&proxy.url("/a/t")).await;
     assert_eq!(status, StatusCode::OK);
@@ -367,4 +375,43 @@ async fn connect_is_not_implemented_and_never_tunnelled() {
     let (status, _, body) = get(&proxy.url("/")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "root");
+}
+
+#[tokio::test]
+async fn a_cloaked_query_is_never_collapsed_with_the_victims_request() {
+    let origin = MockOrigin::new()
+        .route("/slow", |parts: &http::request::Parts, _: &Bytes| {
+            echo_target(parts, &Bytes::new()).delay(300)
+        })
+        .start()
+        .await;
+    let cfg = format!(
+        "{}ignore_query_params = [\"utm_source\"]\n",
+        upstream_config(&origin.url(), "")
+    );
+    let proxy = TestProxy::with_config(&cfg).await;
+
+    // The attacker's request goes first; the victims' arrive while it is in flight.
+    let url = proxy.url("/slow?id=1&utm_source=x;id=2");
+    let attacker = tokio::spawn(async move { get(&url).await });
+    origin.wait_hits("/slow", 1).await;
+    let victims: Vec<_> = (0..3)
+        .map(|_| {
+            let url = proxy.url("/slow?id=1");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let (_, h, body) = attacker.await.unwrap();
+    assert_eq!(body, "/slow?id=1&utm_source=x;id=2");
+    assert!(cache_status(&h).contains("detail=ambiguous-query"), "{h:?}");
+    for v in victims {
+        let (status, _, body) = v.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "/slow?id=1", "a victim got the attacker's answer");
+    }
+    assert_eq!(
+        origin.hits("/slow"),
+        2,
+        "one pass, one fetch for the victims"
+    );
 }
