@@ -409,6 +409,8 @@ impl Service<Request<ProxyBody>> for Forward {
             }
             if let Some((peer, peer_value)) = peer {
                 headers::set_forwarded_with(h, peer, &peer_value, &this.trusted, host);
+            } else {
+                headers::drop_client_forwarding(h);
             }
             headers::append_via_fast(h, version, &this.via_name, &this.via);
             // No span at all unless traces are exported: this runs on every miss.

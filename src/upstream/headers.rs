@@ -191,9 +191,9 @@ fn set_forwarded_element(
         for prior in headers
             .get_all(header::FORWARDED)
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .filter_map(|f| f.to_str().ok())
             .map(str::trim)
-            .filter(|v| !v.is_empty())
+            .filter(|f| !f.is_empty())
         {
             v.push_str(prior);
             v.push_str(", ");
@@ -236,6 +236,13 @@ fn push_token_or_quoted(out: &mut String, v: &str) {
         out.push(c);
     }
     out.push('"');
+}
+
+/// For a request with no known peer (nothing to say `for=`): the client's `Forwarded` and
+/// `X-Forwarded-Prefix` still never reach the origin.
+pub fn drop_client_forwarding(headers: &mut HeaderMap) {
+    headers.remove(header::FORWARDED);
+    headers.remove(X_FORWARDED_PREFIX);
 }
 
 fn set_proto_host(headers: &mut HeaderMap, host: Option<HeaderValue>) {
