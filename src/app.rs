@@ -119,6 +119,9 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         v.push("cache.name/targeted_fields/max_object_size");
     }
+    if o.cache.unkeyed_request_headers != n.cache.unkeyed_request_headers {
+        v.push("cache.unkeyed_request_headers");
+    }
     if serde_json::to_value(&o.coalesce).ok() != serde_json::to_value(&n.coalesce).ok() {
         v.push("coalesce.*");
     }

@@ -89,6 +89,8 @@ pub struct CacheShared {
     max_object_size: u64,
     pub(crate) targeted: Vec<HeaderName>,
     strip_downstream: Vec<HeaderName>,
+    /// Request fields shared fetches drop: the built-in list plus the configured ones.
+    unkeyed: Vec<HeaderName>,
     x_cache: bool,
     /// The freshness clock.
     pub clock: Clock,
@@ -108,7 +110,8 @@ impl std::fmt::Debug for CacheShared {
 
 /// Request headers that origins commonly honour without naming them in `Vary`; they are not
 /// forwarded on fetches whose response is shared, so nobody can poison an entry with them.
-const UNKEYED_OVERRIDES: [&str; 9] = [
+/// `[cache] unkeyed_request_headers` adds to this list; nothing removes from it.
+pub const BUILTIN_UNKEYED_REQUEST_HEADERS: [&str; 15] = [
     "x-original-url",
     "x-rewrite-url",
     "x-http-method-override",
@@ -118,6 +121,12 @@ const UNKEYED_OVERRIDES: [&str; 9] = [
     "x-forwarded-port",
     "x-forwarded-server",
     "x-host",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-path",
+    "x-original-host",
 ];
 
 impl CacheShared {
@@ -135,6 +144,17 @@ impl CacheShared {
             .filter(|n| n.as_str() != "cdn-cache-control")
             .cloned()
             .collect();
+        let mut unkeyed: Vec<HeaderName> = BUILTIN_UNKEYED_REQUEST_HEADERS
+            .iter()
+            .map(|n| HeaderName::from_static(n))
+            .collect();
+        for n in &c.unkeyed_request_headers {
+            if let Ok(n) = HeaderName::from_bytes(n.as_bytes())
+                && !unkeyed.contains(&n)
+            {
+                unkeyed.push(n);
+            }
+        }
         if c.strip_tag_headers {
             strip_downstream.push(HeaderName::from_static("surrogate-key"));
             strip_downstream.push(HeaderName::from_static("cache-tag"));
@@ -146,6 +166,7 @@ impl CacheShared {
             max_object_size: c.max_object_size,
             targeted,
             strip_downstream,
+            unkeyed,
             x_cache: c.x_cache_header,
             clock: Clock::default(),
             refreshing: Mutex::new(HashSet::new()),
@@ -730,6 +751,13 @@ where
         if !req.body().is_end_stream() {
             return self.pass(req, "request-body").await;
         }
+        // Dropped parameters that could hide others: the key would not say what the origin
+        // answered, so the request is neither stored nor collapsed with others.
+        if let Some(q) = req.uri().query()
+            && key::ambiguous_query(q, &route.cache.ignore_query_params)
+        {
+            return self.pass(req, "ambiguous-query").await;
+        }
         let now = self.shared.clock.now();
         let req_cc = policy::request_cc(req.headers());
         let primary = key::primary_key(&req, &route.cache);
@@ -794,16 +822,21 @@ where
     }
 
     /// A request prepared for a shared fetch: client conditionals and unkeyed overrides removed.
-    fn fetch_request(req: &Request<ProxyBody>) -> Request<ProxyBody> {
-        Self::fetch_request_with(req.uri(), req.version(), req.extensions(), req.headers())
+    fn fetch_request(&self, req: &Request<ProxyBody>) -> Request<ProxyBody> {
+        self.fetch_request_with(req.uri(), req.version(), req.extensions(), req.headers())
     }
 
     /// [`Self::fetch_request`] from a request's parts, with `headers` in place of theirs.
-    fn fetch_request_from(parts: &http::request::Parts, headers: &HeaderMap) -> Request<ProxyBody> {
-        Self::fetch_request_with(&parts.uri, parts.version, &parts.extensions, headers)
+    fn fetch_request_from(
+        &self,
+        parts: &http::request::Parts,
+        headers: &HeaderMap,
+    ) -> Request<ProxyBody> {
+        self.fetch_request_with(&parts.uri, parts.version, &parts.extensions, headers)
     }
 
     fn fetch_request_with(
+        &self,
         uri: &http::Uri,
         version: http::Version,
         extensions: &http::Extensions,
@@ -822,7 +855,7 @@ where
                     || *n == header::IF_MODIFIED_SINCE
                     || *n == header::IF_RANGE
                     || *n == header::RANGE
-                    || UNKEYED_OVERRIDES.contains(&n.as_str())
+                    || self.shared.unkeyed.contains(n)
             })
             .cloned()
             .collect();
@@ -887,7 +920,7 @@ where
         }
         // The plan keeps the client's headers (moved); the fetch gets the one copy.
         let (parts, _) = req.into_parts();
-        let mut up = Self::fetch_request_from(&parts, &parts.headers);
+        let mut up = self.fetch_request_from(&parts, &parts.headers);
         let plan = self.plan(
             parts.headers,
             &route,
@@ -1094,7 +1127,7 @@ where
         req_cc: CacheControl,
         now: SystemTime,
     ) -> (Request<ProxyBody>, Arc<FetchPlan>) {
-        let mut up = Self::fetch_request(req);
+        let mut up = self.fetch_request(req);
         let mut key = String::from(&*primary);
         let mut conditional = false;
         if let Some(etag) = entry.etag() {

@@ -62,6 +62,8 @@ enum Kind {
     Int,
     Float,
     Bool,
+    /// Comma-separated strings.
+    List,
 }
 
 /// The scalar keys of the singleton sections, derived from the file structs' defaults, with
@@ -95,6 +97,11 @@ fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
         let env = format!("SEAWALL_{section}_{key}").to_uppercase();
         out.insert(env, (section.into(), key.into(), Kind::Str));
     }
+    // Lists of names, comma-separated in the variable.
+    out.insert(
+        "SEAWALL_CACHE_UNKEYED_REQUEST_HEADERS".into(),
+        ("cache".into(), "unkeyed_request_headers".into(), Kind::List),
+    );
     // `[cache.redis]` is a table inside a section: its keys are named with a dot.
     let redis = toml::Value::try_from(file::RedisSection::default()).ok();
     if let Some(toml::Value::Table(t)) = redis {
@@ -176,6 +183,14 @@ impl Config {
                 Kind::Float => {
                     toml::Value::Float(value.trim().parse().map_err(|_| bad("a number"))?)
                 }
+                Kind::List => toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| toml::Value::String(v.to_string()))
+                        .collect(),
+                ),
                 Kind::Bool => {
                     toml::Value::Boolean(match value.trim().to_ascii_lowercase().as_str() {
                         "true" | "1" | "yes" | "on" => true,
@@ -373,6 +388,14 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             ));
         }
     }
+    for (i, f) in raw.cache.unkeyed_request_headers.iter().enumerate() {
+        if http::HeaderName::from_bytes(f.as_bytes()).is_err() {
+            return Err(fail(
+                format!("cache.unkeyed_request_headers[{i}]"),
+                format!("{f:?} is not a header name"),
+            ));
+        }
+    }
     if !(0.0..=1.0).contains(&raw.telemetry.sampling_ratio) {
         return Err(fail(
             "telemetry.sampling_ratio".into(),
@@ -496,6 +519,22 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
                 format!("routes[{i}].path_prefix"),
                 "must start with /".into(),
             ));
+        }
+        if let Some(ch) = &r.cache_host {
+            if r.host.is_none() {
+                return Err(fail(
+                    format!("routes[{i}].cache_host"),
+                    "needs `host` on the same route: without it every request's Host would \
+                     share one key"
+                        .into(),
+                ));
+            }
+            if !crate::route::valid_authority(ch.as_bytes()) {
+                return Err(fail(
+                    format!("routes[{i}].cache_host"),
+                    format!("{ch:?} is not a host name (uri-host [\":\" port])"),
+                ));
+            }
         }
         if let Some(vl) = &r.vary_allowlist {
             for (j, h) in vl.iter().enumerate() {

@@ -35,6 +35,12 @@ pub enum ProxyError {
     /// Malformed or ambiguous request.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// `Host`, `:authority` or an absolute-form authority that is not `uri-host [":" port]`.
+    #[error("invalid host (RFC 9110 §7.2: uri-host [\":\" port])")]
+    InvalidHost,
+    /// A method the proxy listener never serves (`CONNECT`, RFC 9110 §9.3.6).
+    #[error("method not implemented by this proxy: {0}")]
+    NotImplemented(&'static str),
     /// The client's request body failed (bad chunk framing, early close).
     #[error("client request body failed")]
     ClientBody,
@@ -76,7 +82,8 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::Loop => StatusCode::LOOP_DETECTED,
-            Self::BadRequest(_) | Self::ClientBody => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidHost | Self::ClientBody => StatusCode::BAD_REQUEST,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect(_) | Self::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) | Self::WaitTimeout | Self::OnlyIfCached => {
@@ -94,6 +101,8 @@ impl ProxyError {
             Self::NoRoute => "no-route",
             Self::Loop => "loop",
             Self::BadRequest(_) => "bad-request",
+            Self::InvalidHost => "invalid-host",
+            Self::NotImplemented(_) => "not-implemented",
             Self::ClientBody => "client-body",
             Self::BodyTooLarge => "body-too-large",
             Self::UpstreamConnect(_) => "upstream-refused",
@@ -132,7 +141,7 @@ impl ProxyError {
     fn closes_connection(&self) -> bool {
         matches!(
             self,
-            Self::BadRequest(_) | Self::ClientBody | Self::BodyTooLarge
+            Self::BadRequest(_) | Self::InvalidHost | Self::ClientBody | Self::BodyTooLarge
         )
     }
 

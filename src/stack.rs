@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Method, Request, Response, Version, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -102,6 +102,11 @@ impl Proxy {
 
 /// Request checks that hyper leaves to us (RFC 9112 §3.2, §6.3; RFC 9110 §7.6.3).
 fn check_request(req: &Request<Incoming>, cfg: &Config) -> Result<(), ProxyError> {
+    // A reverse proxy has no tunnels to offer (RFC 9110 §9.3.6); hyper would switch a 2xx
+    // answer to one into a raw byte pipe.
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::NotImplemented("CONNECT"));
+    }
     let h = req.headers();
     if let Some(info) = req.extensions().get::<ConnInfo>()
         && info
@@ -113,6 +118,17 @@ fn check_request(req: &Request<Incoming>, cfg: &Config) -> Result<(), ProxyError
         return Err(ProxyError::BadRequest(
             "both Transfer-Encoding and Content-Length",
         ));
+    }
+    // Every authority the request carries, before anything routes or keys by it.
+    if h.get_all(header::HOST)
+        .iter()
+        .any(|v| !crate::route::valid_authority(v.as_bytes()))
+        || req
+            .uri()
+            .authority()
+            .is_some_and(|a| !crate::route::valid_authority(a.as_str().as_bytes()))
+    {
+        return Err(ProxyError::InvalidHost);
     }
     if req.version() == Version::HTTP_11 || req.version() == Version::HTTP_10 {
         let hosts = h.get_all(header::HOST).iter().count();
@@ -424,6 +440,8 @@ impl Service<Request<ProxyBody>> for Forward {
             }
             if let Some((peer, peer_value)) = peer {
                 headers::set_forwarded_with(h, peer, &peer_value, &this.trusted, host);
+            } else {
+                headers::drop_client_forwarding(h);
             }
             headers::append_via_fast(h, version, &this.via_name, &this.via);
             // No span at all unless traces are exported: this runs on every miss.

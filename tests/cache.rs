@@ -1698,7 +1698,10 @@ async fn cache_host_aliases_share_entries() {
         &origin.url(),
         "",
         "",
-        "cache_host = \"shop.internal\"",
+        // `cache_host` needs `host` (else every Host would share the key): one route per alias.
+        "host = \"shop.example\"\ncache_host = \"shop.internal\"\n\n\
+         [[routes]]\nupstream = \"origin\"\nhost = \"www.shop.example\"\n\
+         cache_host = \"shop.internal\"",
     ))
     .await;
     let url = proxy.url("/ch");

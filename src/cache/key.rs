@@ -24,33 +24,76 @@ pub fn primary_key<B>(req: &Request<B>, rules: &RouteCache) -> Arc<str> {
 }
 
 /// Builds a key from parts (also used by purge, so its input matches the same entries).
+///
+/// Host and path stay structurally apart: `http://host/path?query` is used only when the host
+/// cannot hold `/`, `?` or `#` and the path starts with `/` and holds no `?`, so the text splits
+/// back into the same parts. Anything else (which request checks refuse before it gets here)
+/// gets a length-prefixed form that never starts with `http://`, so no value can make one
+/// URL's answer land under another's key.
 pub fn build_key(host: &str, path: &str, query: Option<&str>, ignore: &[String]) -> Arc<str> {
     let host = normalise_host(host);
-    let mut k = String::with_capacity(8 + host.len() + path.len() + query.map_or(0, str::len));
-    k.push_str("http://");
-    k.push_str(&host);
-    k.push_str(if path.is_empty() { "/" } else { path });
-    if let Some(q) = query {
-        if ignore.is_empty() {
-            if !q.is_empty() {
-                k.push('?');
-                k.push_str(q);
-            }
-        } else {
-            let kept: Vec<&str> = q
-                .split('&')
-                .filter(|kv| {
-                    let name = kv.split('=').next().unwrap_or("");
-                    !kv.is_empty() && !ignore.iter().any(|i| i == name)
-                })
-                .collect();
-            if !kept.is_empty() {
-                k.push('?');
-                k.push_str(&kept.join("&"));
-            }
-        }
+    let path = if path.is_empty() { "/" } else { path };
+    let kept = query.and_then(|q| kept_query(q, ignore));
+    let kept = kept.as_deref();
+    let structured = host.bytes().all(host_byte) && path.starts_with('/') && !path.contains('?');
+    let mut k = String::with_capacity(16 + host.len() + path.len() + kept.map_or(0, str::len));
+    if structured {
+        k.push_str("http://");
+        k.push_str(&host);
+        k.push_str(path);
+    } else {
+        use std::fmt::Write as _;
+        let _ = write!(k, "seawall-raw:{}:{host}{}:{path}", host.len(), path.len());
+    }
+    if let Some(q) = kept {
+        k.push('?');
+        k.push_str(q);
     }
     k.into()
+}
+
+/// Bytes a valid `uri-host [":" port]` is made of (none of them ends an authority).
+fn host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b)
+}
+
+/// The query's `&`-separated parameters, each with whether `ignore` drops it (by name, the
+/// text before the first `=`).
+fn params<'a>(q: &'a str, ignore: &'a [String]) -> impl Iterator<Item = (&'a str, bool)> + 'a {
+    q.split('&').filter(|kv| !kv.is_empty()).map(move |kv| {
+        let name = kv.split('=').next().unwrap_or("");
+        (kv, ignore.iter().any(|i| i == name))
+    })
+}
+
+/// The query as it goes into the key: whole when nothing is ignored, else the kept parameters
+/// in order. `None` when nothing remains.
+pub fn kept_query<'a>(q: &'a str, ignore: &[String]) -> Option<std::borrow::Cow<'a, str>> {
+    if ignore.is_empty() {
+        return (!q.is_empty()).then_some(std::borrow::Cow::Borrowed(q));
+    }
+    let kept: Vec<&str> = params(q, ignore)
+        .filter(|(_, dropped)| !dropped)
+        .map(|(kv, _)| kv)
+        .collect();
+    (!kept.is_empty()).then(|| std::borrow::Cow::Owned(kept.join("&")))
+}
+
+/// Whether a dropped parameter could hide others from the key: the origin may split the
+/// query on `;` or decode `%26` (`&`), `%3B` (`;`), `%3D` (`=`) in it, reading parameters the
+/// key never saw (RFC 3986 §3.4: the query's syntax belongs to the origin).
+pub fn ambiguous_query(q: &str, ignore: &[String]) -> bool {
+    !ignore.is_empty()
+        && params(q, ignore).any(|(kv, dropped)| {
+            dropped
+                && (kv.contains(';')
+                    || kv.as_bytes().windows(3).any(|w| {
+                        w[0] == b'%' && w[1] == b'2' && w[2] == b'6'
+                            || w[0] == b'%'
+                                && w[1] == b'3'
+                                && matches!(w[2], b'b' | b'B' | b'd' | b'D')
+                    }))
+        })
 }
 
 /// Lowercase, default port dropped.
@@ -141,6 +184,9 @@ pub fn vary_matches(
         .iter()
         .all(|(name, value)| vary_value(headers, name, normalise_ae) == *value)
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -156,6 +156,10 @@ pub struct CacheSection {
     pub strip_tag_headers: bool,
     /// Add `X-Cache: HIT|MISS|STALE|REVALIDATED|BYPASS` to responses.
     pub x_cache_header: bool,
+    /// Request fields removed from fetches whose response is shared, in addition to the
+    /// built-in list (`cache::BUILTIN_UNKEYED_REQUEST_HEADERS`, which cannot be shrunk): fields
+    /// your origin honours without naming them in `Vary`.
+    pub unkeyed_request_headers: Vec<String>,
     /// `[cache.redis]`: the shared tier across replicas; absent, a self-contained cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSection>,
@@ -234,6 +238,7 @@ impl Default for CacheSection {
             targeted_fields: vec!["seawall-cache-control".into(), "cdn-cache-control".into()],
             strip_tag_headers: true,
             x_cache_header: true,
+            unkeyed_request_headers: Vec::new(),
             redis: None,
         }
     }

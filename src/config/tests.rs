@@ -216,3 +216,33 @@ fn bad_redis_settings_name_file_line_and_key() {
     assert_eq!(e.key, "cache.redis.lock_tll");
     assert!(e.message.contains("unknown field"), "{}", e.message);
 }
+
+#[test]
+fn cache_host_needs_a_host_and_must_be_one() {
+    let src = format!("{BASE}cache_host = \"shop.internal\"\n");
+    let e = Config::parse(&src, "ch.toml", env(&[])).expect_err("cache_host without host");
+    assert_eq!(e.key, "routes[0].cache_host");
+    assert_eq!(e.line, Some(13));
+    assert!(e.message.contains("needs `host`"), "{}", e.message);
+    let src = format!("{BASE}host = \"shop.example\"\ncache_host = \"shop.internal/a\"\n");
+    let e = Config::parse(&src, "ch.toml", env(&[])).expect_err("cache_host with a path");
+    assert_eq!(e.key, "routes[0].cache_host");
+    let src = format!("{BASE}host = \"shop.example\"\ncache_host = \"shop.internal\"\n");
+    Config::parse(&src, "ch.toml", env(&[])).expect("valid");
+}
+
+#[test]
+fn unkeyed_request_headers_are_names_and_can_come_from_env() {
+    let src = format!("{BASE}\n[cache]\nunkeyed_request_headers = [\"x-ok\", \"bad name\"]\n");
+    let e = Config::parse(&src, "u.toml", env(&[])).expect_err("bad header name");
+    assert_eq!(e.key, "cache.unkeyed_request_headers[1]");
+    assert_eq!(e.line, Some(15));
+    let c = Config::parse(
+        BASE,
+        "u.toml",
+        env(&[("SEAWALL_CACHE_UNKEYED_REQUEST_HEADERS", "x-a, X-B")]),
+    )
+    .expect("valid");
+    assert_eq!(c.raw.cache.unkeyed_request_headers, ["x-a", "X-B"]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

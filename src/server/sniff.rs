@@ -226,6 +226,39 @@ mod tests {
         assert!(!st.te_and_cl.load(Ordering::Relaxed));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes in arbitrary reads never panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            chunks in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..8)
+        ) {
+            let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+            let _ = scan(&refs);
+        }
+
+        /// Both framing fields in one head are flagged wherever the reads split it, in any
+        /// case and order.
+        #[test]
+        fn te_and_cl_are_flagged_at_any_split(
+            split in 0usize..80, upper in proptest::prelude::any::<bool>(),
+            cl_first in proptest::prelude::any::<bool>(), junk in "[a-z]{0,12}",
+        ) {
+            let (te, cl) = ("Transfer-Encoding: chunked\r\n", "Content-Length: 4\r\n");
+            let (a, b) = if cl_first { (cl, te) } else { (te, cl) };
+            let mut head = format!("POST / HTTP/1.1\r\nX-J: {junk}\r\n{a}{b}\r\n");
+            if upper {
+                head = head.to_uppercase();
+            }
+            let bytes = head.as_bytes();
+            let at = split.min(bytes.len());
+            let st = scan(&[&bytes[..at], &bytes[at..]]);
+            proptest::prop_assert!(st.te_and_cl.load(Ordering::Relaxed));
+        }
+    }
+
     #[test]
     fn h2_preface_is_detected() {
         let st = scan(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);

@@ -1,4 +1,5 @@
-//! Forwarding headers: hop-by-hop removal, `Via`, `X-Forwarded-*`, loop detection, `Date`.
+//! Forwarding headers: hop-by-hop removal, `Via`, `Forwarded`, `X-Forwarded-*`, loop
+//! detection, `Date`.
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -129,6 +130,11 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, via_name: &str) {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// The scheme clients use to reach Seawall, for both `X-Forwarded-Proto` and `Forwarded`
+/// (`proto=`): the one place a TLS listener will change.
+const CLIENT_PROTO: &str = "http";
 
 /// An IP address as a header value.
 pub fn ip_value(ip: IpAddr) -> HeaderValue {
@@ -151,6 +157,9 @@ pub fn set_forwarded_with(
     host: Option<HeaderValue>,
 ) {
     let trusted_peer = !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer));
+    // A path prefix for the origin to build links with is Seawall's to set, and it sets none.
+    headers.remove(X_FORWARDED_PREFIX);
+    set_forwarded_element(headers, peer, trusted_peer, host.as_ref());
     if !trusted_peer || !headers.contains_key(X_FORWARDED_FOR) {
         headers.insert(X_FORWARDED_FOR, peer_value.clone());
         set_proto_host(headers, host);
@@ -168,8 +177,76 @@ pub fn set_forwarded_with(
     set_proto_host(headers, host);
 }
 
+/// `Forwarded` (RFC 7239): this hop's element `for=<peer>;host=<host>;proto=<proto>`,
+/// appended to the earlier ones only from a trusted peer; otherwise it replaces them.
+fn set_forwarded_element(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted_peer: bool,
+    host: Option<&HeaderValue>,
+) {
+    use std::fmt::Write as _;
+    let mut v = String::with_capacity(64);
+    if trusted_peer {
+        for prior in headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|f| f.to_str().ok())
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
+            v.push_str(prior);
+            v.push_str(", ");
+        }
+    }
+    // RFC 7239 §6: an IPv6 node is bracketed, and a bracketed value must be quoted.
+    let _ = match peer {
+        IpAddr::V4(ip) => write!(v, "for={ip}"),
+        IpAddr::V6(ip) => write!(v, "for=\"[{ip}]\""),
+    };
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        v.push_str(";host=");
+        push_token_or_quoted(&mut v, h);
+    }
+    v.push_str(";proto=");
+    v.push_str(CLIENT_PROTO);
+    match HeaderValue::from_str(&v) {
+        Ok(value) => {
+            headers.insert(header::FORWARDED, value);
+        }
+        Err(_) => {
+            headers.remove(header::FORWARDED);
+        }
+    }
+}
+
+/// A `Forwarded` parameter value: a token as is, anything else (`:` of a port, brackets) as
+/// a quoted-string (RFC 7239 §4, RFC 9110 §5.6.4).
+fn push_token_or_quoted(out: &mut String, v: &str) {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !v.is_empty() && v.chars().all(tchar) {
+        out.push_str(v);
+        return;
+    }
+    out.push('"');
+    for c in v.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// For a request with no known peer (nothing to say `for=`): the client's `Forwarded` and
+/// `X-Forwarded-Prefix` still never reach the origin.
+pub fn drop_client_forwarding(headers: &mut HeaderMap) {
+    headers.remove(header::FORWARDED);
+    headers.remove(X_FORWARDED_PREFIX);
+}
+
 fn set_proto_host(headers: &mut HeaderMap, host: Option<HeaderValue>) {
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(CLIENT_PROTO));
     match host {
         Some(h) => {
             headers.insert(X_FORWARDED_HOST, h);
@@ -235,5 +312,48 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         set_forwarded(&mut h, "192.0.2.9".parse().expect("ip"), &trusted, None);
         assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+    }
+
+    #[test]
+    fn forwarded_is_replaced_or_appended_and_quotes_what_is_no_token() {
+        let trusted: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().expect("cidr"),
+            "::1/128".parse().expect("cidr"),
+        ];
+        let mut h = HeaderMap::new();
+        h.append(
+            "forwarded",
+            HeaderValue::from_static("for=6.6.6.6;proto=https"),
+        );
+        h.append("forwarded", HeaderValue::from_static("for=7.7.7.7"));
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
+        set_forwarded(
+            &mut h,
+            "192.0.2.9".parse().expect("ip"),
+            &trusted,
+            Some("a.example"),
+        );
+        assert_eq!(h.get_all("forwarded").iter().count(), 1);
+        assert_eq!(h["forwarded"], "for=192.0.2.9;host=a.example;proto=http");
+        assert!(!h.contains_key("x-forwarded-prefix"));
+
+        let mut h = HeaderMap::new();
+        h.append("forwarded", HeaderValue::from_static("for=192.0.2.1"));
+        h.append("forwarded", HeaderValue::from_static("for=192.0.2.2"));
+        set_forwarded(
+            &mut h,
+            "::1".parse().expect("ip"),
+            &trusted,
+            Some("[::1]:8080"),
+        );
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.1, for=192.0.2.2, for=\"[::1]\";host=\"[::1]:8080\";proto=http"
+        );
+
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, "10.1.1.1".parse().expect("ip"), &trusted, None);
+        assert_eq!(h["forwarded"], "for=10.1.1.1;proto=http");
+        assert_eq!(h["x-forwarded-proto"], "http");
     }
 }
