@@ -166,8 +166,22 @@ pub async fn demo(
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let p = listen;
+    // The admin calls need the token when one is set (`SEAWALL_ADMIN_TOKEN`).
+    let auth = match std::env::var("SEAWALL_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => "-H \"Authorization: Bearer $SEAWALL_ADMIN_TOKEN\" ",
+        _ => "",
+    };
     println!(
-        "Seawall demo\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\nTry:\n  curl -i http://{p}/cacheable      # MISS, then run it again: HIT with Age\n  curl -i http://{p}/uncacheable    # BYPASS (no-store)\n  curl -i http://{p}/vary -H 'Accept-Language: fr'\n  curl -i http://{p}/etag           # wait 5 s, again: revalidated with 304\n  curl -s http://{o}/hits           # what reached the origin\n  curl -s http://{admin_listen}/readyz\n",
+        "Seawall demo (upstream \"app\")\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\n\
+         Try:\n  \
+         curl -i http://{p}/cacheable      # X-Cache: MISS (stored); again: HIT with Age\n  \
+         curl -i http://{p}/uncacheable    # X-Cache: MISS every time, Cache-Status: detail=no-store\n  \
+         curl -i http://{p}/vary -H 'Accept-Language: fr'   # one stored variant per language\n  \
+         curl -i http://{p}/etag           # after 5 s, again: X-Cache: REVALIDATED (origin answered 304)\n  \
+         curl -s http://{o}/hits           # what reached the origin\n  \
+         curl -s http://{admin_listen}/readyz\n  \
+         curl -s {auth}'http://{admin_listen}/admin/status?pretty'\n  \
+         curl -s {auth}-XPOST http://{admin_listen}/admin/breakers/app/open   # then /uncacheable: 503 (circuit-open)\n",
         o = demo.addr,
     );
     crate::app::run(cfg).await
