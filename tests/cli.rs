@@ -301,7 +301,10 @@ fn docs_check_fails_on_a_nonexistent_admin_path() {
         out.contains(&format!("{}:5", readme.display())) && out.contains("404"),
         "{out}"
     );
-    assert!(!out.contains(":4: "), "the healthz line passed: {out}");
+    assert!(
+        out.contains(&format!("PASS: {}:4:", readme.display())),
+        "the healthz line passes: {out}"
+    );
 
     let o = run(&good);
     let out = format!("{}{}", stdout(&o), stderr(&o));
@@ -314,4 +317,108 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("seawall-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the demo child when the test ends, whatever happens.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn demo_banner_claims_hold() {
+    use std::io::BufRead;
+    let (data, admin, origin) = (free_port(), free_port(), free_port());
+    let mut child = Child(
+        Command::new(BIN)
+            .args(["demo", "--latency", "10ms"])
+            .args(["--listen", &format!("127.0.0.1:{data}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--origin", &format!("127.0.0.1:{origin}")])
+            .env("SEAWALL_ADMIN_TOKEN", "banner-token")
+            .env_remove("SEAWALL_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = child.0.stdout.take().unwrap();
+    let banner = bounded(
+        "demo banner",
+        tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            for line in std::io::BufReader::new(out).lines() {
+                let line = line.unwrap();
+                text.push_str(&line);
+                text.push('\n');
+                if line.contains("/admin/breakers/") {
+                    break;
+                }
+            }
+            text
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(banner.contains("upstream \"app\""), "{banner}");
+    assert!(banner.contains("/admin/breakers/app/open"), "{banner}");
+    assert!(
+        banner.contains("'http://"),
+        "URLs with ? are quoted: {banner}"
+    );
+    assert!(banner.contains("Bearer $SEAWALL_ADMIN_TOKEN"), "{banner}");
+    let url = |p: &str| format!("http://127.0.0.1:{data}{p}");
+    // The banner comes before the listeners are bound.
+    bounded("demo admin listener", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    poll_json(&format!("http://127.0.0.1:{admin}/readyz"), "ready", |v| {
+        v["ready"] == true
+    })
+    .await;
+
+    // /cacheable: MISS (stored), then HIT with Age.
+    let (_, h, _) = get(&url("/cacheable")).await;
+    assert_eq!(header_str(&h, "x-cache"), "MISS", "{h:?}");
+    assert!(cache_status(&h).contains("stored"), "{h:?}");
+    let (_, h, _) = get(&url("/cacheable")).await;
+    assert_eq!(header_str(&h, "x-cache"), "HIT", "{h:?}");
+    assert!(h.contains_key("age"), "{h:?}");
+    // /uncacheable: MISS every time, detail=no-store.
+    for _ in 0..2 {
+        let (_, h, _) = get(&url("/uncacheable")).await;
+        assert_eq!(header_str(&h, "x-cache"), "MISS", "{h:?}");
+        assert!(cache_status(&h).contains("detail=no-store"), "{h:?}");
+    }
+    // The breaker of upstream `app` forced open: /uncacheable gets 503 circuit-open.
+    let (status, _, body) = admin_call(
+        http::Method::POST,
+        &format!("http://127.0.0.1:{admin}/admin/breakers/app/open"),
+        Some("banner-token"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let (status, h, _) = get(&url("/uncacheable")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(cache_status(&h).contains("detail=circuit-open"), "{h:?}");
 }
