@@ -10,6 +10,9 @@ mod support;
 #[path = "admin/support.rs"]
 mod admin_support;
 
+#[path = "deploy/harness.rs"]
+mod harness;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -421,4 +424,60 @@ async fn demo_banner_claims_hold() {
     let (status, h, _) = get(&url("/uncacheable")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(cache_status(&h).contains("detail=circuit-open"), "{h:?}");
+}
+
+/// The real binary: an admin drain is logged like SIGTERM's, and so is its cancel.
+#[tokio::test]
+async fn admin_drain_and_cancel_are_logged() {
+    let origin = MockOrigin::new().start().await;
+    let mut p = harness::SeawallProcess::start(
+        "drain-log",
+        "drain_delay = \"300ms\"\ngrace_period = \"2s\"",
+        &upstream_config(&origin.url(), ""),
+        &[("SEAWALL_ADMIN_TOKEN", "log-token"), ("NO_COLOR", "1")],
+    )
+    .await;
+    let post = |path: &str| p.admin_url(path);
+    let (status, _, _) = admin_call(
+        http::Method::POST,
+        &post("/admin/drain"),
+        Some("log-token"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    harness::wait_status(
+        &p.admin_url("/readyz"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready",
+    )
+    .await;
+    let (status, _, body) = admin_call(
+        http::Method::POST,
+        &post("/admin/drain/cancel"),
+        Some("log-token"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    harness::wait_status(&p.admin_url("/readyz"), StatusCode::OK, "ready again").await;
+    p.sigterm();
+    assert!(
+        p.wait_exit(std::time::Duration::from_secs(20))
+            .await
+            .success()
+    );
+    let log = p.log_text();
+    let admin = log
+        .lines()
+        .find(|l| l.contains("Draining: not ready, still serving.") && l.contains("admin"))
+        .unwrap_or_else(|| panic!("no admin drain line:\n{log}"));
+    assert!(admin.contains("drain_delay"), "{admin}");
+    assert!(log.contains("Drain cancelled: ready again."), "{log}");
+    // SIGTERM's drain: the same line, from the signal.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Draining: not ready, still serving.") && l.contains("signal")),
+        "{log}"
+    );
 }
