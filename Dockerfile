@@ -2,7 +2,7 @@
 #
 # Seawall container image (multi-stage).
 #
-#   docker build -t seawall:dev .
+#   docker build -t seawall:dev --build-arg SEAWALL_COMMIT="$(git rev-parse --short=12 HEAD)" .
 #   docker run --rm -p 8080:8080 -p 9091:9091 -e SEAWALL_ADMIN_TOKEN=change-me seawall:dev
 #
 # The runtime image has no shell and no package manager. There is deliberately no
@@ -14,6 +14,8 @@ ARG RUST_VERSION=1.95.0
 
 FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /build
+# The commit `seawall --version` and seawall_build_info name (.git is not in the context).
+ARG SEAWALL_COMMIT=unknown
 
 # rust-toolchain.toml is not copied on purpose: the image already carries the pinned
 # toolchain, and the file would make rustup fetch the clippy/rustfmt components it lists.
@@ -26,17 +28,19 @@ RUN mkdir -p src benches \
     && printf 'fn main() {}\n' > src/main.rs \
     && touch src/lib.rs \
     && printf 'fn main() {}\n' > benches/cache.rs \
-    && cargo build --locked --release \
+    && cargo build --locked --profile dist \
     && rm -rf src benches \
-        target/release/seawall target/release/seawall.d target/release/libseawall.* \
-        target/release/deps/seawall-* target/release/deps/libseawall-* \
-        target/release/.fingerprint/seawall-*
+        target/dist/seawall target/dist/seawall.d target/dist/libseawall.* \
+        target/dist/deps/seawall-* target/dist/deps/libseawall-* \
+        target/dist/.fingerprint/seawall-*
 
-# 2. The real sources (benches/ too: Cargo.toml declares the `cache` bench target).
+# 2. The real sources (benches/ too: Cargo.toml declares the `cache` bench target), and
+#    build.rs, which records SEAWALL_COMMIT. Profile `dist`: release without debug info.
+COPY build.rs ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --locked --release \
-    && install -D -m 0755 target/release/seawall /out/seawall \
+RUN SEAWALL_COMMIT="${SEAWALL_COMMIT}" cargo build --locked --profile dist \
+    && install -D -m 0755 target/dist/seawall /out/seawall \
     && /out/seawall --version
 
 # Runtime: glibc + libgcc + CA certificates, no shell, uid/gid 65532 ("nonroot").

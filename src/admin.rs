@@ -10,7 +10,7 @@
 //! - `GET /admin/cache/export?top=N` (NDJSON); `POST /admin/cache/warm` `{from, top}|{urls}`;
 //!   `GET /admin/cache/warm/{id}`
 //! - `GET /admin/breakers`; `POST /admin/breakers/{upstream}/open|close|reset`
-//! - `GET /admin/config`; `POST /admin/reload`; `POST /admin/drain`
+//! - `GET /admin/config`; `POST /admin/reload`; `POST /admin/drain`; `POST /admin/drain/cancel`
 //!
 //! Any answer is indented with `?pretty`.
 
@@ -68,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/config", get(config))
         .route("/admin/reload", post(reload))
         .route("/admin/drain", post(drain))
+        .route("/admin/drain/cancel", post(drain_cancel))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))
@@ -253,7 +254,7 @@ async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         "breakers": breakers,
         "components": {
             "cache": if cache_on { "ok" } else { "disabled" },
-            "shared_tier": s.cache.tier().map_or("not configured", |t| t.status()),
+            "shared_tier": s.cache.tier().map_or("disabled", |t| t.status()),
             "trace_exporter": "not configured",
         },
         "alerts": alerts,
@@ -618,4 +619,17 @@ async fn drain(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         StatusCode::ACCEPTED,
         Json(json!({"draining": true, "drain_delay_secs": delay.as_secs_f64()})),
     )
+}
+
+async fn drain_cancel(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    match s.cancel_drain() {
+        Ok(from) => Ok(Json(json!({
+            "draining": false,
+            "cancelled": from.map(|p| format!("{p:?}").to_lowercase()),
+        }))),
+        Err(_) => Err(ApiError(
+            StatusCode::CONFLICT,
+            "shutting down (SIGTERM): a drain that ends in exit cannot be cancelled".into(),
+        )),
+    }
 }

@@ -198,15 +198,37 @@ impl AppState {
     }
 
     /// Starts a drain without exiting: not ready at once, then kept-alive connections are
-    /// asked to close after the drain delay.
+    /// asked to close after the drain delay. Logged like the drain of SIGTERM.
     pub fn drain(self: &Arc<Self>) {
-        self.lifecycle.advance(Phase::Draining);
+        let epoch = self.lifecycle.epoch();
         let delay = self.rt.load().config.raw.server.drain_delay;
+        if self.lifecycle.phase() == Phase::Serving {
+            tracing::info!(drain_delay = ?delay, source = "admin", "Draining: not ready, still serving.");
+        }
+        self.lifecycle.advance(Phase::Draining);
         let lc = self.lifecycle.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            lc.advance(Phase::Drained);
+            if lc.phase() == Phase::Draining && lc.epoch() == epoch {
+                tracing::info!(
+                    source = "admin",
+                    "Drained: open connections asked to close; new ones get one request each."
+                );
+            }
+            lc.advance_in_epoch(epoch, Phase::Drained);
         });
+    }
+
+    /// Undoes `drain` (`POST /admin/drain/cancel`): ready again, connections kept alive.
+    /// Returns the phase it left, `None` when nothing was draining; refused once shutdown began.
+    pub fn cancel_drain(&self) -> Result<Option<Phase>, crate::server::ShuttingDown> {
+        let r = self.lifecycle.cancel_drain();
+        match r {
+            Ok(Some(from)) => tracing::info!(from = ?from, "Drain cancelled: ready again."),
+            Ok(None) => tracing::info!("Drain cancel: nothing was draining."),
+            Err(_) => tracing::warn!("Drain cancel refused: shutting down."),
+        }
+        r
     }
 }
 
@@ -228,7 +250,7 @@ pub struct Running {
 impl Running {
     /// Starts the drain (as SIGTERM does): not ready at once.
     pub fn shutdown(&self) {
-        self.lifecycle.advance(Phase::Draining);
+        self.lifecycle.begin_shutdown();
         self.shutdown.notify_one();
     }
 
@@ -365,8 +387,8 @@ pub async fn start_with_token(
         let tier = state.cache.tier().cloned();
         tokio::spawn(async move {
             shutdown.notified().await;
-            tracing::info!(drain_delay = ?drain_delay, "Draining: not ready, still serving.");
-            lifecycle.advance(Phase::Draining);
+            tracing::info!(drain_delay = ?drain_delay, source = "signal", "Draining: not ready, still serving.");
+            lifecycle.begin_shutdown();
             tokio::time::sleep(drain_delay).await;
             tracing::info!(grace = ?grace, "Closing the listener; waiting for in-flight requests.");
             lifecycle.advance(Phase::Closing);

@@ -1,38 +1,51 @@
-//! Command line: `run` (default), `check`, `demo`.
+//! Command line: `run` (default), `check`, `demo`, `warm`, `completions`, `man`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 
 /// Seawall: a caching reverse proxy that shields slow backends.
 #[derive(Debug, Parser)]
-#[command(name = "seawall", version, about)]
+#[command(name = "seawall", version = crate::LONG_VERSION, about)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Config file (for the default `run`).
-    #[arg(
-        long,
-        short,
-        global = true,
-        default_value = "proxy.toml",
-        env = "SEAWALL_CONFIG"
-    )]
+    /// The config file of the default `run` (without a subcommand).
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// `--config`, offered only by the commands that read the file.
+#[derive(Clone, Debug, Args)]
+pub struct ConfigArg {
+    /// Config file.
+    #[arg(long, short, default_value = "proxy.toml", env = "SEAWALL_CONFIG")]
     pub config: PathBuf,
+}
+
+impl Cli {
+    /// The config file of `run` or `check` (also when given before the subcommand is omitted).
+    pub fn config_path(&self) -> &std::path::Path {
+        match &self.command {
+            Some(Command::Run(c) | Command::Check(c)) => &c.config,
+            _ => &self.config.config,
+        }
+    }
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy with the config file.
-    Run,
+    Run(ConfigArg),
     /// Validate the config file (and SEAWALL_* variables) and exit.
-    Check,
+    Check(ConfigArg),
     /// Start the bundled demo origin and Seawall in front of it, in one process.
     Demo {
         /// Seawall's data listener.
@@ -66,6 +79,51 @@ pub enum Command {
         #[arg(long, env = "SEAWALL_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Print a shell completion script (e.g. `seawall completions bash > /etc/bash_completion.d/seawall`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; e.g. `seawall man > /usr/local/share/man/man1/seawall.1`).
+    Man,
+}
+
+/// `seawall completions <shell>`: the script on stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "seawall",
+        &mut std::io::stdout(),
+    );
+}
+
+/// `seawall man`: the page and one section per subcommand, on stdout.
+pub fn man() -> std::io::Result<()> {
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    // Building sets the subcommands' bin names (`seawall run`) used in their synopses.
+    cmd.build();
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        writeln!(out)?;
+        let man = clap_mangen::Man::new(sub.clone()).title(format!("seawall-{}", sub.get_name()));
+        man.render_title(&mut out)?;
+        man.render_name_section(&mut out)?;
+        man.render_synopsis_section(&mut out)?;
+        man.render_description_section(&mut out)?;
+        man.render_options_section(&mut out)?;
+    }
+    out.flush()
+}
+
+/// `seawall man | head` closes the pipe early: not an error.
+pub fn ignore_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
 }
 
 /// `seawall check`: 0 when valid and no unknown `SEAWALL_*` variable is set.
@@ -108,8 +166,22 @@ pub async fn demo(
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let p = listen;
+    // The admin calls need the token when one is set (`SEAWALL_ADMIN_TOKEN`).
+    let auth = match std::env::var("SEAWALL_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => "-H \"Authorization: Bearer $SEAWALL_ADMIN_TOKEN\" ",
+        _ => "",
+    };
     println!(
-        "Seawall demo\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\nTry:\n  curl -i http://{p}/cacheable      # MISS, then run it again: HIT with Age\n  curl -i http://{p}/uncacheable    # BYPASS (no-store)\n  curl -i http://{p}/vary -H 'Accept-Language: fr'\n  curl -i http://{p}/etag           # wait 5 s, again: revalidated with 304\n  curl -s http://{o}/hits           # what reached the origin\n  curl -s http://{admin_listen}/readyz\n",
+        "Seawall demo (upstream \"app\")\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\n\
+         Try:\n  \
+         curl -i http://{p}/cacheable      # X-Cache: MISS (stored); again: HIT with Age\n  \
+         curl -i http://{p}/uncacheable    # X-Cache: MISS every time, Cache-Status: detail=no-store\n  \
+         curl -i http://{p}/vary -H 'Accept-Language: fr'   # one stored variant per language\n  \
+         curl -i http://{p}/etag           # after 5 s, again: X-Cache: REVALIDATED (origin answered 304)\n  \
+         curl -s http://{o}/hits           # what reached the origin\n  \
+         curl -s http://{admin_listen}/readyz\n  \
+         curl -s {auth}'http://{admin_listen}/admin/status?pretty'\n  \
+         curl -s {auth}-XPOST http://{admin_listen}/admin/breakers/app/open   # then /uncacheable: 503 (circuit-open)\n",
         o = demo.addr,
     );
     crate::app::run(cfg).await

@@ -254,8 +254,8 @@ impl Config {
     pub fn builtin(listen: &str, admin_listen: &str, upstream: &str) -> Result<Self, ConfigError> {
         let src = format!(
             "[server]\nlisten = {listen:?}\nadmin_listen = {admin_listen:?}\n\n\
-             [[upstreams]]\nname = \"demo\"\nendpoints = [{upstream:?}]\n\n\
-             [[routes]]\nupstream = \"demo\"\n"
+             [[upstreams]]\nname = \"app\"\nendpoints = [{upstream:?}]\n\n\
+             [[routes]]\nupstream = \"app\"\n"
         );
         Self::parse(&src, "<builtin>", std::iter::empty())
     }

@@ -16,3 +16,14 @@ pub mod server;
 pub mod stack;
 pub mod telemetry;
 pub mod upstream;
+
+/// The commit this binary was built from (`build.rs`: git, else `SEAWALL_COMMIT`, else `unknown`).
+pub const COMMIT: &str = env!("SEAWALL_BUILD_COMMIT");
+
+/// `seawall --version`: the crate version and the commit.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SEAWALL_BUILD_COMMIT"),
+    ")"
+);

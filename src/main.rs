@@ -11,12 +11,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run);
-    if let Command::Check = command {
-        std::process::exit(seawall::cli::check(&cli.config));
+    let config_path = cli.config_path().to_path_buf();
+    let command = cli.command.unwrap_or(Command::Run(cli.config));
+    match command {
+        Command::Check(_) => std::process::exit(seawall::cli::check(&config_path)),
+        Command::Completions { shell } => {
+            seawall::cli::completions(shell);
+            return Ok(());
+        }
+        Command::Man => return Ok(seawall::cli::ignore_broken_pipe(seawall::cli::man())?),
+        _ => {}
     }
     let config = match &command {
-        Command::Run => match Config::load(&cli.config) {
+        Command::Run(_) => match Config::load(&config_path) {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("error: {e}");

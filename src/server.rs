@@ -6,6 +6,7 @@ pub mod sniff;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -29,7 +30,8 @@ pub enum Phase {
     /// Not ready; still accepting; HTTP/1 responses carry `Connection: close`, HTTP/2 gets GOAWAY.
     Draining,
     /// Drained without exiting (`POST /admin/drain`): open connections were asked to close;
-    /// new ones are still served, one request each.
+    /// new ones are still served, one request each. `POST /admin/drain/cancel` goes back to
+    /// `Serving` from here or from `Draining`.
     Drained,
     /// No longer accepting; connections are asked to finish.
     Closing,
@@ -39,14 +41,67 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Lifecycle {
     tx: watch::Sender<Phase>,
+    /// Set once shutdown began (SIGTERM): a drain that ends in exit cannot be cancelled.
+    exiting: AtomicBool,
+    /// Bumped by each cancelled drain, so a cancelled drain's delay timer does nothing.
+    epoch: AtomicU64,
 }
+
+/// Why `Lifecycle::cancel_drain` refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShuttingDown;
 
 impl Lifecycle {
     /// Starts in `Serving`.
     pub fn new() -> Self {
         Self {
             tx: watch::Sender::new(Phase::Serving),
+            exiting: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Begins the shutdown that ends in exit (`Draining`, never cancelled).
+    pub fn begin_shutdown(&self) {
+        self.exiting.store(true, Ordering::SeqCst);
+        self.advance(Phase::Draining);
+    }
+
+    /// The current drain epoch, for `advance_in_epoch`.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Like `advance`, unless a drain was cancelled since `epoch` was read.
+    pub fn advance_in_epoch(&self, epoch: u64, p: Phase) {
+        self.tx.send_if_modified(|cur| {
+            // Under the channel's lock, so a cancel cannot slip between check and change.
+            if self.epoch.load(Ordering::SeqCst) != epoch || p as u8 <= *cur as u8 {
+                return false;
+            }
+            *cur = p;
+            true
+        });
+    }
+
+    /// Undoes a drain started by `POST /admin/drain`: back to `Serving`. Returns the phase it
+    /// left (`None` when nothing was draining), or `ShuttingDown` once shutdown began.
+    pub fn cancel_drain(&self) -> Result<Option<Phase>, ShuttingDown> {
+        let mut result = Ok(None);
+        self.tx.send_if_modified(|cur| {
+            if self.exiting.load(Ordering::SeqCst) || *cur == Phase::Closing {
+                result = Err(ShuttingDown);
+                return false;
+            }
+            if *cur == Phase::Serving {
+                return false;
+            }
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            result = Ok(Some(*cur));
+            *cur = Phase::Serving;
+            true
+        });
+        result
     }
 
     /// The current phase.
@@ -54,7 +109,7 @@ impl Lifecycle {
         *self.tx.borrow()
     }
 
-    /// Moves forward to `p` (never backwards).
+    /// Moves forward to `p` (never backwards; only `cancel_drain` goes back).
     pub fn advance(&self, p: Phase) {
         self.tx.send_if_modified(|cur| {
             let rank = |p: Phase| p as u8;

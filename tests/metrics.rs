@@ -230,7 +230,11 @@ async fn known_traffic_gives_exact_counters() {
         must(
             &s,
             "seawall_build_info",
-            &[("version", env!("CARGO_PKG_VERSION")), ("slot", &slot)]
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", seawall::COMMIT),
+                ("slot", &slot)
+            ]
         ),
         1.0
     );

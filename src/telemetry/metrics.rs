@@ -328,11 +328,16 @@ impl Metrics {
             &["result"],
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("seawall_build_info", "Build version and blue/green slot."),
-            &["version", "slot"],
+            Opts::new(
+                "seawall_build_info",
+                "Build version, commit and blue/green slot.",
+            ),
+            &["version", "commit", "slot"],
         )?;
         r.register(Box::new(build_info.clone()))?;
-        build_info.with_label_values(&[version, slot]).set(1);
+        build_info
+            .with_label_values(&[version, crate::COMMIT, slot])
+            .set(1);
         #[cfg(target_os = "linux")]
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
