@@ -9,15 +9,23 @@ use seawall::config::{Config, FileConfig};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::Check = command {
-        std::process::exit(seawall::cli::check(&cli.config));
+        std::process::exit(seawall::cli::check(cli.config.as_deref()));
     }
+    // What `run` refuses, it refuses here, before anything starts, in the words `check` uses;
+    // errors are printed as one line (never a backtrace, whatever RUST_BACKTRACE says).
     let config = match &command {
-        Command::Run => match Config::load(&cli.config) {
-            Ok(c) => Some(c),
+        Command::Run => match seawall::cli::load_config(cli.config.as_deref()) {
+            Ok(c) => {
+                if let Err(e) = seawall::app::preflight(&c) {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2);
+                }
+                Some(c)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 std::process::exit(2);
@@ -25,6 +33,13 @@ fn main() -> anyhow::Result<()> {
         },
         _ => None,
     };
+    if let Err(e) = run(command, config) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command, config: Option<Config>) -> anyhow::Result<()> {
     let defaults = FileConfig::default();
     let raw = config.as_ref().map_or(&defaults, |c| &c.raw);
     let workers = raw.server.worker_threads;
