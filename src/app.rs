@@ -107,7 +107,9 @@ type Pin = fn(&mut FileConfig, &FileConfig);
 /// The keys read once at startup: a reload keeps their running values and reports the file's.
 fn restart_keys() -> Vec<(&'static str, Pin)> {
     vec![
-        ("server.listen", |f, r| f.server.listen.clone_from(&r.server.listen)),
+        ("server.listen", |f, r| {
+            f.server.listen.clone_from(&r.server.listen)
+        }),
         ("server.admin_listen", |f, r| {
             f.server.admin_listen.clone_from(&r.server.admin_listen)
         }),
@@ -126,7 +128,9 @@ fn restart_keys() -> Vec<(&'static str, Pin)> {
         ("server.max_header_size", |f, r| {
             f.server.max_header_size = r.server.max_header_size
         }),
-        ("server.max_headers", |f, r| f.server.max_headers = r.server.max_headers),
+        ("server.max_headers", |f, r| {
+            f.server.max_headers = r.server.max_headers
+        }),
         ("server.http2_max_concurrent_streams", |f, r| {
             f.server.http2_max_concurrent_streams = r.server.http2_max_concurrent_streams
         }),
@@ -134,13 +138,19 @@ fn restart_keys() -> Vec<(&'static str, Pin)> {
             f.server.http2_max_pending_accept_reset_streams =
                 r.server.http2_max_pending_accept_reset_streams
         }),
-        ("server.drain_delay", |f, r| f.server.drain_delay = r.server.drain_delay),
-        ("server.grace_period", |f, r| f.server.grace_period = r.server.grace_period),
+        ("server.drain_delay", |f, r| {
+            f.server.drain_delay = r.server.drain_delay
+        }),
+        ("server.grace_period", |f, r| {
+            f.server.grace_period = r.server.grace_period
+        }),
         ("cache.max_size", |f, r| f.cache.max_size = r.cache.max_size),
         ("cache.max_object_size", |f, r| {
             f.cache.max_object_size = r.cache.max_object_size
         }),
-        ("cache.max_variants", |f, r| f.cache.max_variants = r.cache.max_variants),
+        ("cache.max_variants", |f, r| {
+            f.cache.max_variants = r.cache.max_variants
+        }),
         ("cache.name", |f, r| f.cache.name.clone_from(&r.cache.name)),
         ("cache.targeted_fields", |f, r| {
             f.cache.targeted_fields.clone_from(&r.cache.targeted_fields)
@@ -148,17 +158,27 @@ fn restart_keys() -> Vec<(&'static str, Pin)> {
         ("cache.strip_tag_headers", |f, r| {
             f.cache.strip_tag_headers = r.cache.strip_tag_headers
         }),
-        ("cache.x_cache_header", |f, r| f.cache.x_cache_header = r.cache.x_cache_header),
-        ("cache.redis", |f, r| f.cache.redis.clone_from(&r.cache.redis)),
+        ("cache.x_cache_header", |f, r| {
+            f.cache.x_cache_header = r.cache.x_cache_header
+        }),
+        ("cache.redis", |f, r| {
+            f.cache.redis.clone_from(&r.cache.redis)
+        }),
         ("coalesce", |f, r| f.coalesce.clone_from(&r.coalesce)),
         ("log.level", |f, r| f.log.level.clone_from(&r.log.level)),
         ("log.format", |f, r| f.log.format.clone_from(&r.log.format)),
-        ("telemetry.enabled", |f, r| f.telemetry.enabled = r.telemetry.enabled),
+        ("telemetry.enabled", |f, r| {
+            f.telemetry.enabled = r.telemetry.enabled
+        }),
         ("telemetry.otlp_endpoint", |f, r| {
-            f.telemetry.otlp_endpoint.clone_from(&r.telemetry.otlp_endpoint)
+            f.telemetry
+                .otlp_endpoint
+                .clone_from(&r.telemetry.otlp_endpoint)
         }),
         ("telemetry.service_name", |f, r| {
-            f.telemetry.service_name.clone_from(&r.telemetry.service_name)
+            f.telemetry
+                .service_name
+                .clone_from(&r.telemetry.service_name)
         }),
         ("telemetry.sampling_ratio", |f, r| {
             f.telemetry.sampling_ratio = r.telemetry.sampling_ratio
@@ -280,8 +300,8 @@ impl AppState {
                 .unwrap_or_else(|e| e.into_inner());
             forced.retain(|upstream, open| {
                 let key = format!("breakers.{upstream}");
-                let unchanged = breaker_section(&old.config, upstream)
-                    == breaker_section(&new, upstream);
+                let unchanged =
+                    breaker_section(&old.config, upstream) == breaker_section(&new, upstream);
                 match rt.breakers.by_name(upstream) {
                     Some(b) if unchanged => {
                         if *open {
@@ -293,7 +313,11 @@ impl AppState {
                         for c in &b.transitions {
                             c.store(0, Ordering::Relaxed);
                         }
-                        let state = if *open { "forced open" } else { "forced closed" };
+                        let state = if *open {
+                            "forced open"
+                        } else {
+                            "forced closed"
+                        };
                         kept.push((key, state.to_string()));
                         true
                     }

@@ -107,7 +107,10 @@ fn apply_upstream_env(doc: &mut toml::Table, value: &str) -> Result<(), ConfigEr
         .entry("upstreams")
         .or_insert_with(|| toml::Value::Array(Vec::new()));
     let toml::Value::Array(ups) = ups else {
-        return Err(bad("upstreams", "must be a list of [[upstreams]] tables".into()));
+        return Err(bad(
+            "upstreams",
+            "must be a list of [[upstreams]] tables".into(),
+        ));
     };
     match ups.as_mut_slice() {
         [] => {
@@ -489,8 +492,8 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         }
         let mut eps = Vec::new();
         for (j, e) in u.endpoints.iter().enumerate() {
-            let uri = check_endpoint(e)
-                .map_err(|m| fail(format!("upstreams[{i}].endpoints[{j}]"), m))?;
+            let uri =
+                check_endpoint(e).map_err(|m| fail(format!("upstreams[{i}].endpoints[{j}]"), m))?;
             eps.push(uri);
         }
         endpoints.push(eps);
