@@ -43,6 +43,21 @@ fn rewrite(p: &SeawallProcess, old: &str, new: &str) {
     std::fs::write(&p.config, text.replace(old, new)).unwrap();
 }
 
+/// Waits (bounded) until a line of the child's log holds every one of `needles` (the log is
+/// written by a background thread, so it trails the admin API's answers).
+async fn wait_log_line(p: &SeawallProcess, needles: &[&str]) {
+    bounded(&format!("{} logs {needles:?}", p.name), async {
+        while !p
+            .log_text()
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 fn sorted(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v
         .as_array()
@@ -96,13 +111,8 @@ async fn reload_keeps_operator_overrides_until_the_file_changes_their_key() {
         "{v}"
     );
     assert_eq!(v["overrides_reset"], json!([]), "{v}");
-    let log = p.log_text();
-    for key in ["key=cache.enabled", "key=breakers.a"] {
-        assert!(
-            log.lines()
-                .any(|l| l.contains("Reload keeps an operator override") && l.contains(key)),
-            "no log line for {key}:\n{log}"
-        );
+    for key in ["cache.enabled", "breakers.a"] {
+        wait_log_line(&p, &["WARN", "Reload keeps an operator override", key]).await;
     }
     // Still forced open: nothing reaches the origin for /a.
     let (status, _, _) = get(&p.url("/a/x")).await;
@@ -135,12 +145,9 @@ async fn reload_keeps_operator_overrides_until_the_file_changes_their_key() {
         ["breakers.a", "cache.enabled"],
         "{v}"
     );
-    assert!(
-        p.log_text()
-            .contains("Reload ends an operator override: the file changed this key."),
-        "{}",
-        p.log_text()
-    );
+    for key in ["cache.enabled", "breakers.a"] {
+        wait_log_line(&p, &["WARN", "Reload ends an operator override", key]).await;
+    }
     let (status, _, body) = get(&p.url("/a/x")).await;
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"ax"[..]));
     assert_eq!(origin.hits("/a/x"), 1);
@@ -666,13 +673,8 @@ async fn warm_from(name: &str, from: &str) -> (Duration, SeawallProcess) {
     (started.elapsed(), p)
 }
 
-fn assert_warned_cold(p: &SeawallProcess) {
-    let log = p.log_text();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains("exported 0 entries")),
-        "no WARN line about 0 exported entries:\n{log}"
-    );
+async fn assert_warned_cold(p: &SeawallProcess) {
+    wait_log_line(p, &["WARN", "the peer exported 0 entries; starting cold"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,7 +683,7 @@ async fn warm_up_from_an_unreachable_or_empty_peer_ends_at_once_with_a_warning()
     let closed = format!("http://{}", closed_port().await);
     let (took, p) = warm_from("unreachable", &closed).await;
     assert!(took < Duration::from_secs(6), "ready after {took:?}");
-    assert_warned_cold(&p);
+    assert_warned_cold(&p).await;
 
     // A peer that accepts and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -694,7 +696,7 @@ async fn warm_up_from_an_unreachable_or_empty_peer_ends_at_once_with_a_warning()
     });
     let (took, p) = warm_from("silent", &silent_url).await;
     assert!(took < Duration::from_secs(8), "ready after {took:?}");
-    assert_warned_cold(&p);
+    assert_warned_cold(&p).await;
     hold.abort();
 
     // A live peer with an empty cache.
@@ -707,7 +709,7 @@ async fn warm_up_from_an_unreachable_or_empty_peer_ends_at_once_with_a_warning()
     .await;
     let (took, p) = warm_from("empty", &format!("http://{}", peer.admin_addr)).await;
     assert!(took < Duration::from_secs(6), "ready after {took:?}");
-    assert_warned_cold(&p);
+    assert_warned_cold(&p).await;
     let (status, job) = admin(&p, Method::GET, "/admin/cache/warm/1").await;
     assert_eq!(status, StatusCode::OK, "{job}");
     assert_eq!(
