@@ -554,12 +554,15 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         }
     }
     if raw.upstreams.is_empty() {
-        return Err(fail(
-            "upstreams".into(),
-            format!(
+        // Nothing to point at in the file: no line.
+        return Err(ConfigError {
+            file: name.to_string(),
+            line: None,
+            key: "upstreams".into(),
+            message: format!(
                 "no upstream: add [[upstreams]] and [[routes]], or set {UPSTREAM_VAR}=http://app:3000"
             ),
-        ));
+        });
     }
     if raw.routes.is_empty() {
         return Err(fail(
