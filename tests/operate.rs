@@ -503,7 +503,11 @@ async fn without_a_config_file_the_upstream_variable_is_enough() {
     }
     let origin = origin.start().await;
     let dir = TempDir::new();
-    let mut p = Bare::start(&dir.0, &[("SEAWALL_UPSTREAM", &origin.url())]).await;
+    let env = [
+        ("SEAWALL_UPSTREAM", &*origin.url()),
+        ("SEAWALL_ADMIN_TOKEN", TOKEN),
+    ];
+    let mut p = Bare::start(&dir.0, &env).await;
     let log = p.log.clone();
     bounded("ready without a config file", async {
         loop {
@@ -532,7 +536,15 @@ async fn without_a_config_file_the_upstream_variable_is_enough() {
         }
         assert_eq!(origin.hits(path), 1, "{path}");
     }
-    let (_, v) = admin_get(&format!("{}/admin/config", p.admin)).await;
+    let (status, _, body) = admin_call(
+        Method::GET,
+        &format!("{}/admin/config", p.admin),
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v = json_of(&body);
     assert_eq!(v["config"]["upstreams"][0]["name"], "default", "{v}");
     assert_eq!(
         v["config"]["upstreams"][0]["endpoints"],
