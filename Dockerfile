@@ -3,12 +3,15 @@
 # Seawall container image (multi-stage).
 #
 #   docker build -t seawall:dev --build-arg SEAWALL_COMMIT="$(git rev-parse --short=12 HEAD)" .
-#   docker run --rm -p 8080:8080 -p 9091:9091 -e SEAWALL_ADMIN_TOKEN=change-me seawall:dev
+#   docker run --rm -p 8080:8080 -p 9091:9091 -e SEAWALL_ADMIN_TOKEN=change-me \
+#     -e SEAWALL_UPSTREAM=http://host:3000 seawall:dev
 #
 # The runtime image has no shell and no package manager. There is deliberately no
 # HEALTHCHECK: Kubernetes probes /healthz and /readyz on the admin port (see k8s/), and the
 # preStop hook uses the kubelet's native sleep action instead of `sh -c sleep`.
-# The listeners bind 0.0.0.0, so an admin token (SEAWALL_ADMIN_TOKEN) is required at run time.
+# The listeners bind 0.0.0.0, so an admin token (SEAWALL_ADMIN_TOKEN) is required at run time;
+# the origin is SEAWALL_UPSTREAM (http://app:3000[,http://app2:3000]): the baked config has
+# no upstream of its own. Mount a config over /etc/seawall/proxy.toml for more.
 
 ARG RUST_VERSION=1.95.0
 

@@ -24,6 +24,11 @@
 #   WATCH_SECONDS [120]  POLL_SECONDS [10]   how long and how often switch reads /admin/status
 #                                  (POLL_SECONDS=0, for tests: WATCH_SECONDS readings back to back)
 #   MAX_ERROR_RATE [0.05]  MAX_P95_MS [2000]  MIN_HIT_RATIO [0.3]   rollback thresholds
+#   MIN_CACHEABLE_REQUESTS [200]   hit_ratio is judged only once /admin/status counts this many
+#                                  cacheable requests in its window (`cacheable_requests`): a
+#                                  new slot starts cold, and a few misses say nothing about it.
+#                                  A status without `cacheable_requests` (or with `hit_ratio`
+#                                  null) is not judged on its hit ratio.
 #   BAD_CHECKS [2]                 consecutive bad readings (or unreachable status) that roll back
 #   CURL_TIMEOUT [5]               seconds per HTTP request
 #   FORCE [0]                      1: deploy to the live slot / roll back to a slot with no ready pod
@@ -52,6 +57,7 @@ POLL_SECONDS=${POLL_SECONDS:-10}
 MAX_ERROR_RATE=${MAX_ERROR_RATE:-0.05}
 MAX_P95_MS=${MAX_P95_MS:-2000}
 MIN_HIT_RATIO=${MIN_HIT_RATIO:-0.3}
+MIN_CACHEABLE_REQUESTS=${MIN_CACHEABLE_REQUESTS:-200}
 BAD_CHECKS=${BAD_CHECKS:-2}
 CURL_TIMEOUT=${CURL_TIMEOUT:-5}
 FORCE=${FORCE:-0}
@@ -65,7 +71,7 @@ die() {
 }
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in READY_TIMEOUT ROLLOUT_TIMEOUT WATCH_SECONDS POLL_SECONDS BAD_CHECKS CURL_TIMEOUT; do
+for v in READY_TIMEOUT ROLLOUT_TIMEOUT WATCH_SECONDS POLL_SECONDS BAD_CHECKS CURL_TIMEOUT MIN_CACHEABLE_REQUESTS; do
     is_uint "${!v}" || die 2 "$v must be a whole number of seconds/checks, got '${!v}'"
 done
 
@@ -155,6 +161,7 @@ judge() {
     python3 -c '
 import json, sys
 max_err, max_p95, min_hit = (float(a) for a in sys.argv[1:4])
+min_cacheable = int(sys.argv[4])
 try:
     s = json.load(sys.stdin)
     assert isinstance(s, dict)
@@ -164,20 +171,27 @@ except Exception:
 def num(key):
     v = s.get(key)
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-err, p95, hit = num("error_rate"), num("latency_p95_ms"), num("hit_ratio")
+err_key = "error_ratio" if num("error_ratio") is not None else "error_rate"
+err = num(err_key)
+p95, hit, cacheable = num("latency_p95_ms"), num("hit_ratio"), num("cacheable_requests")
 bad = []
 if s.get("healthy") is False:
     bad.append("healthy=false")
 if err is not None and err > max_err:
-    bad.append("error_rate %g > %g" % (err, max_err))
+    bad.append("%s %g > %g" % (err_key, err, max_err))
 if p95 is not None and p95 > max_p95:
     bad.append("latency_p95_ms %g > %g" % (p95, max_p95))
-if hit is not None and hit < min_hit:
+# A cold slot misses until it has seen its traffic: the hit ratio counts once enough
+# cacheable requests are in the window.
+judged = hit is not None and cacheable is not None and cacheable >= min_cacheable
+if judged and hit < min_hit:
     bad.append("hit_ratio %g < %g" % (hit, min_hit))
 alerts = s.get("alerts") or []
-summary = "error_rate=%s latency_p95_ms=%s hit_ratio=%s alerts=%s" % (err, p95, hit, json.dumps(alerts))
+summary = "%s=%s latency_p95_ms=%s hit_ratio=%s%s cacheable_requests=%s alerts=%s" % (
+    err_key, err, p95, hit, "" if judged else " (not judged: fewer than %d cacheable requests)" % min_cacheable,
+    cacheable, json.dumps(alerts))
 print(("bad " + "; ".join(bad) + " (" + summary + ")") if bad else ("ok " + summary))
-' "$MAX_ERROR_RATE" "$MAX_P95_MS" "$MIN_HIT_RATIO"
+' "$MAX_ERROR_RATE" "$MAX_P95_MS" "$MIN_HIT_RATIO" "$MIN_CACHEABLE_REQUESTS"
 }
 
 # watch SLOT: 0 if it stays healthy for WATCH_SECONDS, 1 as soon as BAD_CHECKS readings in a

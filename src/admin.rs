@@ -567,6 +567,7 @@ async fn breaker_action(
             ));
         }
     }
+    s.note_breaker_override(&upstream, &action);
     tracing::warn!(upstream = %upstream, action = %action, "Breaker changed by an operator.");
     Ok(Json(
         json!({"upstream": upstream, "state": b.state().as_str()}),
@@ -591,18 +592,41 @@ async fn config(State(s): State<Arc<AppState>>) -> Json<Value> {
             }
         }
     }
-    if let Some(u) = v.pointer_mut("/cache/redis/url")
-        && let Some(s) = u.as_str()
-        && let Some((scheme, rest)) = s.split_once("://")
-        && let Some((_, host)) = rest.rsplit_once('@')
+    if let Some(u) = v.pointer_mut("/cache/redis/url") {
+        redact_url(u);
+    }
+    // File values a reload read that wait for a restart (the running ones are in `config`).
+    let mut pending = serde_json::Map::new();
+    for (k, val) in s
+        .pending_restart
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
     {
-        *u = Value::String(format!("{scheme}://<redacted>@{host}"));
+        let mut val = val.clone();
+        if k == "cache.redis"
+            && let Some(u) = val.get_mut("url")
+        {
+            redact_url(u);
+        }
+        pending.insert(k.clone(), val);
     }
     Json(json!({
         "source": rt.config.source.as_ref().map(|p| p.display().to_string()),
         "admin_token": if s.admin_token.is_some() { "<redacted>" } else { "<none>" },
         "config": v,
+        "pending_restart": pending,
     }))
+}
+
+/// Hides the credentials of a `scheme://user:password@host` URL.
+fn redact_url(u: &mut Value) {
+    if let Some(s) = u.as_str()
+        && let Some((scheme, rest)) = s.split_once("://")
+        && let Some((_, host)) = rest.rsplit_once('@')
+    {
+        *u = Value::String(format!("{scheme}://<redacted>@{host}"));
+    }
 }
 
 async fn reload(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {

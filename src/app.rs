@@ -2,13 +2,15 @@
 //! `shutdown()`; walks the drain phases (not ready → drain delay → close → grace period);
 //! reloads the config on SIGHUP or `POST /admin/reload`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -17,7 +19,7 @@ use crate::breaker::{BreakerLayer, Breakers};
 use crate::cache::store::redis::SharedTier;
 use crate::cache::{CacheLayer, CacheShared};
 use crate::coalesce::{CoalesceLayer, CoalesceShared};
-use crate::config::Config;
+use crate::config::{Config, FileConfig};
 use crate::route::Router;
 use crate::server::{self, Lifecycle, Phase};
 use crate::stack::{Forward, Proxy, Runtime};
@@ -52,6 +54,11 @@ pub struct AppState {
     pub data_addr: std::sync::OnceLock<SocketAddr>,
     /// Warm-up jobs.
     pub jobs: admin::warm::Jobs,
+    /// File values read by a reload that wait for a restart (key → the file's value).
+    pub pending_restart: Mutex<BTreeMap<String, Value>>,
+    /// Breakers an operator forced through the admin API (upstream → forced open); kept
+    /// across reloads until `reset` or a file change of that upstream's `[upstreams.breaker]`.
+    pub breaker_overrides: Mutex<BTreeMap<String, bool>>,
 }
 
 fn build_runtime(
@@ -94,42 +101,129 @@ fn build_runtime(
     })
 }
 
-/// Keys whose change needs a restart (reported by reloads, not applied).
-fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (o, n) = (&old.raw, &new.raw);
-    let mut v = Vec::new();
-    if old.listen != new.listen {
-        v.push("server.listen");
+/// Copies one key's running value into a freshly read file.
+type Pin = fn(&mut FileConfig, &FileConfig);
+
+/// The keys read once at startup: a reload keeps their running values and reports the file's.
+fn restart_keys() -> Vec<(&'static str, Pin)> {
+    vec![
+        ("server.listen", |f, r| {
+            f.server.listen.clone_from(&r.server.listen)
+        }),
+        ("server.admin_listen", |f, r| {
+            f.server.admin_listen.clone_from(&r.server.admin_listen)
+        }),
+        ("server.worker_threads", |f, r| {
+            f.server.worker_threads = r.server.worker_threads
+        }),
+        ("server.max_connections", |f, r| {
+            f.server.max_connections = r.server.max_connections
+        }),
+        ("server.keepalive_timeout", |f, r| {
+            f.server.keepalive_timeout = r.server.keepalive_timeout
+        }),
+        ("server.header_read_timeout", |f, r| {
+            f.server.header_read_timeout = r.server.header_read_timeout
+        }),
+        ("server.max_header_size", |f, r| {
+            f.server.max_header_size = r.server.max_header_size
+        }),
+        ("server.max_headers", |f, r| {
+            f.server.max_headers = r.server.max_headers
+        }),
+        ("server.http2_max_concurrent_streams", |f, r| {
+            f.server.http2_max_concurrent_streams = r.server.http2_max_concurrent_streams
+        }),
+        ("server.http2_max_pending_accept_reset_streams", |f, r| {
+            f.server.http2_max_pending_accept_reset_streams =
+                r.server.http2_max_pending_accept_reset_streams
+        }),
+        ("server.drain_delay", |f, r| {
+            f.server.drain_delay = r.server.drain_delay
+        }),
+        ("server.grace_period", |f, r| {
+            f.server.grace_period = r.server.grace_period
+        }),
+        ("cache.max_size", |f, r| f.cache.max_size = r.cache.max_size),
+        ("cache.max_object_size", |f, r| {
+            f.cache.max_object_size = r.cache.max_object_size
+        }),
+        ("cache.max_variants", |f, r| {
+            f.cache.max_variants = r.cache.max_variants
+        }),
+        ("cache.name", |f, r| f.cache.name.clone_from(&r.cache.name)),
+        ("cache.targeted_fields", |f, r| {
+            f.cache.targeted_fields.clone_from(&r.cache.targeted_fields)
+        }),
+        ("cache.unkeyed_request_headers", |f, r| {
+            f.cache
+                .unkeyed_request_headers
+                .clone_from(&r.cache.unkeyed_request_headers)
+        }),
+        ("cache.strip_tag_headers", |f, r| {
+            f.cache.strip_tag_headers = r.cache.strip_tag_headers
+        }),
+        ("cache.x_cache_header", |f, r| {
+            f.cache.x_cache_header = r.cache.x_cache_header
+        }),
+        ("cache.redis", |f, r| {
+            f.cache.redis.clone_from(&r.cache.redis)
+        }),
+        ("coalesce", |f, r| f.coalesce.clone_from(&r.coalesce)),
+        ("log.level", |f, r| f.log.level.clone_from(&r.log.level)),
+        ("log.format", |f, r| f.log.format.clone_from(&r.log.format)),
+        ("telemetry.enabled", |f, r| {
+            f.telemetry.enabled = r.telemetry.enabled
+        }),
+        ("telemetry.otlp_endpoint", |f, r| {
+            f.telemetry
+                .otlp_endpoint
+                .clone_from(&r.telemetry.otlp_endpoint)
+        }),
+        ("telemetry.service_name", |f, r| {
+            f.telemetry
+                .service_name
+                .clone_from(&r.telemetry.service_name)
+        }),
+        ("telemetry.sampling_ratio", |f, r| {
+            f.telemetry.sampling_ratio = r.telemetry.sampling_ratio
+        }),
+        ("telemetry.ignore_client_sampling", |f, r| {
+            f.telemetry.ignore_client_sampling = r.telemetry.ignore_client_sampling
+        }),
+        ("telemetry.max_queue_size", |f, r| {
+            f.telemetry.max_queue_size = r.telemetry.max_queue_size
+        }),
+        ("admin.token_file", |f, r| {
+            f.admin.token_file.clone_from(&r.admin.token_file)
+        }),
+        ("warmup", |f, r| f.warmup.clone_from(&r.warmup)),
+    ]
+}
+
+/// A dotted key's value in a serialized config (`None` when absent).
+fn value_at<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.pointer(&format!("/{}", key.replace('.', "/")))
+        .filter(|v| !v.is_null())
+}
+
+/// The config a reload runs with: the file, with every startup-only key kept at its running
+/// value; and the file's values of those keys that differ from the running ones (they wait
+/// for a restart). Compared with what runs, not with the file read last.
+fn pin_restart_keys(running: &Config, mut file: Config) -> (Config, BTreeMap<String, Value>) {
+    let run_v = serde_json::to_value(&running.raw).unwrap_or(Value::Null);
+    let file_v = serde_json::to_value(&file.raw).unwrap_or(Value::Null);
+    let mut pending = BTreeMap::new();
+    for (key, pin) in restart_keys() {
+        let (r, f) = (value_at(&run_v, key), value_at(&file_v, key));
+        if r != f {
+            pending.insert(key.to_string(), f.cloned().unwrap_or(Value::Null));
+            pin(&mut file.raw, &running.raw);
+        }
     }
-    if old.admin_listen != new.admin_listen {
-        v.push("server.admin_listen");
-    }
-    if o.server.worker_threads != n.server.worker_threads {
-        v.push("server.worker_threads");
-    }
-    if o.cache.max_size != n.cache.max_size {
-        v.push("cache.max_size");
-    }
-    if o.cache.max_variants != n.cache.max_variants {
-        v.push("cache.max_variants");
-    }
-    if o.cache.name != n.cache.name
-        || o.cache.targeted_fields != n.cache.targeted_fields
-        || o.cache.max_object_size != n.cache.max_object_size
-    {
-        v.push("cache.name/targeted_fields/max_object_size");
-    }
-    if o.cache.unkeyed_request_headers != n.cache.unkeyed_request_headers {
-        v.push("cache.unkeyed_request_headers");
-    }
-    if serde_json::to_value(&o.coalesce).ok() != serde_json::to_value(&n.coalesce).ok() {
-        v.push("coalesce.*");
-    }
-    if serde_json::to_value(&o.server).ok() != serde_json::to_value(&n.server).ok() && v.is_empty()
-    {
-        v.push("server.* (limits and timeouts)");
-    }
-    v
+    file.listen = running.listen;
+    file.admin_listen = running.admin_listen;
+    (file, pending)
 }
 
 /// What a reload did.
@@ -137,15 +231,29 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
 pub struct ReloadReport {
     /// Applied.
     pub applied: bool,
-    /// Keys that changed but need a restart.
-    pub needs_restart: Vec<&'static str>,
+    /// Keys whose file value differs from the running one and needs a restart.
+    pub needs_restart: Vec<String>,
+    /// Operator overrides (kill switch, forced breakers) still in force.
+    pub overrides_kept: Vec<String>,
+    /// Operator overrides ended because the file changed their key.
+    pub overrides_reset: Vec<String>,
     /// Warnings from the new config.
     pub warnings: Vec<String>,
 }
 
+/// A `[upstreams.breaker]` table by upstream name, serialized for comparison.
+fn breaker_section(c: &Config, upstream: &str) -> Option<Value> {
+    c.raw
+        .upstreams
+        .iter()
+        .find(|u| u.name == upstream)
+        .and_then(|u| serde_json::to_value(&u.breaker).ok())
+}
+
 impl AppState {
     /// Re-reads the config file; a valid one replaces routes, upstreams, cache rules and the
-    /// kill switch; an invalid one is refused and the running config stays.
+    /// kill switch; an invalid one is refused and the running config stays. Startup-only keys
+    /// keep their running values; operator overrides stay unless the file changed their key.
     pub fn reload(&self) -> Result<ReloadReport, String> {
         let old = self.rt.load_full();
         let Some(path) = old.config.source.clone() else {
@@ -155,8 +263,8 @@ impl AppState {
                 .inc();
             return Err("this instance was started without a config file".into());
         };
-        let new = match Config::load(&path) {
-            Ok(c) => Arc::new(c),
+        let file = match Config::load(&path) {
+            Ok(c) => c,
             Err(e) => {
                 self.metrics
                     .config_reloads
@@ -166,7 +274,8 @@ impl AppState {
                 return Err(e.to_string());
             }
         };
-        let needs_restart = restart_keys(&old.config, &new);
+        let (new, pending) = pin_restart_keys(&old.config, file);
+        let new = Arc::new(new);
         let rt = build_runtime(new.clone(), (&self.cache, &self.coalesce, &self.metrics)).map_err(
             |e| {
                 self.metrics
@@ -176,18 +285,96 @@ impl AppState {
                 e.to_string()
             },
         )?;
+        let (mut kept, mut reset) = (Vec::new(), Vec::new());
+        // The kill switch is overridden while it differs from the file it was started with.
+        let was = old.config.raw.cache.enabled;
+        let now = new.raw.cache.enabled;
+        let enabled = self.cache.enabled.load(Ordering::Relaxed);
+        if enabled != was && now == was {
+            kept.push(("cache.enabled".to_string(), enabled.to_string()));
+        } else {
+            if enabled != was {
+                reset.push(("cache.enabled".to_string(), now.to_string()));
+            }
+            self.cache.enabled.store(now, Ordering::Relaxed);
+        }
+        {
+            let mut forced = self
+                .breaker_overrides
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            forced.retain(|upstream, open| {
+                let key = format!("breakers.{upstream}");
+                let unchanged =
+                    breaker_section(&old.config, upstream) == breaker_section(&new, upstream);
+                match rt.breakers.by_name(upstream) {
+                    Some(b) if unchanged => {
+                        if *open {
+                            b.force_open();
+                        } else {
+                            b.force_close();
+                        }
+                        // Re-applying an override is not a transition.
+                        for c in &b.transitions {
+                            c.store(0, Ordering::Relaxed);
+                        }
+                        let state = if *open {
+                            "forced open"
+                        } else {
+                            "forced closed"
+                        };
+                        kept.push((key, state.to_string()));
+                        true
+                    }
+                    _ => {
+                        reset.push((key, "as configured".to_string()));
+                        false
+                    }
+                }
+            });
+        }
         rt.breakers.inherit_counts(&old.breakers);
-        self.cache
-            .enabled
-            .store(new.raw.cache.enabled, Ordering::Relaxed);
         self.rt.store(Arc::new(rt));
+        *self
+            .pending_restart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = pending.clone();
         self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        for (key, value) in &kept {
+            tracing::warn!(key = %key, value = %value, "Reload keeps an operator override (undo it through the admin API).");
+        }
+        for (key, value) in &reset {
+            tracing::warn!(key = %key, value = %value, "Reload ends an operator override: the file changed this key.");
+        }
+        let needs_restart: Vec<String> = pending.keys().cloned().collect();
         tracing::info!(needs_restart = ?needs_restart, "Config reloaded.");
         Ok(ReloadReport {
             applied: true,
             needs_restart,
+            overrides_kept: kept.into_iter().map(|(k, _)| k).collect(),
+            overrides_reset: reset.into_iter().map(|(k, _)| k).collect(),
             warnings: new.warnings.clone(),
         })
+    }
+
+    /// Records an operator's breaker action so reloads keep it: `open`/`close` force,
+    /// `reset` gives the breaker back to its configuration.
+    pub fn note_breaker_override(&self, upstream: &str, action: &str) {
+        let mut forced = self
+            .breaker_overrides
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match action {
+            "open" => {
+                forced.insert(upstream.to_string(), true);
+            }
+            "close" => {
+                forced.insert(upstream.to_string(), false);
+            }
+            _ => {
+                forced.remove(upstream);
+            }
+        }
     }
 
     /// Whether `/readyz` says ready.
@@ -283,9 +470,29 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// What `run` refuses before it binds anything; `seawall check` calls the same function, so
+/// both say it in the same words: an unreadable or empty `admin.token_file`, an admin listener
+/// off loopback without a configured token. Returns the configured admin token.
+pub fn preflight(config: &Config) -> anyhow::Result<Option<String>> {
+    let token = admin_token(config)?;
+    refuse_open_admin(config, token.is_some())?;
+    Ok(token)
+}
+
+/// An admin listener off loopback needs a configured token.
+fn refuse_open_admin(config: &Config, has_token: bool) -> anyhow::Result<()> {
+    if !has_token && !config.admin_listen.ip().is_loopback() {
+        anyhow::bail!(
+            "server.admin_listen {} is not a loopback address and no admin token is set (SEAWALL_ADMIN_TOKEN or admin.token_file)",
+            config.admin_listen
+        );
+    }
+    Ok(())
+}
+
 /// Binds both listeners and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let token = admin_token(&config)?;
+    let token = preflight(&config)?;
     start_with_token(config, token).await
 }
 
@@ -298,12 +505,7 @@ pub async fn start_with_token(
     for w in &config.warnings {
         tracing::warn!(warning = %w, "Configuration warning.");
     }
-    if admin_token.is_none() && !config.admin_listen.ip().is_loopback() {
-        anyhow::bail!(
-            "server.admin_listen {} is not a loopback address and no admin token is set (SEAWALL_ADMIN_TOKEN or admin.token_file)",
-            config.admin_listen
-        );
-    }
+    refuse_open_admin(&config, admin_token.is_some())?;
     crate::telemetry::memory::warn_if_over_limit(config.raw.cache.max_size);
     let slot = std::env::var("SEAWALL_SLOT").unwrap_or_else(|_| "none".into());
     let metrics =
@@ -335,6 +537,8 @@ pub async fn start_with_token(
         window: window.clone(),
         data_addr: std::sync::OnceLock::new(),
         jobs: admin::warm::Jobs::default(),
+        pending_restart: Mutex::new(BTreeMap::new()),
+        breaker_overrides: Mutex::new(BTreeMap::new()),
     });
 
     let listener = TcpListener::bind(config.listen)

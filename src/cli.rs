@@ -1,7 +1,7 @@
 //! Command line: `run` (default), `check`, `demo`, `warm`, `completions`, `man`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -24,17 +24,42 @@ pub struct Cli {
 /// `--config`, offered only by the commands that read the file.
 #[derive(Clone, Debug, Args)]
 pub struct ConfigArg {
-    /// Config file.
-    #[arg(long, short, default_value = "proxy.toml", env = "SEAWALL_CONFIG")]
-    pub config: PathBuf,
+    /// Config file [default: proxy.toml, if it exists; without it, SEAWALL_UPSTREAM alone].
+    #[arg(long, short, env = "SEAWALL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file read when neither `--config` nor `SEAWALL_CONFIG` names one.
+pub const DEFAULT_CONFIG: &str = "proxy.toml";
+
+/// The config `run` and `check` use: the named file (missing is an error), else
+/// `proxy.toml` when it exists, else `SEAWALL_UPSTREAM` alone; without any of them, how to start.
+pub fn load_config(named: Option<&Path>) -> Result<Config, String> {
+    if let Some(path) = named {
+        return Config::load(path).map_err(|e| e.to_string());
+    }
+    let default = Path::new(DEFAULT_CONFIG);
+    if default.exists() {
+        return Config::load(default).map_err(|e| e.to_string());
+    }
+    if std::env::var_os(crate::config::UPSTREAM_VAR).is_none() {
+        return Err(format!(
+            "no config file: {DEFAULT_CONFIG} is not here and neither --config nor SEAWALL_CONFIG names one. \
+             To start: `seawall demo` (a demo origin on this machine), `seawall --config FILE`, \
+             or {}=http://app:3000 seawall (one upstream, every path)",
+            crate::config::UPSTREAM_VAR
+        ));
+    }
+    Config::from_env(std::env::vars()).map_err(|e| e.to_string())
 }
 
 impl Cli {
-    /// The config file of `run` or `check` (also when given before the subcommand is omitted).
-    pub fn config_path(&self) -> &std::path::Path {
+    /// The config file named for `run` or `check` (also when given before the subcommand is
+    /// omitted); `None` when neither `--config` nor `SEAWALL_CONFIG` names one.
+    pub fn config_path(&self) -> Option<&Path> {
         match &self.command {
-            Some(Command::Run(c) | Command::Check(c)) => &c.config,
-            _ => &self.config.config,
+            Some(Command::Run(c) | Command::Check(c)) => c.config.as_deref(),
+            _ => self.config.config.as_deref(),
         }
     }
 }
@@ -126,29 +151,37 @@ pub fn ignore_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
     }
 }
 
-/// `seawall check`: 0 when valid and no unknown `SEAWALL_*` variable is set.
-pub fn check(path: &std::path::Path) -> i32 {
-    match Config::load(path) {
-        Ok(c) if c.warnings.is_empty() => {
-            println!(
-                "{}: ok ({} upstreams, {} routes)",
-                path.display(),
-                c.raw.upstreams.len(),
-                c.raw.routes.len()
-            );
-            0
-        }
-        Ok(c) => {
-            for w in &c.warnings {
-                eprintln!("error: {w}");
-            }
-            1
-        }
+/// `seawall check`: 0 when valid and no unknown `SEAWALL_*` variable is set; 1 when valid
+/// with findings (such as an unknown variable); 2 when `run` would refuse to start, with the
+/// same words `run` prints.
+pub fn check(named: Option<&Path>) -> i32 {
+    let c = match load_config(named) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            1
+            return 2;
         }
+    };
+    if let Err(e) = crate::app::preflight(&c) {
+        eprintln!("error: {e:#}");
+        return 2;
     }
+    let name = c
+        .source
+        .as_ref()
+        .map_or_else(|| "<env>".to_string(), |p| p.display().to_string());
+    if c.warnings.is_empty() {
+        println!(
+            "{name}: ok ({} upstreams, {} routes)",
+            c.raw.upstreams.len(),
+            c.raw.routes.len()
+        );
+        return 0;
+    }
+    for w in &c.warnings {
+        eprintln!("error: {w}");
+    }
+    1
 }
 
 /// `seawall demo`.

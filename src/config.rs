@@ -54,6 +54,95 @@ fn is_ignored_env(name: &str) -> bool {
         || name == "SEAWALL_ADMIN_TOKEN"
         || name == "SEAWALL_SLOT"
         || name == "SEAWALL_CONFIG"
+        || name == "SEAWALL_ADMIN_READ_TOKEN"
+}
+
+/// The variable that names the origin when the file has at most one upstream.
+pub const UPSTREAM_VAR: &str = "SEAWALL_UPSTREAM";
+
+/// Checks one upstream endpoint; the message says what is wrong with it.
+fn check_endpoint(e: &str) -> Result<Uri, String> {
+    let uri: Uri = e.parse().map_err(|_| format!("{e:?} is not a URL"))?;
+    let ok_scheme = matches!(uri.scheme_str(), Some("http") | Some("https"));
+    let ok_path = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    if !ok_scheme || uri.authority().is_none() || !ok_path {
+        return Err(format!(
+            "{e:?} must be http://host:port or https://host:port with no path"
+        ));
+    }
+    Ok(uri)
+}
+
+/// `SEAWALL_UPSTREAM=http://app:3000[,http://app2:3000]`: the endpoints of the file's only
+/// upstream; with none, upstream `default` and (without routes) a catch-all route to it.
+/// Errors name the variable, never a line of the file.
+fn apply_upstream_env(doc: &mut toml::Table, value: &str) -> Result<(), ConfigError> {
+    let bad = |key: &str, message: String| ConfigError {
+        file: "<env>".into(),
+        line: None,
+        key: format!("{key} ({UPSTREAM_VAR})"),
+        message,
+    };
+    let endpoints: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(bad(
+            "upstreams.endpoints",
+            "expected one or more URLs such as http://app:3000, separated by commas".into(),
+        ));
+    }
+    for (j, e) in endpoints.iter().enumerate() {
+        check_endpoint(e).map_err(|m| bad(&format!("upstreams.endpoints[{j}]"), m))?;
+    }
+    let list = toml::Value::Array(
+        endpoints
+            .iter()
+            .map(|e| toml::Value::String((*e).to_string()))
+            .collect(),
+    );
+    let ups = doc
+        .entry("upstreams")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    let toml::Value::Array(ups) = ups else {
+        return Err(bad(
+            "upstreams",
+            "must be a list of [[upstreams]] tables".into(),
+        ));
+    };
+    match ups.as_mut_slice() {
+        [] => {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), toml::Value::String("default".into()));
+            t.insert("endpoints".into(), list);
+            ups.push(toml::Value::Table(t));
+            let routes = doc
+                .entry("routes")
+                .or_insert_with(|| toml::Value::Array(Vec::new()));
+            if let toml::Value::Array(routes) = routes
+                && routes.is_empty()
+            {
+                let mut r = toml::Table::new();
+                r.insert("upstream".into(), toml::Value::String("default".into()));
+                routes.push(toml::Value::Table(r));
+            }
+        }
+        [toml::Value::Table(t)] => {
+            t.insert("endpoints".into(), list);
+        }
+        more => {
+            return Err(bad(
+                "upstreams",
+                format!(
+                    "replaces the endpoints of the config's only upstream, but the config has {} upstreams; set their endpoints in the file instead",
+                    more.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -159,8 +248,13 @@ impl Config {
         // Environment overrides, from the known keys only.
         let keys = env_keys();
         let mut warnings = Vec::new();
+        let mut upstream_env = None;
         for (var, value) in env {
             if !var.starts_with("SEAWALL_") || is_ignored_env(&var) {
+                continue;
+            }
+            if var == UPSTREAM_VAR {
+                upstream_env = Some(value);
                 continue;
             }
             let Some((section, key, kind)) = keys.get(&var) else {
@@ -219,6 +313,10 @@ impl Config {
             }
         }
 
+        if let Some(v) = &upstream_env {
+            apply_upstream_env(&mut doc, v)?;
+        }
+
         // Deserialize from the text when nothing was overridden, so errors carry spans.
         let raw: FileConfig = if doc == toml::from_str::<toml::Table>(src).unwrap_or_default() {
             toml::from_str(src)
@@ -248,6 +346,12 @@ impl Config {
         let mut cfg = validate(raw, src, name)?;
         cfg.warnings.extend(warnings);
         Ok(cfg)
+    }
+
+    /// No config file: upstream `default` from `SEAWALL_UPSTREAM` and a catch-all route,
+    /// with every other setting from its default or its `SEAWALL_*` variable.
+    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        Self::parse("", "<env>", env)
     }
 
     /// The built-in configuration used when no file is given: one route to `upstream`.
@@ -426,20 +530,8 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         }
         let mut eps = Vec::new();
         for (j, e) in u.endpoints.iter().enumerate() {
-            let uri: Uri = e.parse().map_err(|_| {
-                fail(
-                    format!("upstreams[{i}].endpoints[{j}]"),
-                    format!("{e:?} is not a URL"),
-                )
-            })?;
-            let ok_scheme = matches!(uri.scheme_str(), Some("http") | Some("https"));
-            let ok_path = matches!(uri.path(), "" | "/") && uri.query().is_none();
-            if !ok_scheme || uri.authority().is_none() || !ok_path {
-                return Err(fail(
-                    format!("upstreams[{i}].endpoints[{j}]"),
-                    format!("{e:?} must be http://host:port or https://host:port with no path"),
-                ));
-            }
+            let uri =
+                check_endpoint(e).map_err(|m| fail(format!("upstreams[{i}].endpoints[{j}]"), m))?;
             eps.push(uri);
         }
         endpoints.push(eps);
@@ -498,6 +590,17 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
                 "must be at least 1".into(),
             ));
         }
+    }
+    if raw.upstreams.is_empty() {
+        // Nothing to point at in the file: no line.
+        return Err(ConfigError {
+            file: name.to_string(),
+            line: None,
+            key: "upstreams".into(),
+            message: format!(
+                "no upstream: add [[upstreams]] and [[routes]], or set {UPSTREAM_VAR}=http://app:3000"
+            ),
+        });
     }
     if raw.routes.is_empty() {
         return Err(fail(

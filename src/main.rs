@@ -1,5 +1,7 @@
 //! The `seawall` binary: parse the command line, then hand over to the library.
 
+use std::path::Path;
+
 use clap::Parser;
 use seawall::cli::{Cli, Command};
 use seawall::config::{Config, FileConfig};
@@ -9,22 +11,36 @@ use seawall::config::{Config, FileConfig};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    let config_path = cli.config_path().to_path_buf();
+    let config_path = cli.config_path().map(Path::to_path_buf);
     let command = cli.command.unwrap_or(Command::Run(cli.config));
     match command {
-        Command::Check(_) => std::process::exit(seawall::cli::check(&config_path)),
+        Command::Check(_) => std::process::exit(seawall::cli::check(config_path.as_deref())),
         Command::Completions { shell } => {
             seawall::cli::completions(shell);
-            return Ok(());
+            return;
         }
-        Command::Man => return Ok(seawall::cli::ignore_broken_pipe(seawall::cli::man())?),
+        Command::Man => {
+            if let Err(e) = seawall::cli::ignore_broken_pipe(seawall::cli::man()) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         _ => {}
     }
+    // What `run` refuses, it refuses here, before anything starts, in the words `check` uses;
+    // errors are printed as one line (never a backtrace, whatever RUST_BACKTRACE says).
     let config = match &command {
-        Command::Run(_) => match Config::load(&config_path) {
-            Ok(c) => Some(c),
+        Command::Run(_) => match seawall::cli::load_config(config_path.as_deref()) {
+            Ok(c) => {
+                if let Err(e) = seawall::app::preflight(&c) {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2);
+                }
+                Some(c)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 std::process::exit(2);
@@ -32,6 +48,13 @@ fn main() -> anyhow::Result<()> {
         },
         _ => None,
     };
+    if let Err(e) = run(command, config) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command, config: Option<Config>) -> anyhow::Result<()> {
     let defaults = FileConfig::default();
     let raw = config.as_ref().map_or(&defaults, |c| &c.raw);
     let workers = raw.server.worker_threads;

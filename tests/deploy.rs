@@ -354,3 +354,204 @@ async fn blue_green_switch_with_warm_up() {
     assert_eq!(blue_exit.code(), Some(0), "blue: {blue_exit}");
     assert_eq!(green_exit.code(), Some(0), "green: {green_exit}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// k8s/bluegreen.sh switch against two real Seawalls and the recording kubectl stand-in
+// ---------------------------------------------------------------------------------------------
+
+/// What a run of `k8s/bluegreen.sh switch` did.
+struct SwitchRun {
+    code: Option<i32>,
+    stderr: String,
+    /// The kubectl calls, one per line.
+    calls: String,
+}
+
+/// Runs `bluegreen.sh switch` with blue live and green idle: real curl against the two
+/// processes' listeners, kubectl replaced by `k8s/test/stubs/kubectl` (it records every call
+/// and answers the live/preview selectors and blue's ready replicas and pods).
+async fn bluegreen_switch(blue: &SeawallProcess, green: &SeawallProcess) -> SwitchRun {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = admin_support::TempDir::new();
+    let bin = dir.0.join("bin");
+    let state = dir.0.join("state");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(root.join("k8s/test/stubs/kubectl"), bin.join("kubectl")).unwrap();
+    let ns = "bg";
+    std::fs::write(
+        state.join("kubectl.rules"),
+        format!(
+            "-n {ns} get service seawall -o jsonpath={{.spec.selector.slot}}|0|blue\n\
+             -n {ns} get service seawall-preview -o jsonpath={{.spec.selector.slot}}|0|green\n\
+             -n {ns} get deployment/seawall-blue -o jsonpath={{.status.readyReplicas}}|0|1\n\
+             -n {ns} get pods -l app=seawall,slot=blue *|0|seawall-blue-1=False\\n\n"
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg(root.join("k8s/bluegreen.sh"))
+        .arg("switch")
+        .env("PATH", path)
+        .env("STUB_DIR", &state)
+        .env("NAMESPACE", ns)
+        .env("SEAWALL_ADMIN_TOKEN", TOKEN)
+        .env("ADMIN_URL_BLUE", format!("http://{}", blue.admin_addr))
+        .env("ADMIN_URL_GREEN", format!("http://{}", green.admin_addr))
+        .env("PREVIEW_URL", format!("http://{}", green.addr))
+        .env("SMOKE_PATH", "/smoke")
+        .env("READY_TIMEOUT", "10")
+        .env("WATCH_SECONDS", "3")
+        .env("POLL_SECONDS", "0")
+        .env("BAD_CHECKS", "2")
+        .env_remove("MIN_CACHEABLE_REQUESTS")
+        .env_remove("MIN_HIT_RATIO")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("bluegreen.sh switch finished within 90s")
+        .unwrap();
+    SwitchRun {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        calls: std::fs::read_to_string(state.join("calls.log")).unwrap_or_default(),
+    }
+}
+
+/// A patch of `service` to `slot`, as the script sends it.
+fn patched(service: &str, slot: &str) -> String {
+    format!(
+        "kubectl -n bg patch service {service} --type=merge -p {{\"spec\":{{\"selector\":{{\"app\":\"seawall\",\"slot\":\"{slot}\"}}}}}}"
+    )
+}
+
+/// Blue serving `origin`, and green warming from blue's admin listener as the shipped
+/// k8s configs do, in front of `green_origin`.
+async fn two_slots(
+    origin: &MockOrigin,
+    green_origin: &MockOrigin,
+) -> (SeawallProcess, SeawallProcess) {
+    let env = |slot: &'static str| [("SEAWALL_ADMIN_TOKEN", TOKEN), ("SEAWALL_SLOT", slot)];
+    let blue = SeawallProcess::start(
+        "blue",
+        DRAIN,
+        &upstream_config(&origin.url(), ""),
+        &env("blue"),
+    )
+    .await;
+    wait_status(&blue.admin_url("/readyz"), StatusCode::OK, "blue ready").await;
+    let green_cfg = format!(
+        "[warmup]\nfrom = \"http://{}\"\ntop = 1000\ntimeout = \"30s\"\n\n{}",
+        blue.admin_addr,
+        upstream_config(&green_origin.url(), "")
+    );
+    let green = SeawallProcess::start("green", DRAIN, &green_cfg, &env("green")).await;
+    wait_status(&green.admin_url("/readyz"), StatusCode::OK, "green ready").await;
+    (blue, green)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bluegreen_switch_promotes_a_cold_but_healthy_slot() {
+    let mut origin = MockOrigin::new().route("/smoke", uncacheable("ok"));
+    for i in 0..60 {
+        origin = origin.route(&format!("/c{i}"), cacheable(&format!("c{i}")));
+    }
+    let origin = origin.start().await;
+    let (blue, green) = two_slots(&origin, &origin).await;
+    // Green is cold (blue had nothing to export): its first cacheable requests all miss.
+    for i in 0..60 {
+        let (status, headers, body) = get_with(&green.url(&format!("/c{i}")), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header_str(&headers, "x-cache"), "MISS");
+        assert_eq!(body, format!("c{i}"));
+    }
+
+    let run = bluegreen_switch(&blue, &green).await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "promoted:\n{}\n{}",
+        run.stderr,
+        run.calls
+    );
+    assert!(
+        run.stderr.contains("switch complete: green is live"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.calls.contains(&patched("seawall", "green")),
+        "{}",
+        run.calls
+    );
+    assert!(
+        !run.calls.contains(&patched("seawall", "blue")),
+        "{}",
+        run.calls
+    );
+    // The real slots: blue drained, green ready and serving.
+    let (status, v) = admin_get(&blue.admin_url("/readyz")).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("draining")),
+        "{v}"
+    );
+    let (status, _) = admin_get(&green.admin_url("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bluegreen_switch_rolls_back_a_slot_serving_5xx() {
+    let origin = MockOrigin::new()
+        .route("/smoke", uncacheable("ok"))
+        .start()
+        .await;
+    // Green's origin passes the smoke test and fails everything else.
+    let mut broken = MockOrigin::new().route("/smoke", uncacheable("ok"));
+    for i in 0..40 {
+        broken = broken.route(&format!("/api{i}"), MockResponse::with_status(500));
+    }
+    let broken = broken.start().await;
+    let (blue, green) = two_slots(&origin, &broken).await;
+    for i in 0..40 {
+        let (status, _, _) = get_with(&green.url(&format!("/api{i}")), &[]).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    let run = bluegreen_switch(&blue, &green).await;
+    assert_eq!(
+        run.code,
+        Some(4),
+        "rolled back:\n{}\n{}",
+        run.stderr,
+        run.calls
+    );
+    assert!(
+        run.stderr
+            .contains("seawall-green is unhealthy: rolling back to blue"),
+        "{}",
+        run.stderr
+    );
+    let to_green = run
+        .calls
+        .find(&patched("seawall", "green"))
+        .expect("switched first");
+    let to_blue = run
+        .calls
+        .find(&patched("seawall", "blue"))
+        .expect("switched back");
+    assert!(to_green < to_blue, "{}", run.calls);
+    // Blue was drained by the switch: its unready pod is replaced.
+    assert!(
+        run.calls
+            .contains("kubectl -n bg delete pod seawall-blue-1 --wait=false"),
+        "{}",
+        run.calls
+    );
+}

@@ -23,7 +23,14 @@ PV=http://preview.test
 GOOD='{"healthy":true,"hit_ratio":0.92,"error_rate":0.001,"latency_p95_ms":35,"alerts":[]}'
 BAD_ERR='{"healthy":true,"hit_ratio":0.90,"error_rate":0.20,"latency_p95_ms":40,"alerts":["5xx"]}'
 BAD_P95='{"healthy":true,"hit_ratio":0.90,"error_rate":0.001,"latency_p95_ms":5000,"alerts":[]}'
-BAD_HIT='{"healthy":true,"hit_ratio":0.05,"error_rate":0.0,"latency_p95_ms":20,"alerts":[]}'
+BAD_HIT='{"healthy":true,"hit_ratio":0.05,"cacheable_requests":500,"error_rate":0.0,"latency_p95_ms":20,"alerts":[]}'
+# A cold slot: few cacheable requests so far, all misses (hit_ratio is not judged yet).
+COLD='{"healthy":true,"hit_ratio":0.0,"cacheable_requests":150,"error_ratio":0.0,"latency_p95_ms":20,"alerts":[]}'
+# Below alert_min_requests /admin/status reports no hit ratio at all.
+COLD_NULL='{"healthy":true,"hit_ratio":null,"cacheable_requests":3,"error_ratio":0.0,"latency_p95_ms":20,"alerts":[]}'
+# An older status without cacheable_requests: its hit ratio is not judged.
+NO_COUNT='{"healthy":true,"hit_ratio":0.01,"error_rate":0.0,"latency_p95_ms":20,"alerts":[]}'
+BAD_ERR_RATIO='{"healthy":true,"hit_ratio":null,"cacheable_requests":0,"error_ratio":0.5,"latency_p95_ms":20,"alerts":[]}'
 
 # Call lines shared by several cases.
 GET_LIVE="kubectl -n $NS get service seawall -o jsonpath={.spec.selector.slot}"
@@ -71,6 +78,7 @@ run_script() {
         ADMIN_URL_BLUE=$AB ADMIN_URL_GREEN=$AG PREVIEW_URL=$PV \
         READY_TIMEOUT="${READY_TIMEOUT:-5}" WATCH_SECONDS="${WATCH_SECONDS:-2}" POLL_SECONDS="${POLL_SECONDS:-0}" \
         BAD_CHECKS="${BAD_CHECKS:-2}" MAX_ERROR_RATE=0.05 MAX_P95_MS=2000 MIN_HIT_RATIO=0.5 \
+        MIN_CACHEABLE_REQUESTS="${MIN_CACHEABLE_REQUESTS:-200}" \
         bash "$SCRIPT" "$@" > "$STUB_DIR/stdout" 2> "$STUB_DIR/stderr"
     RC=$?
     set -e
@@ -270,6 +278,48 @@ $(get_pods blue)
 kubectl -n $NS delete pod seawall-blue-2 --wait=false
 EOF
 assert "hit ratio reason not logged" grep -q 'hit_ratio 0.05 < 0.5' "$STUB_DIR/stderr"
+finish_case
+
+new_case cold_slot_is_promoted_below_min_cacheable_requests
+curl_rule GET "$AG/readyz" 200
+curl_rule GET "$PV/" 200
+curl_rule POST "$AB/admin/drain" 202
+curl_rule GET "$AG/admin/status" 200 "$COLD_NULL"
+curl_rule GET "$AG/admin/status" 200 "$COLD"
+curl_rule GET "$AG/admin/status" 200 "$NO_COUNT"
+BAD_CHECKS=1 WATCH_SECONDS=3 run_script switch
+expect_rc 0
+expect_no_call 'patch service seawall .*"blue"'
+assert "hit ratio shown as not judged" grep -q 'not judged: fewer than 200 cacheable requests' "$STUB_DIR/stderr"
+assert "switch complete" grep -q 'switch complete: green is live' "$STUB_DIR/stderr"
+finish_case
+
+new_case min_cacheable_requests_is_configurable
+curl_rule GET "$AG/readyz" 200
+curl_rule GET "$PV/" 200
+curl_rule POST "$AB/admin/drain" 202
+curl_rule GET "$AG/admin/status" 200 "$COLD"
+kubectl_rule "$(ready_replicas blue)|0|2"
+BAD_CHECKS=1 WATCH_SECONDS=1 MIN_CACHEABLE_REQUESTS=100 run_script switch
+expect_rc 4
+assert "hit ratio judged at 150 >= 100" grep -q 'hit_ratio 0 < 0.5' "$STUB_DIR/stderr"
+assert "rolled back" grep -q 'rolled back: blue is live again' "$STUB_DIR/stderr"
+finish_case
+
+new_case error_ratio_field_rolls_back
+curl_rule GET "$AG/readyz" 200
+curl_rule GET "$PV/" 200
+curl_rule POST "$AB/admin/drain" 202
+curl_rule GET "$AG/admin/status" 200 "$BAD_ERR_RATIO"
+BAD_CHECKS=1 WATCH_SECONDS=1 run_script switch
+expect_rc 4
+assert "error_ratio reason logged" grep -q 'error_ratio 0.5 > 0.05' "$STUB_DIR/stderr"
+finish_case
+
+new_case min_cacheable_requests_must_be_a_number
+MIN_CACHEABLE_REQUESTS=lots run_script switch
+expect_rc 2
+expect_calls < /dev/null
 finish_case
 
 new_case roll_back_to_slot_without_ready_pods_restarts_it_first

@@ -179,8 +179,15 @@ fn spawn_peer(s: &Arc<AppState>, from: String, top: usize) -> u64 {
     id
 }
 
+/// A peer that does not connect, or answer the export's head, within these is given up on:
+/// an unreachable peer must not hold readiness back for the whole warm-up timeout.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const PEER_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn import_from_peer(s: &AppState, job: &Job, from: &str, top: usize) -> Result<(), String> {
-    let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build_http();
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(PEER_CONNECT_TIMEOUT));
+    let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build(connector);
     let url = format!(
         "{}/admin/cache/export?top={top}",
         from.trim_end_matches('/')
@@ -193,9 +200,9 @@ async fn import_from_peer(s: &AppState, job: &Job, from: &str, top: usize) -> Re
     {
         req.headers_mut().insert(header::AUTHORIZATION, v);
     }
-    let res = client
-        .request(req)
+    let res = tokio::time::timeout(PEER_HEAD_TIMEOUT, client.request(req))
         .await
+        .map_err(|_| format!("{url}: no answer within {PEER_HEAD_TIMEOUT:?}"))?
         .map_err(|e| format!("{url}: {e}"))?;
     if !res.status().is_success() {
         return Err(format!("{url}: status {}", res.status()));
@@ -307,9 +314,25 @@ pub fn startup_warmup(s: Arc<AppState>, w: WarmupSection) {
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + w.timeout;
         loop {
-            let state = s.jobs.view(id).map(|v| v.state).unwrap_or_default();
-            if state != "running" {
-                tracing::info!(job = id, state = %state, "Warm-up finished.");
+            let view = s.jobs.view(id).unwrap_or_default();
+            if view.state != "running" {
+                match &w.from {
+                    // An unreachable or empty peer: start cold at once, and say so.
+                    Some(from) if view.total == 0 => tracing::warn!(
+                        job = id,
+                        from = %from,
+                        state = %view.state,
+                        error = view.error.as_deref().unwrap_or("-"),
+                        "Warm-up: the peer exported 0 entries; starting cold."
+                    ),
+                    _ => tracing::info!(
+                        job = id,
+                        state = %view.state,
+                        imported = view.imported,
+                        errors = view.errors,
+                        "Warm-up finished."
+                    ),
+                }
                 break;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -246,3 +246,42 @@ fn unkeyed_request_headers_are_names_and_can_come_from_env() {
     assert_eq!(c.raw.cache.unkeyed_request_headers, ["x-a", "X-B"]);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
+
+#[test]
+fn upstream_variable_fills_in_the_only_upstream_or_makes_one() {
+    let c = Config::parse(
+        BASE,
+        "t.toml",
+        env(&[("SEAWALL_UPSTREAM", "http://a:1, http://b:2")]),
+    )
+    .unwrap();
+    assert_eq!(c.raw.upstreams.len(), 1);
+    assert_eq!(c.raw.upstreams[0].name, "app");
+    assert_eq!(c.raw.upstreams[0].endpoints, ["http://a:1", "http://b:2"]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    // No file content at all: upstream `default` and a catch-all route to it.
+    let c = Config::from_env(env(&[("SEAWALL_UPSTREAM", "http://app:3000")])).unwrap();
+    assert_eq!(c.raw.upstreams[0].name, "default");
+    assert_eq!(c.raw.upstreams[0].endpoints, ["http://app:3000"]);
+    assert_eq!(c.raw.routes.len(), 1);
+    assert_eq!(c.raw.routes[0].upstream, "default");
+    assert!(c.raw.routes[0].path_prefix.is_none() && c.raw.routes[0].host.is_none());
+
+    // A file with routes but no upstream keeps its routes.
+    let src = "[[routes]]\nupstream = \"default\"\npath_prefix = \"/api\"\n";
+    let c = Config::parse(
+        src,
+        "r.toml",
+        env(&[("SEAWALL_UPSTREAM", "http://app:3000")]),
+    )
+    .unwrap();
+    assert_eq!(c.raw.routes.len(), 1);
+    assert_eq!(c.raw.routes[0].path_prefix.as_deref(), Some("/api"));
+
+    // A bad value names the variable, not the file.
+    let e = Config::parse(BASE, "t.toml", env(&[("SEAWALL_UPSTREAM", "app:3000/x")]))
+        .expect_err("not a URL");
+    assert_eq!((e.file.as_str(), e.line), ("<env>", None));
+    assert!(e.key.contains("SEAWALL_UPSTREAM"), "{}", e.key);
+}
