@@ -684,3 +684,123 @@ async fn a_failure_rate_over_the_window_trips_the_breaker() {
     assert_eq!(origin.hits("/ok"), 2);
     assert_eq!(origin.hits("/fail"), 2);
 }
+
+/// A GET of `path` as client `ip` (through a trusted front proxy on 127.0.0.1).
+async fn get_as(proxy: &TestProxy, path: &str, ip: &str) -> Answer {
+    get_with(&proxy.url(path), &[("x-forwarded-for", ip)]).await
+}
+
+/// Default breaker settings, clients identified through `X-Forwarded-For` from 127.0.0.1.
+fn shared_front(origin: &str, upstream_extra: &str) -> String {
+    format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n{}",
+        upstream_config(origin, upstream_extra)
+    )
+}
+
+#[tokio::test]
+async fn one_client_hammering_a_failing_path_never_opens_the_breaker() {
+    let origin = MockOrigin::new()
+        .route(
+            "/bad",
+            MockResponse::with_status(503).header("cache-control", "no-store"),
+        )
+        .route(
+            "/slow",
+            MockResponse::ok("late")
+                .delay(2000)
+                .header("cache-control", "no-store"),
+        )
+        .route(
+            "/ok",
+            MockResponse::ok("ok").header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let extra = "ttfb_timeout = \"50ms\"\n[upstreams.retry]\nmax_retries = 0\n";
+    let proxy = TestProxy::with_config(&shared_front(&origin.url(), extra)).await;
+
+    // The attacker: far more than `consecutive_failures` (5) and `min_requests` (20) failures,
+    // from one address, directly and through the trusted front.
+    for i in 0..40 {
+        let (status, _, _) = if i % 2 == 0 {
+            get_as(&proxy, "/bad", "198.51.100.7").await
+        } else {
+            get(&proxy.url("/bad")).await
+        };
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the origin's own 503");
+    }
+    for _ in 0..8 {
+        let (status, _, _) = get_as(&proxy, "/slow", "198.51.100.7").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    }
+    assert_eq!(origin.hits("/bad"), 40, "every attack request reached the origin");
+    // Every other client is still served.
+    for n in 1..=10 {
+        let (status, headers, body) = get_as(&proxy, "/ok", &format!("203.0.113.{n}")).await;
+        assert_eq!(status, StatusCode::OK, "client {n}: {headers:?}");
+        assert_eq!(body, "ok");
+    }
+    assert_eq!(origin.hits("/ok"), 10);
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "closed", "{b}");
+    assert_eq!(b["trips"], 0, "{b}");
+    assert_eq!(b["consecutive_failures"], 0, "a 503 is not a connect failure: {b}");
+}
+
+#[tokio::test]
+async fn many_clients_failing_everywhere_open_the_breaker_within_its_window() {
+    let origin = MockOrigin::new()
+        .route(
+            "/a",
+            MockResponse::with_status(503).header("cache-control", "no-store"),
+        )
+        .route(
+            "/b",
+            MockResponse::with_status(502).header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let extra = "[upstreams.retry]\nmax_retries = 0\n";
+    let proxy = TestProxy::with_config(&shared_front(&origin.url(), extra)).await;
+
+    let mut sent = 0;
+    let opened = bounded("the breaker opens", async {
+        loop {
+            let path = if sent % 2 == 0 { "/a" } else { "/b" };
+            let ip = format!("203.0.113.{}", sent % 10 + 1);
+            let (status, headers, _) = get_as(&proxy, path, &ip).await;
+            sent += 1;
+            if cache_status(&headers).contains("detail=circuit-open") {
+                return (status, sent);
+            }
+            assert!(sent <= 25, "still closed after {sent} failures from 10 clients");
+        }
+    })
+    .await;
+    assert_eq!(opened.0, StatusCode::SERVICE_UNAVAILABLE);
+    let reached = origin.total_hits();
+    assert!(reached >= 20, "min_requests first: {reached}");
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "open");
+    for n in 1..=5 {
+        let answer = get_as(&proxy, "/a", &format!("192.0.2.{n}")).await;
+        assert_circuit_open(&answer, 30);
+    }
+    assert_eq!(origin.total_hits(), reached, "fail-fast while open");
+}
+
+#[tokio::test]
+async fn a_forced_open_breaker_promises_no_retry_after() {
+    let origin = MockOrigin::new().start().await;
+    let proxy = TestProxy::start(&origin.url()).await;
+    let (status, _) = admin_post(&proxy.admin_url("/admin/breakers/origin/open"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, _) = get(&proxy.url("/x")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        cache_status(&headers),
+        "seawall; fwd=bypass; detail=circuit-open"
+    );
+    assert!(!headers.contains_key("retry-after"), "{headers:?}");
+    assert_eq!(origin.total_hits(), 0);
+}
