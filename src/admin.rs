@@ -1,7 +1,8 @@
 //! Admin listener (JSON, curl-first). Open endpoints:
 //! - `GET /healthz` liveness; `GET /readyz` readiness; `GET /metrics` Prometheus text.
 //!
-//! Under `/admin/` (with `Authorization: Bearer <token>` when a token is configured):
+//! Under `/admin/`, always with `Authorization: Bearer <token>` (generated at start when none is
+//! configured; a read-only token may `GET` everything but the export):
 //! - `GET /admin/status` summary, recent window and since start, with alerts
 //! - `GET /admin/cache/stats`; `GET /admin/cache/entries?top=N&sort=hits|size|age[&format=csv]`
 //! - `GET /admin/cache/entry?url=…` one URL in full
@@ -14,6 +15,7 @@
 //!
 //! Any answer is indented with `?pretty`.
 
+pub mod auth;
 pub mod warm;
 
 use std::sync::Arc;
@@ -29,7 +31,6 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::cache::ops::{self, Selector};
@@ -82,28 +83,41 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Bearer-token check: missing → 401, wrong → 403; constant-time comparison.
+/// Bearer-token check: missing or wrong → 401; the read-only token on a `POST` or the export →
+/// 403; two `Authorization` fields → 400. Tokens are compared as digests in constant time.
 async fn auth(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(token) = &s.admin_token else {
-        return next.run(req).await;
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    let mut fields = req.headers().get_all(header::AUTHORIZATION).iter();
+    let first = fields.next();
+    if fields.next().is_some() {
+        return bad("two Authorization fields").into_response();
+    }
+    let given = first
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t);
-    match given {
+        .map(|(_, t)| t.trim());
+    let role = given.and_then(|g| s.admin_auth.role(g));
+    let read_only_ok =
+        req.method() == axum::http::Method::GET && req.uri().path() != "/admin/cache/export";
+    match role {
+        Some(auth::Role::Full) => next.run(req).await,
+        Some(auth::Role::Read) if read_only_ok => next.run(req).await,
+        Some(auth::Role::Read) => ApiError(
+            StatusCode::FORBIDDEN,
+            "the read-only token may only GET (and not the export)".into(),
+        )
+        .into_response(),
         None => {
-            let mut r =
-                ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()).into_response();
+            let msg = if given.is_some() {
+                "wrong bearer token"
+            } else {
+                "missing bearer token"
+            };
+            let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
-        Some(g) if bool::from(g.trim().as_bytes().ct_eq(token.as_bytes())) => next.run(req).await,
-        Some(_) => ApiError(StatusCode::FORBIDDEN, "wrong bearer token".into()).into_response(),
     }
 }
 

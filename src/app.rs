@@ -42,8 +42,10 @@ pub struct AppState {
     pub serving: AtomicBool,
     /// Warm-up finished (or none configured).
     pub warm: AtomicBool,
-    /// Admin bearer token, if any.
+    /// The full admin bearer token (configured or generated at start).
     pub admin_token: Option<String>,
+    /// The admin tokens as digests, with their roles.
+    pub admin_auth: admin::auth::Tokens,
     /// Process start.
     pub started_at: SystemTime,
     /// Recent-window request statistics for `/admin/status`.
@@ -240,31 +242,14 @@ impl Running {
     }
 }
 
-fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
-    if let Ok(t) = std::env::var("SEAWALL_ADMIN_TOKEN")
-        && !t.trim().is_empty()
-    {
-        return Ok(Some(t.trim().to_string()));
-    }
-    match &config.raw.admin.token_file {
-        Some(path) => {
-            let t = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read admin.token_file {path}"))?;
-            let t = t.trim().to_string();
-            anyhow::ensure!(!t.is_empty(), "admin.token_file {path} is empty");
-            Ok(Some(t))
-        }
-        None => Ok(None),
-    }
-}
-
 /// Binds both listeners and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let token = admin_token(&config)?;
+    let token = admin::auth::configured_token(&config)?;
     start_with_token(config, token).await
 }
 
-/// Like `start`, with the admin token given explicitly (tests, embedding).
+/// Like `start`, with the admin token given explicitly (tests, embedding); `None` means none is
+/// configured: one is generated, logged and written as `start` does.
 pub async fn start_with_token(
     config: Config,
     admin_token: Option<String>,
@@ -273,12 +258,9 @@ pub async fn start_with_token(
     for w in &config.warnings {
         tracing::warn!(warning = %w, "Configuration warning.");
     }
-    if admin_token.is_none() && !config.admin_listen.ip().is_loopback() {
-        anyhow::bail!(
-            "server.admin_listen {} is not a loopback address and no admin token is set (SEAWALL_ADMIN_TOKEN or admin.token_file)",
-            config.admin_listen
-        );
-    }
+    let read_token = admin::auth::configured_read_token(&config)?;
+    let admin_token = admin::auth::full_token(&config, admin_token)?;
+    let admin_auth = admin::auth::Tokens::new(&admin_token, read_token.as_deref());
     crate::telemetry::memory::warn_if_over_limit(config.raw.cache.max_size);
     let slot = std::env::var("SEAWALL_SLOT").unwrap_or_else(|_| "none".into());
     let metrics =
@@ -305,7 +287,8 @@ pub async fn start_with_token(
         lifecycle: lifecycle.clone(),
         serving: AtomicBool::new(false),
         warm: AtomicBool::new(config.raw.warmup.is_none()),
-        admin_token,
+        admin_token: Some(admin_token),
+        admin_auth,
         started_at: SystemTime::now(),
         window: window.clone(),
         data_addr: std::sync::OnceLock::new(),

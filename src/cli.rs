@@ -62,7 +62,7 @@ pub enum Command {
         /// URLs to fetch through the cache (repeatable).
         #[arg(long)]
         url: Vec<String>,
-        /// Admin bearer token.
+        /// Admin bearer token (default: the token file a local Seawall generated).
         #[arg(long, env = "SEAWALL_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
@@ -70,7 +70,15 @@ pub enum Command {
 
 /// `seawall check`: 0 when valid and no unknown `SEAWALL_*` variable is set.
 pub fn check(path: &std::path::Path) -> i32 {
-    match Config::load(path) {
+    let loaded = Config::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| {
+            let token = crate::admin::auth::configured_token(&c)?;
+            crate::admin::auth::check_exposure(&c, token.is_some())?;
+            crate::admin::auth::configured_read_token(&c)?;
+            Ok(c)
+        });
+    match loaded {
         Ok(c) if c.warnings.is_empty() => {
             println!(
                 "{}: ok ({} upstreams, {} routes)",
@@ -108,8 +116,16 @@ pub async fn demo(
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let p = listen;
+    let token_hint = if std::env::var("SEAWALL_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
+        "T=\"$SEAWALL_ADMIN_TOKEN\"".to_string()
+    } else {
+        format!(
+            "T=$(cat {})   # generated at start",
+            crate::admin::auth::token_path().display()
+        )
+    };
     println!(
-        "Seawall demo\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\nTry:\n  curl -i http://{p}/cacheable      # MISS, then run it again: HIT with Age\n  curl -i http://{p}/uncacheable    # BYPASS (no-store)\n  curl -i http://{p}/vary -H 'Accept-Language: fr'\n  curl -i http://{p}/etag           # wait 5 s, again: revalidated with 304\n  curl -s http://{o}/hits           # what reached the origin\n  curl -s http://{admin_listen}/readyz\n",
+        "Seawall demo\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\nTry:\n  curl -i http://{p}/cacheable      # MISS, then run it again: HIT with Age\n  curl -i http://{p}/uncacheable    # BYPASS (no-store)\n  curl -i http://{p}/vary -H 'Accept-Language: fr'\n  curl -i http://{p}/etag           # wait 5 s, again: revalidated with 304\n  curl -s http://{o}/hits           # what reached the origin\n  curl -s http://{admin_listen}/readyz\n\nAdmin API (needs the bearer token):\n  {token_hint}\n  curl -s -H \"Authorization: Bearer $T\" http://{admin_listen}/admin/status\n",
         o = demo.addr,
     );
     crate::app::run(cfg).await
@@ -127,6 +143,7 @@ pub async fn warm(
     let client: hyper_util::client::legacy::Client<_, crate::body::ProxyBody> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
+    let token = token.or_else(crate::admin::auth::local_token);
     let body = match from {
         Some(f) => serde_json::json!({"from": f, "top": top}),
         None if !urls.is_empty() => serde_json::json!({"urls": urls}),

@@ -47,14 +47,13 @@ async fn assert_generated_token_guards(p: &SeawallProcess, token_file: &Path) {
 
     let status_url = p.admin_url("/admin/status");
     let (status, _, _) = admin_call(Method::GET, &status_url, None, "").await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "no token configured is not open");
-    let (status, _, _) = admin_call(
-        Method::POST,
-        &p.admin_url("/admin/cache/disable"),
-        None,
-        "",
-    )
-    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no token configured is not open"
+    );
+    let (status, _, _) =
+        admin_call(Method::POST, &p.admin_url("/admin/cache/disable"), None, "").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, body) = admin_call(Method::GET, &status_url, Some(token), "").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
@@ -102,7 +101,11 @@ async fn without_a_token_one_is_generated_into_the_runtime_dir_and_warm_reads_it
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(origin.hits("/w"), 1, "the warm-up fetched through the cache");
+    assert_eq!(
+        origin.hits("/w"),
+        1,
+        "the warm-up fetched through the cache"
+    );
     let (status, headers, body) = get(&p.url("/w")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "warmed");
@@ -188,7 +191,11 @@ async fn two_authorization_fields_get_400_and_change_nothing() {
     ] {
         for (method, path, body) in [
             (Method::GET, "/admin/status", ""),
-            (Method::POST, "/admin/cache/clear", r#"{"confirm":"CLEAR-ALL"}"#),
+            (
+                Method::POST,
+                "/admin/cache/clear",
+                r#"{"confirm":"CLEAR-ALL"}"#,
+            ),
         ] {
             let req = Request::builder()
                 .method(method.clone())
@@ -284,7 +291,11 @@ async fn the_read_token_may_look_at_everything_but_change_and_export_nothing() {
         let (status, _, _) = admin_call(Method::POST, &url, None, body).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token");
         let (status, _, _) = admin_call(Method::POST, &url, Some("wrong"), body).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with a wrong token");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{path} with a wrong token"
+        );
     }
     // The victim's view: still cached, still enabled, breaker closed, still ready.
     let (status, headers, body) = get(&proxy.url("/a")).await;

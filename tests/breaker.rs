@@ -728,13 +728,21 @@ async fn one_client_hammering_a_failing_path_never_opens_the_breaker() {
         } else {
             get(&proxy.url("/bad")).await
         };
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the origin's own 503");
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the origin's own 503"
+        );
     }
     for _ in 0..8 {
         let (status, _, _) = get_as(&proxy, "/slow", "198.51.100.7").await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     }
-    assert_eq!(origin.hits("/bad"), 40, "every attack request reached the origin");
+    assert_eq!(
+        origin.hits("/bad"),
+        40,
+        "every attack request reached the origin"
+    );
     // Every other client is still served.
     for n in 1..=10 {
         let (status, headers, body) = get_as(&proxy, "/ok", &format!("203.0.113.{n}")).await;
@@ -745,7 +753,10 @@ async fn one_client_hammering_a_failing_path_never_opens_the_breaker() {
     let b = breaker_view(&proxy, "origin").await;
     assert_eq!(b["state"], "closed", "{b}");
     assert_eq!(b["trips"], 0, "{b}");
-    assert_eq!(b["consecutive_failures"], 0, "a 503 is not a connect failure: {b}");
+    assert_eq!(
+        b["consecutive_failures"], 0,
+        "a 503 is not a connect failure: {b}"
+    );
 }
 
 #[tokio::test]
@@ -774,7 +785,10 @@ async fn many_clients_failing_everywhere_open_the_breaker_within_its_window() {
             if cache_status(&headers).contains("detail=circuit-open") {
                 return (status, sent);
             }
-            assert!(sent <= 25, "still closed after {sent} failures from 10 clients");
+            assert!(
+                sent <= 25,
+                "still closed after {sent} failures from 10 clients"
+            );
         }
     })
     .await;

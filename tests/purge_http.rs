@@ -9,9 +9,7 @@ mod support;
 #[path = "admin/support.rs"]
 mod admin_support;
 
-use admin_support::{
-    TempDir, admin_get, admin_post, get_with, is_stored, json_of, key_for, prime,
-};
+use admin_support::{TempDir, admin_get, admin_post, get_with, is_stored, json_of, key_for, prime};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::Full;
@@ -116,7 +114,10 @@ async fn purge_from_an_allowed_peer_removes_that_hosts_key_with_every_variant() 
     assert_eq!(v["soft"], false, "{v}");
     assert!(!is_stored(proxy.running(), &site, &lang("en")));
     assert!(!is_stored(proxy.running(), &site, &lang("de")));
-    assert!(is_stored(proxy.running(), &other, &lang("en")), "other hosts keep theirs");
+    assert!(
+        is_stored(proxy.running(), &other, &lang("en")),
+        "other hosts keep theirs"
+    );
 
     let (_, headers, body) = get_with(
         &proxy.url("/v"),
@@ -162,7 +163,10 @@ async fn anyone_else_gets_403_and_invalidates_nothing() {
         vec![("host", "shop.example"), ("x-forwarded-for", "10.1.2.3")],
         vec![("host", "shop.example"), ("forwarded", "for=10.1.2.3")],
         vec![("host", "shop.example"), ("authorization", "Bearer wrong")],
-        vec![("host", "shop.example"), ("authorization", admin_token.as_str())],
+        vec![
+            ("host", "shop.example"),
+            ("authorization", admin_token.as_str()),
+        ],
         vec![("host", "shop.example"), ("authorization", PURGE_TOKEN)],
     ] {
         let (status, _, _) = purge(&proxy, "/v", &headers).await;
@@ -220,12 +224,20 @@ async fn a_soft_purge_marks_stale_and_keeps_the_copy() {
     let (status, _, body) = purge(&proxy, "/s", &[("soft", "1")]).await;
     assert_eq!(status, StatusCode::OK);
     let v = json_of(&body);
-    assert_eq!((v["purged"].clone(), v["soft"].clone()), (1.into(), true.into()), "{v}");
+    assert_eq!(
+        (v["purged"].clone(), v["soft"].clone()),
+        (1.into(), true.into()),
+        "{v}"
+    );
     let variants = proxy.running().state.cache.store.variants(&key).unwrap();
     assert_eq!(variants.entries.len(), 1, "the copy is kept");
     let (_, headers, _) = get(&proxy.url("/s")).await;
     assert!(!cache_status(&headers).contains("; hit"), "{headers:?}");
-    assert_eq!(origin.hits("/s"), 2, "stale: the next request went to the origin");
+    assert_eq!(
+        origin.hits("/s"),
+        2,
+        "stale: the next request went to the origin"
+    );
 }
 
 #[tokio::test]
@@ -283,7 +295,13 @@ async fn cache_entry_accepts_a_path_like_purge_does() {
     let origin = MockOrigin::new().route("/e", cacheable("e")).start().await;
     let proxy = TestProxy::start(&origin.url()).await;
     let key = key_for(&proxy.addr.to_string(), "/e");
-    prime(proxy.running(), &proxy.url("/e?x=1"), &key_for(&proxy.addr.to_string(), "/e?x=1"), &[]).await;
+    prime(
+        proxy.running(),
+        &proxy.url("/e?x=1"),
+        &key_for(&proxy.addr.to_string(), "/e?x=1"),
+        &[],
+    )
+    .await;
     prime(proxy.running(), &proxy.url("/e"), &key, &[]).await;
     let (status, v) = admin_get(&proxy.admin_url("/admin/cache/entry?url=/e")).await;
     assert_eq!(status, StatusCode::OK, "{v}");
