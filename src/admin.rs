@@ -342,14 +342,35 @@ async fn entry(
     Query(q): Query<UrlQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let url = q.url.ok_or_else(|| bad("missing url"))?;
+    if url.starts_with('/') {
+        // A path, as purge takes it: that path and query on every host.
+        let mut found: Vec<Value> = s
+            .cache
+            .matching_keys(&Selector::Path(url.clone()))
+            .iter()
+            .filter_map(|k| entry_view(&s, k))
+            .collect();
+        return match found.len() {
+            0 => Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("{url} is not stored on any host"),
+            )),
+            1 => Ok(Json(found.remove(0))),
+            _ => Ok(Json(json!({"matches": found}))),
+        };
+    }
     let rt = s.rt.load();
-    let key = ops::key_of_url(&rt.router, &url)
-        .ok_or_else(|| bad("url must be absolute, e.g. http://host/path"))?;
-    let vs = s
-        .cache
-        .store
-        .variants(&key)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{key} is not stored")))?;
+    let key = ops::key_of_url(&rt.router, &url).ok_or_else(|| {
+        bad("url must be absolute (http://host/path) or a path (/path, on every host)")
+    })?;
+    entry_view(&s, &key)
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{key} is not stored")))
+}
+
+/// One key's stored variants in full, or `None` when nothing is stored under it.
+fn entry_view(s: &AppState, key: &str) -> Option<Value> {
+    let vs = s.cache.store.variants(key)?;
     let now = s.cache.clock.now();
     let variants: Vec<Value> = vs
         .entries
@@ -388,7 +409,7 @@ async fn entry(
             })
         })
         .collect();
-    Ok(Json(json!({"key": &*key, "variants": variants})))
+    Some(json!({"key": key, "variants": variants}))
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -408,6 +429,8 @@ struct PurgeBody {
     soft: bool,
     #[serde(default)]
     dry_run: bool,
+    /// `"CLEAR-ALL"`: needed by a prefix purge that matches everything.
+    confirm: Option<String>,
 }
 
 async fn purge(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -444,6 +467,10 @@ async fn purge(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value
                 .collect::<Result<Vec<_>, _>>()?,
         )
     } else if let Some(p) = &b.prefix {
+        // Everything on every host: as much as a clear, so it needs clear's confirmation.
+        if (p.is_empty() || p == "/") && b.host.is_none() {
+            return purge_everything(&s, &b).await;
+        }
         if !p.starts_with('/') {
             return Err(bad("prefix must start with /"));
         }
@@ -479,6 +506,30 @@ async fn purge(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value
         && let Some(t) = s.cache.tier()
     {
         out["shared"] = shared_report(t.purge(&selectors, b.soft).await);
+    }
+    Ok(Json(out))
+}
+
+/// A prefix purge of `/` (or the empty prefix) without `host`: refused without `"confirm":
+/// "CLEAR-ALL"`; a dry run says how much it would purge and that it needs the confirmation.
+async fn purge_everything(s: &AppState, b: &PurgeBody) -> Result<Json<Value>, ApiError> {
+    if b.dry_run {
+        let r = s.cache.purge(&Selector::All, b.soft, true);
+        return Ok(Json(json!({
+            "purged": r.entries, "keys": r.keys, "soft": b.soft, "dry_run": true,
+            "confirm_required": true,
+        })));
+    }
+    if b.confirm.as_deref() != Some("CLEAR-ALL") {
+        return Err(bad(
+            "refusing to purge everything: send {\"confirm\": \"CLEAR-ALL\"} as clear needs, or name a host",
+        ));
+    }
+    let r = s.cache.purge(&Selector::All, b.soft, false);
+    s.metrics.purges.with_label_values(&["prefix"]).inc();
+    let mut out = json!({"purged": r.entries, "keys": r.keys, "soft": b.soft, "dry_run": false});
+    if let Some(t) = s.cache.tier() {
+        out["shared"] = shared_report(t.purge(&[Selector::All], b.soft).await);
     }
     Ok(Json(out))
 }
@@ -540,6 +591,7 @@ async fn breakers(State(s): State<Arc<AppState>>) -> Json<Value> {
                 "consecutive_failures": sn.consecutive_failures,
                 "window_requests": sn.window_requests,
                 "window_failures": sn.window_failures,
+                "window_counted_failures": sn.window_counted_failures,
                 "open_for_secs": sn.open_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                 "last_transition": v.last_transition.map(|(t, tr)| json!({"at": unix(t), "from": tr.from.as_str(), "to": tr.to.as_str()})),
             })

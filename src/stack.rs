@@ -71,6 +71,42 @@ pub struct Proxy {
     trace: bool,
 }
 
+/// The client's address after `[server] trusted_proxies` (request extension): the TCP peer,
+/// or, when the peer is a trusted proxy, the nearest untrusted address in `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+/// The client address of a request from `peer` with `headers`, trusting `trusted` proxies.
+pub fn client_addr(
+    peer: std::net::IpAddr,
+    headers: &http::HeaderMap,
+    trusted: &[IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    // Walk from the nearest hop back; the first address we do not trust is the client (an
+    // unreadable hop ends the walk at the last address we could read).
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// Time spent upstream, for the access log (response extension).
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamElapsed(pub std::time::Duration);
@@ -279,6 +315,10 @@ async fn route_and_call(
     let limit = rt.config.raw.server.max_body_size as usize;
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(route);
+    if let Some(info) = parts.extensions.get::<ConnInfo>() {
+        let ip = client_addr(info.peer.ip(), &parts.headers, &rt.config.trusted_proxies);
+        parts.extensions.insert(ClientAddr(ip));
+    }
     let body = if body.is_end_stream() {
         ProxyBody::empty()
     } else {

@@ -51,11 +51,25 @@ fn assert_circuit_open(answer: &Answer, max_retry: u64) {
     assert!((1..=max_retry).contains(&retry), "retry-after {retry}");
 }
 
-/// A breaker that trips after `n` consecutive failures and stays open for 30 s; no retries.
+/// Asserts the fail-fast answer of a forced-open breaker: 503, circuit-open, no `Retry-After`.
+fn assert_forced_open(answer: &Answer) {
+    let (status, headers, _) = answer;
+    assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{headers:?}");
+    assert_eq!(
+        cache_status(headers),
+        "seawall; fwd=bypass; detail=circuit-open"
+    );
+    assert!(!headers.contains_key("retry-after"), "{headers:?}");
+}
+
+/// A breaker that trips after `n` consecutive connect failures, or on half the requests
+/// failing once `n` were made, from this one test client (`max_client_share = 1.0`: a single
+/// client may count fully), and stays open for 30 s; no retries.
 fn trip_after(n: u32) -> String {
     format!(
         "[upstreams.breaker]\nconsecutive_failures = {n}\nopen_duration = \"30s\"\n\
-         max_open_duration = \"60s\"\nmin_requests = 100\n\n\
+         max_open_duration = \"60s\"\nmin_requests = {n}\nfailure_rate = 0.5\n\
+         max_client_share = 1.0\n\n\
          [upstreams.retry]\nmax_retries = 0\n"
     )
 }
@@ -215,7 +229,7 @@ async fn a_half_open_probe_closes_the_breaker_once_the_origin_recovers() {
         .start()
         .await;
     let extra = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"300ms\"\n\
-                 max_open_duration = \"1s\"\nmin_requests = 100\n";
+                 max_open_duration = \"1s\"\nmin_requests = 3\nmax_client_share = 1.0\n";
     let proxy = TestProxy::with_config(&upstream_config(&origin.url(), extra)).await;
 
     for _ in 0..3 {
@@ -415,8 +429,8 @@ async fn operators_can_force_open_close_and_reset_the_breaker() {
     let b = breaker_view(&proxy, "origin").await;
     assert_eq!(b["forced"], true, "{b}");
     for _ in 0..3 {
-        // A forced breaker suggests the configured open duration (default 30 s).
-        assert_circuit_open(&get(&proxy.url("/o")).await, 30);
+        // A forced breaker promises no time: it stays open until an operator closes it.
+        assert_forced_open(&get(&proxy.url("/o")).await);
     }
     assert_eq!(origin.total_hits(), 0);
 
@@ -430,7 +444,7 @@ async fn operators_can_force_open_close_and_reset_the_breaker() {
 
     let (status, _) = admin_post(&proxy.admin_url("/admin/breakers/origin/open"), "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_circuit_open(&get(&proxy.url("/o")).await, 30);
+    assert_forced_open(&get(&proxy.url("/o")).await);
     let (status, v) = admin_post(&proxy.admin_url("/admin/breakers/origin/reset"), "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["state"], "closed");
@@ -468,7 +482,7 @@ async fn switchable_origin(up: Arc<AtomicBool>, delay_ms: u64) -> MockOrigin {
 }
 
 const SHORT_OPEN: &str = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"300ms\"\n\
-                          max_open_duration = \"1s\"\nmin_requests = 100\n";
+                          max_open_duration = \"1s\"\nmin_requests = 3\nmax_client_share = 1.0\n";
 
 /// Sends `/r` until one request reaches the origin (the half-open probe); every other answer
 /// must be a fail-fast. Returns the probe's answer.
@@ -663,7 +677,8 @@ async fn a_failure_rate_over_the_window_trips_the_breaker() {
         .start()
         .await;
     let extra = "[upstreams.breaker]\nconsecutive_failures = 100\nfailure_rate = 0.5\n\
-                 min_requests = 4\nwindow = \"60s\"\nopen_duration = \"30s\"\n";
+                 min_requests = 4\nwindow = \"60s\"\nopen_duration = \"30s\"\n\
+                 max_client_share = 1.0\n";
     let proxy = TestProxy::with_config(&upstream_config(&origin.url(), extra)).await;
 
     for path in ["/ok", "/ok", "/fail"] {
@@ -678,7 +693,10 @@ async fn a_failure_rate_over_the_window_trips_the_breaker() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "the origin's own 502");
     let b = breaker_view(&proxy, "origin").await;
     assert_eq!(b["state"], "open", "2 of 4 failed: {b}");
-    assert_eq!(b["consecutive_failures"], 2, "{b}");
+    assert_eq!(
+        b["consecutive_failures"], 0,
+        "a 502 is not a connect failure: {b}"
+    );
 
     assert_circuit_open(&get(&proxy.url("/ok")).await, 30);
     assert_eq!(origin.hits("/ok"), 2);
