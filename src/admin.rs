@@ -360,9 +360,12 @@ async fn entry(
         };
     }
     let rt = s.rt.load();
-    let key = ops::key_of_url(&rt.router, &url).ok_or_else(|| {
-        bad("url must be absolute (http://host/path) or a path (/path, on every host)")
-    })?;
+    let absolute = url.starts_with("http://") || url.starts_with("https://");
+    let key = ops::key_of_url(&rt.router, &url)
+        .filter(|_| absolute)
+        .ok_or_else(|| {
+            bad("url must be absolute (http://host/path) or a path (/path, on every host)")
+        })?;
     entry_view(&s, &key)
         .map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{key} is not stored")))
