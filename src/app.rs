@@ -83,10 +83,18 @@ fn build_runtime(
             .map(|u| u.name.clone())
             .collect::<Vec<_>>(),
     );
+    let purge_token = admin::auth::load_secret(
+        None,
+        config.raw.admin.purge_token_file.as_deref(),
+        "admin.purge_token_file",
+    )?
+    .map(|t| admin::auth::Secret::new(&t));
     for u in &upstreams.list {
         u.spawn_health_checks();
     }
     Ok(Runtime {
+        cache: cache.clone(),
+        purge_token,
         router,
         inner: svc,
         cache_name: config.raw.cache.name.as_str().into(),
