@@ -117,15 +117,15 @@ pub async fn demo(
     .map_err(|e| anyhow::anyhow!(e))?;
     let p = listen;
     let token_hint = if std::env::var("SEAWALL_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
-        "T=\"$SEAWALL_ADMIN_TOKEN\"".to_string()
+        "T=\"Authorization: Bearer $SEAWALL_ADMIN_TOKEN\"".to_string()
     } else {
         format!(
-            "T=$(cat {})   # generated at start",
+            "T=\"Authorization: Bearer $(cat {})\"   # generated at start",
             crate::admin::auth::token_path().display()
         )
     };
     println!(
-        "Seawall demo\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\nTry:\n  curl -i http://{p}/cacheable      # MISS, then run it again: HIT with Age\n  curl -i http://{p}/uncacheable    # BYPASS (no-store)\n  curl -i http://{p}/vary -H 'Accept-Language: fr'\n  curl -i http://{p}/etag           # wait 5 s, again: revalidated with 304\n  curl -s http://{o}/hits           # what reached the origin\n  curl -s http://{admin_listen}/readyz\n\nAdmin API (needs the bearer token):\n  {token_hint}\n  curl -s -H \"Authorization: Bearer $T\" http://{admin_listen}/admin/status\n",
+        "Seawall demo\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\nTry:\n  curl -i http://{p}/cacheable      # MISS, then run it again: HIT with Age\n  curl -i http://{p}/uncacheable    # BYPASS (no-store)\n  curl -i http://{p}/vary -H 'Accept-Language: fr'\n  curl -i http://{p}/etag           # wait 5 s, again: revalidated with 304\n  curl -s http://{o}/hits           # what reached the origin\n  curl -s http://{admin_listen}/readyz\n\nAdmin API (needs the bearer token):\n  {token_hint}\n  curl -s -H \"$T\" http://{admin_listen}/admin/status\n",
         o = demo.addr,
     );
     crate::app::run(cfg).await
