@@ -5,8 +5,9 @@
 //! configured; a read-only token may `GET` everything but the export):
 //! - `GET /admin/status` summary, recent window and since start, with alerts
 //! - `GET /admin/cache/stats`; `GET /admin/cache/entries?top=N&sort=hits|size|age[&format=csv]`
-//! - `GET /admin/cache/entry?url=…` one URL in full
-//! - `POST /admin/cache/purge` `{url|urls|prefix[,host]|tag, soft, dry_run}`
+//! - `GET /admin/cache/entry?url=…` one URL in full (absolute, or a path on every host)
+//! - `POST /admin/cache/purge` `{url|urls|prefix[,host]|tag, soft, dry_run}` (everything needs
+//!   `confirm: CLEAR-ALL`)
 //! - `POST /admin/cache/clear` `{"confirm":"CLEAR-ALL", soft}`; `POST /admin/cache/disable|enable`
 //! - `GET /admin/cache/export?top=N` (NDJSON); `POST /admin/cache/warm` `{from, top}|{urls}`;
 //!   `GET /admin/cache/warm/{id}`

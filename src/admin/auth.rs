@@ -186,10 +186,14 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
         let m = std::fs::symlink_metadata(dir)?;
         let ours = std::fs::metadata("/proc/self").map_or(true, |me| me.uid() == m.uid());
         anyhow::ensure!(
-            m.is_dir() && ours && m.permissions().mode() & 0o077 == 0,
-            "{} is not a private directory of this user (mode 0700)",
+            m.is_dir() && ours,
+            "{} is not a directory of this user",
             dir.display()
         );
+        if m.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private (mode 0700)", dir.display()))?;
+        }
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir)?;
