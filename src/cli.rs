@@ -76,6 +76,11 @@ pub fn check(path: &std::path::Path) -> i32 {
             let token = crate::admin::auth::configured_token(&c)?;
             crate::admin::auth::check_exposure(&c, token.is_some())?;
             crate::admin::auth::configured_read_token(&c)?;
+            crate::admin::auth::load_secret(
+                None,
+                c.raw.admin.purge_token_file.as_deref(),
+                "admin.purge_token_file",
+            )?;
             Ok(c)
         });
     match loaded {

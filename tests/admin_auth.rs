@@ -352,3 +352,44 @@ async fn the_read_token_from_the_environment_is_honoured() {
     .await;
     assert_eq!(origin.hits("/a"), 1, "still caching");
 }
+
+#[tokio::test]
+async fn check_and_run_refuse_token_files_they_cannot_read() {
+    let dir = TempDir::new();
+    let empty = dir.0.join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.0.join("missing-token");
+    for (key, path) in [
+        ("read_token_file", &missing),
+        ("purge_token_file", &missing),
+        ("read_token_file", &empty),
+        ("purge_token_file", &empty),
+    ] {
+        let cfg = dir.0.join("proxy.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[admin]\n{key} = {:?}\n\n{}",
+                path.to_str().unwrap(),
+                upstream_config("http://127.0.0.1:9", "")
+            ),
+        )
+        .unwrap();
+        for cmd in ["check", "run"] {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_seawall"))
+                .arg(cmd)
+                .arg("--config")
+                .arg(&cfg)
+                .env("SEAWALL_ADMIN_TOKEN", FULL)
+                .env_remove("SEAWALL_ADMIN_READ_TOKEN")
+                .env("SEAWALL_SERVER_LISTEN", "127.0.0.1:0")
+                .env("SEAWALL_SERVER_ADMIN_LISTEN", "127.0.0.1:0")
+                .kill_on_drop(true)
+                .output();
+            let out = bounded(cmd, out).await.unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{cmd} accepted {key}: {err}");
+            assert!(err.contains(&format!("admin.{key}")), "{cmd}: {err}");
+        }
+    }
+}
