@@ -230,6 +230,7 @@ impl Service<Request<Incoming>> for Proxy {
             let method = access.then(|| req.method().clone());
             let path = access.then(|| req.uri().path().to_string());
             let mut route_idx = None;
+            let purge = req.method().as_str() == "PURGE";
             let mut res = match route_and_call(&rt, req, &mut route_idx).await {
                 Ok(res) => res,
                 Err(e) => {
@@ -247,6 +248,9 @@ impl Service<Request<Incoming>> for Proxy {
             let status = res.status().as_u16();
             if let Some(m) = &metrics {
                 m.request(route_idx, served, status, elapsed);
+                if purge && status == 200 {
+                    m.purges.with_label_values(&["http"]).inc();
+                }
             }
             if let Some(w) = &window {
                 let bytes = res.body().size_hint().exact().unwrap_or(0);

@@ -134,6 +134,12 @@ async fn purge_from_an_allowed_peer_removes_that_hosts_key_with_every_variant() 
     assert!(cache_status(&headers).contains("hit"), "{headers:?}");
     assert_eq!(origin.hits("/v"), 4);
     assert_eq!(purges_received(&origin, "/v"), 0, "never forwarded");
+    let metrics = admin_support::scrape(&proxy.admin_url("/metrics")).await;
+    let samples = admin_support::parse_exposition(&metrics);
+    assert_eq!(
+        admin_support::sample(&samples, "seawall_purges_total", &[("kind", "http")]),
+        Some(1.0)
+    );
 
     // Nothing stored: still 200, nothing purged, still not forwarded.
     let (status, _, body) = purge(&proxy, "/nothing", &[("host", "shop.example")]).await;
@@ -183,6 +189,13 @@ async fn anyone_else_gets_403_and_invalidates_nothing() {
     }
     assert_eq!(origin.hits("/v"), 3, "nothing was invalidated");
     assert_eq!(purges_received(&origin, "/v"), 0);
+    let metrics = admin_support::scrape(&proxy.admin_url("/metrics")).await;
+    let samples = admin_support::parse_exposition(&metrics);
+    assert_eq!(
+        admin_support::sample(&samples, "seawall_purges_total", &[("kind", "http")]),
+        None,
+        "refused PURGEs are not purges"
+    );
 
     let bearer = format!("Bearer {PURGE_TOKEN}");
     let (status, _, body) = purge(
