@@ -836,3 +836,78 @@ async fn a_forced_open_breaker_promises_no_retry_after() {
     assert!(!headers.contains_key("retry-after"), "{headers:?}");
     assert_eq!(origin.total_hits(), 0);
 }
+
+/// An origin that drops the connection without answering on paths starting with `/reset` and
+/// answers 200 (no-store) elsewhere; counts the requests it read.
+async fn resetting_origin() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    s.fetch_add(1, Ordering::SeqCst);
+                    if head
+                        .split(' ')
+                        .nth(1)
+                        .is_some_and(|p| p.starts_with("/reset"))
+                    {
+                        return; // dropped: a reset after the request was sent
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn one_client_resetting_a_path_never_opens_the_breaker() {
+    let (addr, seen) = resetting_origin().await;
+    let extra = "[upstreams.retry]\nmax_retries = 0\n";
+    let proxy = TestProxy::with_config(&shared_front(&format!("http://{addr}"), extra)).await;
+    for _ in 0..40 {
+        let (status, headers, _) = get_as(&proxy, "/reset", "198.51.100.7").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{headers:?}");
+        assert!(
+            cache_status(&headers).contains("detail=upstream-reset"),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        40,
+        "every reset request reached the origin"
+    );
+    for n in 1..=10 {
+        let (status, headers, body) = get_as(&proxy, "/ok", &format!("203.0.113.{n}")).await;
+        assert_eq!(status, StatusCode::OK, "client {n}: {headers:?}");
+        assert_eq!(body, "ok");
+    }
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "closed", "{b}");
+    assert_eq!(b["window_failures"], 40, "{b}");
+    assert_eq!(b["window_counted_failures"], 0.0, "{b}");
+}
