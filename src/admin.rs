@@ -1,11 +1,13 @@
 //! Admin listener (JSON, curl-first). Open endpoints:
 //! - `GET /healthz` liveness; `GET /readyz` readiness; `GET /metrics` Prometheus text.
 //!
-//! Under `/admin/` (with `Authorization: Bearer <token>` when a token is configured):
+//! Under `/admin/`, always with `Authorization: Bearer <token>` (generated at start when none is
+//! configured; a read-only token may `GET` everything but the export):
 //! - `GET /admin/status` summary, recent window and since start, with alerts
 //! - `GET /admin/cache/stats`; `GET /admin/cache/entries?top=N&sort=hits|size|age[&format=csv]`
-//! - `GET /admin/cache/entry?url=…` one URL in full
-//! - `POST /admin/cache/purge` `{url|urls|prefix[,host]|tag, soft, dry_run}`
+//! - `GET /admin/cache/entry?url=…` one URL in full (absolute, or a path on every host)
+//! - `POST /admin/cache/purge` `{url|urls|prefix[,host]|tag, soft, dry_run}` (everything needs
+//!   `confirm: CLEAR-ALL`)
 //! - `POST /admin/cache/clear` `{"confirm":"CLEAR-ALL", soft}`; `POST /admin/cache/disable|enable`
 //! - `GET /admin/cache/export?top=N` (NDJSON); `POST /admin/cache/warm` `{from, top}|{urls}`;
 //!   `GET /admin/cache/warm/{id}`
@@ -14,6 +16,7 @@
 //!
 //! Any answer is indented with `?pretty`.
 
+pub mod auth;
 pub mod warm;
 
 use std::sync::Arc;
@@ -29,7 +32,6 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::cache::ops::{self, Selector};
@@ -83,28 +85,41 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Bearer-token check: missing → 401, wrong → 403; constant-time comparison.
+/// Bearer-token check: missing or wrong → 401; the read-only token on a `POST` or the export →
+/// 403; two `Authorization` fields → 400. Tokens are compared as digests in constant time.
 async fn auth(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(token) = &s.admin_token else {
-        return next.run(req).await;
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    let mut fields = req.headers().get_all(header::AUTHORIZATION).iter();
+    let first = fields.next();
+    if fields.next().is_some() {
+        return bad("two Authorization fields").into_response();
+    }
+    let given = first
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t);
-    match given {
+        .map(|(_, t)| t.trim());
+    let role = given.and_then(|g| s.admin_auth.role(g));
+    let read_only_ok =
+        req.method() == axum::http::Method::GET && req.uri().path() != "/admin/cache/export";
+    match role {
+        Some(auth::Role::Full) => next.run(req).await,
+        Some(auth::Role::Read) if read_only_ok => next.run(req).await,
+        Some(auth::Role::Read) => ApiError(
+            StatusCode::FORBIDDEN,
+            "the read-only token may only GET (and not the export)".into(),
+        )
+        .into_response(),
         None => {
-            let mut r =
-                ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()).into_response();
+            let msg = if given.is_some() {
+                "wrong bearer token"
+            } else {
+                "missing bearer token"
+            };
+            let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             r
         }
-        Some(g) if bool::from(g.trim().as_bytes().ct_eq(token.as_bytes())) => next.run(req).await,
-        Some(_) => ApiError(StatusCode::FORBIDDEN, "wrong bearer token".into()).into_response(),
     }
 }
 
@@ -339,14 +354,38 @@ async fn entry(
     Query(q): Query<UrlQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let url = q.url.ok_or_else(|| bad("missing url"))?;
+    if url.starts_with('/') {
+        // A path, as purge takes it: that path and query on every host.
+        let mut found: Vec<Value> = s
+            .cache
+            .matching_keys(&Selector::Path(url.clone()))
+            .iter()
+            .filter_map(|k| entry_view(&s, k))
+            .collect();
+        return match found.len() {
+            0 => Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("{url} is not stored on any host"),
+            )),
+            1 => Ok(Json(found.remove(0))),
+            _ => Ok(Json(json!({"matches": found}))),
+        };
+    }
     let rt = s.rt.load();
+    let absolute = url.starts_with("http://") || url.starts_with("https://");
     let key = ops::key_of_url(&rt.router, &url)
-        .ok_or_else(|| bad("url must be absolute, e.g. http://host/path"))?;
-    let vs = s
-        .cache
-        .store
-        .variants(&key)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{key} is not stored")))?;
+        .filter(|_| absolute)
+        .ok_or_else(|| {
+            bad("url must be absolute (http://host/path) or a path (/path, on every host)")
+        })?;
+    entry_view(&s, &key)
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{key} is not stored")))
+}
+
+/// One key's stored variants in full, or `None` when nothing is stored under it.
+fn entry_view(s: &AppState, key: &str) -> Option<Value> {
+    let vs = s.cache.store.variants(key)?;
     let now = s.cache.clock.now();
     let variants: Vec<Value> = vs
         .entries
@@ -385,7 +424,7 @@ async fn entry(
             })
         })
         .collect();
-    Ok(Json(json!({"key": &*key, "variants": variants})))
+    Some(json!({"key": key, "variants": variants}))
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -405,6 +444,8 @@ struct PurgeBody {
     soft: bool,
     #[serde(default)]
     dry_run: bool,
+    /// `"CLEAR-ALL"`: needed by a prefix purge that matches everything.
+    confirm: Option<String>,
 }
 
 async fn purge(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -441,6 +482,10 @@ async fn purge(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value
                 .collect::<Result<Vec<_>, _>>()?,
         )
     } else if let Some(p) = &b.prefix {
+        // Everything on every host: as much as a clear, so it needs clear's confirmation.
+        if (p.is_empty() || p == "/") && b.host.is_none() {
+            return purge_everything(&s, &b).await;
+        }
         if !p.starts_with('/') {
             return Err(bad("prefix must start with /"));
         }
@@ -476,6 +521,30 @@ async fn purge(State(s): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value
         && let Some(t) = s.cache.tier()
     {
         out["shared"] = shared_report(t.purge(&selectors, b.soft).await);
+    }
+    Ok(Json(out))
+}
+
+/// A prefix purge of `/` (or the empty prefix) without `host`: refused without `"confirm":
+/// "CLEAR-ALL"`; a dry run says how much it would purge and that it needs the confirmation.
+async fn purge_everything(s: &AppState, b: &PurgeBody) -> Result<Json<Value>, ApiError> {
+    if b.dry_run {
+        let r = s.cache.purge(&Selector::All, b.soft, true);
+        return Ok(Json(json!({
+            "purged": r.entries, "keys": r.keys, "soft": b.soft, "dry_run": true,
+            "confirm_required": true,
+        })));
+    }
+    if b.confirm.as_deref() != Some("CLEAR-ALL") {
+        return Err(bad(
+            "refusing to purge everything: send {\"confirm\": \"CLEAR-ALL\"} as clear needs, or name a host",
+        ));
+    }
+    let r = s.cache.purge(&Selector::All, b.soft, false);
+    s.metrics.purges.with_label_values(&["prefix"]).inc();
+    let mut out = json!({"purged": r.entries, "keys": r.keys, "soft": b.soft, "dry_run": false});
+    if let Some(t) = s.cache.tier() {
+        out["shared"] = shared_report(t.purge(&[Selector::All], b.soft).await);
     }
     Ok(Json(out))
 }
@@ -537,6 +606,7 @@ async fn breakers(State(s): State<Arc<AppState>>) -> Json<Value> {
                 "consecutive_failures": sn.consecutive_failures,
                 "window_requests": sn.window_requests,
                 "window_failures": sn.window_failures,
+                "window_counted_failures": sn.window_counted_failures,
                 "open_for_secs": sn.open_until.map(|u| u.saturating_duration_since(now).as_secs_f64()),
                 "last_transition": v.last_transition.map(|(t, tr)| json!({"at": unix(t), "from": tr.from.as_str(), "to": tr.to.as_str()})),
             })

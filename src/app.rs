@@ -44,8 +44,10 @@ pub struct AppState {
     pub serving: AtomicBool,
     /// Warm-up finished (or none configured).
     pub warm: AtomicBool,
-    /// Admin bearer token, if any.
+    /// The full admin bearer token (configured or generated at start).
     pub admin_token: Option<String>,
+    /// The admin tokens as digests, with their roles.
+    pub admin_auth: admin::auth::Tokens,
     /// Process start.
     pub started_at: SystemTime,
     /// Recent-window request statistics for `/admin/status`.
@@ -88,10 +90,18 @@ fn build_runtime(
             .map(|u| u.name.clone())
             .collect::<Vec<_>>(),
     );
+    let purge_token = admin::auth::load_secret(
+        None,
+        config.raw.admin.purge_token_file.as_deref(),
+        "admin.purge_token_file",
+    )?
+    .map(|t| admin::auth::Secret::new(&t));
     for u in &upstreams.list {
         u.spawn_health_checks();
     }
     Ok(Runtime {
+        cache: cache.clone(),
+        purge_token,
         router,
         inner: svc,
         cache_name: config.raw.cache.name.as_str().into(),
@@ -452,42 +462,20 @@ impl Running {
     }
 }
 
-fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
-    if let Ok(t) = std::env::var("SEAWALL_ADMIN_TOKEN")
-        && !t.trim().is_empty()
-    {
-        return Ok(Some(t.trim().to_string()));
-    }
-    match &config.raw.admin.token_file {
-        Some(path) => {
-            let t = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read admin.token_file {path}"))?;
-            let t = t.trim().to_string();
-            anyhow::ensure!(!t.is_empty(), "admin.token_file {path} is empty");
-            Ok(Some(t))
-        }
-        None => Ok(None),
-    }
-}
-
 /// What `run` refuses before it binds anything; `seawall check` calls the same function, so
-/// both say it in the same words: an unreadable or empty `admin.token_file`, an admin listener
-/// off loopback without a configured token. Returns the configured admin token.
+/// both say it in the same words: an unreadable or empty token file (admin, read-only, purge),
+/// an admin listener off loopback without a configured token. Returns the configured admin
+/// token (`None`: one is generated at start).
 pub fn preflight(config: &Config) -> anyhow::Result<Option<String>> {
-    let token = admin_token(config)?;
-    refuse_open_admin(config, token.is_some())?;
+    let token = admin::auth::configured_token(config)?;
+    admin::auth::check_exposure(config, token.is_some())?;
+    admin::auth::configured_read_token(config)?;
+    admin::auth::load_secret(
+        None,
+        config.raw.admin.purge_token_file.as_deref(),
+        "admin.purge_token_file",
+    )?;
     Ok(token)
-}
-
-/// An admin listener off loopback needs a configured token.
-fn refuse_open_admin(config: &Config, has_token: bool) -> anyhow::Result<()> {
-    if !has_token && !config.admin_listen.ip().is_loopback() {
-        anyhow::bail!(
-            "server.admin_listen {} is not a loopback address and no admin token is set (SEAWALL_ADMIN_TOKEN or admin.token_file)",
-            config.admin_listen
-        );
-    }
-    Ok(())
 }
 
 /// Binds both listeners and starts serving.
@@ -496,7 +484,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     start_with_token(config, token).await
 }
 
-/// Like `start`, with the admin token given explicitly (tests, embedding).
+/// Like `start`, with the admin token given explicitly (tests, embedding); `None` means none is
+/// configured: one is generated, logged and written as `start` does.
 pub async fn start_with_token(
     config: Config,
     admin_token: Option<String>,
@@ -505,7 +494,9 @@ pub async fn start_with_token(
     for w in &config.warnings {
         tracing::warn!(warning = %w, "Configuration warning.");
     }
-    refuse_open_admin(&config, admin_token.is_some())?;
+    let read_token = admin::auth::configured_read_token(&config)?;
+    let admin_token = admin::auth::full_token(&config, admin_token)?;
+    let admin_auth = admin::auth::Tokens::new(&admin_token, read_token.as_deref());
     crate::telemetry::memory::warn_if_over_limit(config.raw.cache.max_size);
     let slot = std::env::var("SEAWALL_SLOT").unwrap_or_else(|_| "none".into());
     let metrics =
@@ -532,7 +523,8 @@ pub async fn start_with_token(
         lifecycle: lifecycle.clone(),
         serving: AtomicBool::new(false),
         warm: AtomicBool::new(config.raw.warmup.is_none()),
-        admin_token,
+        admin_token: Some(admin_token),
+        admin_auth,
         started_at: SystemTime::now(),
         window: window.clone(),
         data_addr: std::sync::OnceLock::new(),

@@ -1,6 +1,8 @@
 //! Per-upstream circuit breaker layer: a thin shell over the pure `state` machine. It sits next
 //! to the upstream so it sees only upstream outcomes; while open it fails fast with
 //! `CircuitOpen`, which the cache layer turns into a stale copy where the rules allow.
+//! It follows the backend's health, not one client's: only failures to connect count in a
+//! run; other failures count through the rate, capped per client address (`ClientAddr`).
 
 pub mod state;
 
@@ -32,6 +34,21 @@ pub struct BreakerHandle {
     /// Transitions into closed, open, half-open.
     pub transitions: [AtomicU64; 3],
     last_transition: Mutex<Option<(SystemTime, Transition)>>,
+}
+
+/// How a request through the breaker ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with a status that is not a failure.
+    Success,
+    /// The backend could not be reached (connect refused or timed out, TLS handshake): it is
+    /// down whoever asked.
+    Unreachable,
+    /// A failure status, timeout or reset after the request was sent, for this client: it
+    /// may be the request's doing, so it counts only through the rate, capped per client.
+    Failed(Option<std::net::IpAddr>),
+    /// No outcome (client gone, our own limits).
+    Cancelled,
 }
 
 /// What `GET /admin/breakers` and metrics show.
@@ -81,14 +98,15 @@ impl BreakerHandle {
     }
 
     /// Records an outcome.
-    pub fn record(&self, probe: bool, outcome: Option<bool>) {
+    pub fn record(&self, probe: bool, outcome: Outcome) {
         let now = Instant::now();
         let t = {
             let mut m = self.lock();
             match outcome {
-                Some(true) => m.on_success(now, probe),
-                Some(false) => m.on_failure(now, probe),
-                None => {
+                Outcome::Success => m.on_success(now, probe),
+                Outcome::Unreachable => m.on_failure(now, probe),
+                Outcome::Failed(client) => m.on_request_failure(now, probe, client),
+                Outcome::Cancelled => {
                     m.on_cancel(probe);
                     None
                 }
@@ -161,6 +179,7 @@ impl Breakers {
                                 open_duration: b.open_duration,
                                 max_open_duration: b.max_open_duration,
                                 half_open_probes: b.half_open_probes,
+                                max_client_share: b.max_client_share,
                             },
                             now,
                         )),
@@ -240,12 +259,13 @@ struct Pending {
     handle: Arc<BreakerHandle>,
     probe: bool,
     done: bool,
+    client: Option<std::net::IpAddr>,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
         if !self.done {
-            self.handle.record(self.probe, None);
+            self.handle.record(self.probe, Outcome::Cancelled);
         }
     }
 }
@@ -286,10 +306,17 @@ where
                 let res = std::task::ready!(fut.poll(cx));
                 if let Some(p) = pending {
                     let outcome = match &res {
-                        Ok(r) => Some(!p.handle.failure_statuses.contains(&r.status().as_u16())),
-                        Err(e) if e.is_upstream_failure() => Some(false),
+                        Ok(r) if p.handle.failure_statuses.contains(&r.status().as_u16()) => {
+                            Outcome::Failed(p.client)
+                        }
+                        Ok(_) => Outcome::Success,
+                        Err(
+                            ProxyError::UpstreamConnect(_)
+                            | ProxyError::UpstreamTimeout(crate::error::TimeoutPhase::Connect),
+                        ) => Outcome::Unreachable,
+                        Err(e) if e.is_upstream_failure() => Outcome::Failed(p.client),
                         // Our own limits and client trouble say nothing about the upstream.
-                        Err(_) => None,
+                        Err(_) => Outcome::Cancelled,
                     };
                     p.done = true;
                     p.handle.record(p.probe, outcome);
@@ -321,6 +348,10 @@ where
 
     fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
         let upstream = req.extensions().get::<Arc<Route>>().map(|r| r.upstream);
+        let client = req
+            .extensions()
+            .get::<crate::stack::ClientAddr>()
+            .map(|c| c.0);
         let pending = match upstream.and_then(|u| self.breakers.get(u)) {
             None => None,
             Some(handle) => match handle.admit() {
@@ -338,6 +369,7 @@ where
                     handle: handle.clone(),
                     probe,
                     done: false,
+                    client,
                 }),
             },
         };

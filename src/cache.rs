@@ -869,6 +869,10 @@ where
         if let Some(c) = extensions.get::<crate::server::ConnInfo>() {
             out.extensions_mut().insert(c.clone());
         }
+        // The breaker counts a failure against the client whose request caused it.
+        if let Some(c) = extensions.get::<crate::stack::ClientAddr>() {
+            out.extensions_mut().insert(*c);
+        }
         out
     }
 

@@ -100,7 +100,7 @@ pub enum Command {
         /// URLs to fetch through the cache (repeatable).
         #[arg(long)]
         url: Vec<String>,
-        /// Admin bearer token.
+        /// Admin bearer token (default: the token file a local Seawall generated).
         #[arg(long, env = "SEAWALL_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
@@ -199,10 +199,15 @@ pub async fn demo(
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let p = listen;
-    // The admin calls need the token when one is set (`SEAWALL_ADMIN_TOKEN`).
-    let auth = match std::env::var("SEAWALL_ADMIN_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => "-H \"Authorization: Bearer $SEAWALL_ADMIN_TOKEN\" ",
-        _ => "",
+    // The admin calls need the token: the one set in `SEAWALL_ADMIN_TOKEN`, else the one
+    // generated at start and written to a file only this user can read.
+    let auth = if std::env::var("SEAWALL_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
+        "-H \"Authorization: Bearer $SEAWALL_ADMIN_TOKEN\" ".to_string()
+    } else {
+        format!(
+            "-H \"Authorization: Bearer $(cat {})\" ",
+            crate::admin::auth::token_path().display()
+        )
     };
     println!(
         "Seawall demo (upstream \"app\")\n  demo origin: http://{o} ({latency:?} latency)\n  seawall:     http://{p}\n  admin:       http://{admin_listen}\n\n\
@@ -232,6 +237,7 @@ pub async fn warm(
     let client: hyper_util::client::legacy::Client<_, crate::body::ProxyBody> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
+    let token = token.or_else(crate::admin::auth::local_token);
     let body = match from {
         Some(f) => serde_json::json!({"from": f, "top": top}),
         None if !urls.is_empty() => serde_json::json!({"urls": urls}),

@@ -39,6 +39,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Peers whose `X-Forwarded-For` is trusted.
     pub trusted_proxies: Vec<IpNet>,
+    /// Peers allowed to send `PURGE` (`[admin] purge_allow`).
+    pub purge_allow: Vec<IpNet>,
     /// Parsed endpoints, one list per upstream (same order as `raw.upstreams`).
     pub endpoints: Vec<Vec<Uri>>,
     /// Unknown `SEAWALL_*` variables and other non-fatal findings.
@@ -52,6 +54,7 @@ fn is_ignored_env(name: &str) -> bool {
         || name.starts_with("SEAWALL_SERVICE_PORT")
         || name.starts_with("SEAWALL_PORT_")
         || name == "SEAWALL_ADMIN_TOKEN"
+        || name == "SEAWALL_ADMIN_READ_TOKEN"
         || name == "SEAWALL_SLOT"
         || name == "SEAWALL_CONFIG"
         || name == "SEAWALL_ADMIN_READ_TOKEN"
@@ -181,6 +184,8 @@ fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
     for (section, key) in [
         ("coalesce", "wait_timeout"),
         ("admin", "token_file"),
+        ("admin", "read_token_file"),
+        ("admin", "purge_token_file"),
         ("telemetry", "otlp_endpoint"),
     ] {
         let env = format!("SEAWALL_{section}_{key}").to_uppercase();
@@ -472,6 +477,19 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             })?;
         trusted_proxies.push(net);
     }
+    let mut purge_allow = Vec::new();
+    for (i, p) in raw.admin.purge_allow.iter().enumerate() {
+        let net = p
+            .parse::<IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                fail(
+                    format!("admin.purge_allow[{i}]"),
+                    format!("{p:?} is not an IP address or CIDR"),
+                )
+            })?;
+        purge_allow.push(net);
+    }
     if raw.cache.max_object_size > raw.cache.max_size {
         return Err(fail(
             "cache.max_object_size".into(),
@@ -545,6 +563,12 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate == 0.0 {
             return Err(fail(
                 format!("upstreams[{i}].breaker.failure_rate"),
+                "must be in (0, 1]".into(),
+            ));
+        }
+        if !(b.max_client_share > 0.0 && b.max_client_share <= 1.0) {
+            return Err(fail(
+                format!("upstreams[{i}].breaker.max_client_share"),
                 "must be in (0, 1]".into(),
             ));
         }
@@ -656,6 +680,7 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         listen,
         admin_listen,
         trusted_proxies,
+        purge_allow,
         endpoints,
         warnings: Vec::new(),
     })

@@ -62,8 +62,8 @@ pub enum ProxyError {
     /// The circuit breaker is open.
     #[error("circuit open for upstream")]
     CircuitOpen {
-        /// Time until the breaker lets a probe through.
-        retry_after: Duration,
+        /// Time until the breaker lets a probe through; `None` when forced open.
+        retry_after: Option<Duration>,
     },
     /// Too many requests wait for one coalesced fetch.
     #[error("too many waiters for one cache key")]
@@ -160,7 +160,10 @@ impl ProxyError {
         if let Ok(v) = HeaderValue::from_str(cache_status) {
             h.insert("cache-status", v);
         }
-        if let Self::CircuitOpen { retry_after } = self {
+        if let Self::CircuitOpen {
+            retry_after: Some(retry_after),
+        } = self
+        {
             h.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),

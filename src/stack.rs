@@ -54,6 +54,10 @@ pub struct Runtime {
     pub upstreams: Arc<Upstreams>,
     /// Breakers of this generation.
     pub breakers: Arc<crate::breaker::Breakers>,
+    /// The cache, for `PURGE` on the proxy listener.
+    pub cache: Arc<crate::cache::CacheShared>,
+    /// `[admin] purge_token_file`'s token, for `PURGE` from peers outside `purge_allow`.
+    pub purge_token: Option<crate::admin::auth::Secret>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -70,6 +74,42 @@ pub struct Proxy {
     metrics: Option<Arc<Metrics>>,
     window: Option<Arc<Window>>,
     trace: bool,
+}
+
+/// The client's address after `[server] trusted_proxies` (request extension): the TCP peer,
+/// or, when the peer is a trusted proxy, the nearest untrusted address in `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+/// The client address of a request from `peer` with `headers`, trusting `trusted` proxies.
+pub fn client_addr(
+    peer: std::net::IpAddr,
+    headers: &http::HeaderMap,
+    trusted: &[IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    // Walk from the nearest hop back; the first address we do not trust is the client (an
+    // unreadable hop ends the walk at the last address we could read).
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// Time spent upstream, for the access log (response extension).
@@ -219,6 +259,7 @@ impl Service<Request<Incoming>> for Proxy {
                 )
             });
             let mut route_idx = None;
+            let purge = req.method().as_str() == "PURGE";
             let mut res = match route_and_call(&rt, req, &mut route_idx).await {
                 Ok(res) => res,
                 Err(e) => {
@@ -240,6 +281,12 @@ impl Service<Request<Incoming>> for Proxy {
                 .as_ref()
                 .map(|m| m.request(route_idx, served, status, first_byte))
                 .filter(|_| !upgraded);
+            if purge
+                && status == 200
+                && let Some(m) = &metrics
+            {
+                m.purges.with_label_values(&["http"]).inc();
+            }
             if let Some(w) = &window {
                 let bytes = res.body().size_hint().exact().unwrap_or(0);
                 w.record(
@@ -317,6 +364,10 @@ async fn route_and_call(
     route_idx: &mut Option<usize>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     check_request(&req, &rt.config)?;
+    if req.method().as_str() == "PURGE" {
+        // Answered here: never routed, never forwarded to an origin.
+        return Ok(http_purge(rt, &req).await);
+    }
     let route = rt
         .router
         .route(request_host(&req), req.uri().path())
@@ -326,6 +377,10 @@ async fn route_and_call(
     let limit = rt.config.raw.server.max_body_size as usize;
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(route);
+    if let Some(info) = parts.extensions.get::<ConnInfo>() {
+        let ip = client_addr(info.peer.ip(), &parts.headers, &rt.config.trusted_proxies);
+        parts.extensions.insert(ClientAddr(ip));
+    }
     let body = if body.is_end_stream() {
         ProxyBody::empty()
     } else {
@@ -334,6 +389,83 @@ async fn route_and_call(
     let mut inner = rt.inner.clone();
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
     inner.call(Request::from_parts(parts, body)).await
+}
+
+/// A JSON answer for `PURGE`.
+fn purge_answer(status: http::StatusCode, body: serde_json::Value) -> Response<ProxyBody> {
+    let mut res = Response::new(ProxyBody::full(format!("{body}\n")));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Whether a `PURGE` may purge: its TCP peer (never a forwarded address) is in
+/// `[admin] purge_allow`, or it carries the purge token as its one `Authorization` field.
+fn purge_allowed<B>(rt: &Runtime, req: &Request<B>) -> bool {
+    let peer_ok = req.extensions().get::<ConnInfo>().is_some_and(|c| {
+        rt.config
+            .purge_allow
+            .iter()
+            .any(|n| n.contains(&c.peer.ip()))
+    });
+    let mut auth = req.headers().get_all(header::AUTHORIZATION).iter();
+    let token_ok = match (&rt.purge_token, auth.next(), auth.next()) {
+        (Some(secret), Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .is_some_and(|(_, t)| secret.matches(t.trim())),
+        _ => false,
+    };
+    peer_ok || token_ok
+}
+
+/// `PURGE /path?query` on the proxy listener: removes (or with `Soft: 1` marks stale) every
+/// variant stored for that Host's key (aliases through `cache_host`), here and in the shared
+/// tier. Anyone not allowed gets 403 and nothing changes.
+async fn http_purge<B>(rt: &Runtime, req: &Request<B>) -> Response<ProxyBody> {
+    use serde_json::json;
+    if !purge_allowed(rt, req) {
+        return purge_answer(
+            http::StatusCode::FORBIDDEN,
+            json!({"error": "PURGE is allowed only from [admin] purge_allow peers or with the purge token"}),
+        );
+    }
+    let Some(host) = request_host(req) else {
+        return purge_answer(
+            http::StatusCode::BAD_REQUEST,
+            json!({"error": "PURGE needs a Host"}),
+        );
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Some(key) = crate::cache::ops::key_of_url(&rt.router, &format!("http://{host}{pq}")) else {
+        return purge_answer(
+            http::StatusCode::BAD_REQUEST,
+            json!({"error": "PURGE needs a valid Host and path"}),
+        );
+    };
+    let soft = req
+        .headers()
+        .get("soft")
+        .is_some_and(|v| v.as_bytes() == b"1" || v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let sel = crate::cache::ops::Selector::Key(key.clone());
+    let r = rt.cache.purge(&sel, soft, false);
+    tracing::info!(key = %key, soft, entries = r.entries, "Purged through PURGE.");
+    let mut out = json!({"purged": r.entries, "keys": r.keys, "key": &*key, "soft": soft});
+    if let Some(t) = rt.cache.tier() {
+        let shared = t.purge(&[sel], soft).await;
+        if let Some(e) = &shared.error {
+            tracing::warn!(error = %e, "PURGE applied here but not through the shared tier.");
+        }
+        out["shared"] = serde_json::to_value(shared).unwrap_or(serde_json::Value::Null);
+    }
+    purge_answer(http::StatusCode::OK, out)
 }
 
 /// Client body errors become `ProxyError`s so the upstream side can tell them apart.

@@ -51,11 +51,25 @@ fn assert_circuit_open(answer: &Answer, max_retry: u64) {
     assert!((1..=max_retry).contains(&retry), "retry-after {retry}");
 }
 
-/// A breaker that trips after `n` consecutive failures and stays open for 30 s; no retries.
+/// Asserts the fail-fast answer of a forced-open breaker: 503, circuit-open, no `Retry-After`.
+fn assert_forced_open(answer: &Answer) {
+    let (status, headers, _) = answer;
+    assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{headers:?}");
+    assert_eq!(
+        cache_status(headers),
+        "seawall; fwd=bypass; detail=circuit-open"
+    );
+    assert!(!headers.contains_key("retry-after"), "{headers:?}");
+}
+
+/// A breaker that trips after `n` consecutive connect failures, or on half the requests
+/// failing once `n` were made, from this one test client (`max_client_share = 1.0`: a single
+/// client may count fully), and stays open for 30 s; no retries.
 fn trip_after(n: u32) -> String {
     format!(
         "[upstreams.breaker]\nconsecutive_failures = {n}\nopen_duration = \"30s\"\n\
-         max_open_duration = \"60s\"\nmin_requests = 100\n\n\
+         max_open_duration = \"60s\"\nmin_requests = {n}\nfailure_rate = 0.5\n\
+         max_client_share = 1.0\n\n\
          [upstreams.retry]\nmax_retries = 0\n"
     )
 }
@@ -215,7 +229,7 @@ async fn a_half_open_probe_closes_the_breaker_once_the_origin_recovers() {
         .start()
         .await;
     let extra = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"300ms\"\n\
-                 max_open_duration = \"1s\"\nmin_requests = 100\n";
+                 max_open_duration = \"1s\"\nmin_requests = 3\nmax_client_share = 1.0\n";
     let proxy = TestProxy::with_config(&upstream_config(&origin.url(), extra)).await;
 
     for _ in 0..3 {
@@ -415,8 +429,8 @@ async fn operators_can_force_open_close_and_reset_the_breaker() {
     let b = breaker_view(&proxy, "origin").await;
     assert_eq!(b["forced"], true, "{b}");
     for _ in 0..3 {
-        // A forced breaker suggests the configured open duration (default 30 s).
-        assert_circuit_open(&get(&proxy.url("/o")).await, 30);
+        // A forced breaker promises no time: it stays open until an operator closes it.
+        assert_forced_open(&get(&proxy.url("/o")).await);
     }
     assert_eq!(origin.total_hits(), 0);
 
@@ -430,7 +444,7 @@ async fn operators_can_force_open_close_and_reset_the_breaker() {
 
     let (status, _) = admin_post(&proxy.admin_url("/admin/breakers/origin/open"), "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_circuit_open(&get(&proxy.url("/o")).await, 30);
+    assert_forced_open(&get(&proxy.url("/o")).await);
     let (status, v) = admin_post(&proxy.admin_url("/admin/breakers/origin/reset"), "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["state"], "closed");
@@ -468,7 +482,7 @@ async fn switchable_origin(up: Arc<AtomicBool>, delay_ms: u64) -> MockOrigin {
 }
 
 const SHORT_OPEN: &str = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"300ms\"\n\
-                          max_open_duration = \"1s\"\nmin_requests = 100\n";
+                          max_open_duration = \"1s\"\nmin_requests = 3\nmax_client_share = 1.0\n";
 
 /// Sends `/r` until one request reaches the origin (the half-open probe); every other answer
 /// must be a fail-fast. Returns the probe's answer.
@@ -663,7 +677,8 @@ async fn a_failure_rate_over_the_window_trips_the_breaker() {
         .start()
         .await;
     let extra = "[upstreams.breaker]\nconsecutive_failures = 100\nfailure_rate = 0.5\n\
-                 min_requests = 4\nwindow = \"60s\"\nopen_duration = \"30s\"\n";
+                 min_requests = 4\nwindow = \"60s\"\nopen_duration = \"30s\"\n\
+                 max_client_share = 1.0\n";
     let proxy = TestProxy::with_config(&upstream_config(&origin.url(), extra)).await;
 
     for path in ["/ok", "/ok", "/fail"] {
@@ -678,9 +693,221 @@ async fn a_failure_rate_over_the_window_trips_the_breaker() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "the origin's own 502");
     let b = breaker_view(&proxy, "origin").await;
     assert_eq!(b["state"], "open", "2 of 4 failed: {b}");
-    assert_eq!(b["consecutive_failures"], 2, "{b}");
+    assert_eq!(
+        b["consecutive_failures"], 0,
+        "a 502 is not a connect failure: {b}"
+    );
 
     assert_circuit_open(&get(&proxy.url("/ok")).await, 30);
     assert_eq!(origin.hits("/ok"), 2);
     assert_eq!(origin.hits("/fail"), 2);
+}
+
+/// A GET of `path` as client `ip` (through a trusted front proxy on 127.0.0.1).
+async fn get_as(proxy: &TestProxy, path: &str, ip: &str) -> Answer {
+    get_with(&proxy.url(path), &[("x-forwarded-for", ip)]).await
+}
+
+/// Default breaker settings, clients identified through `X-Forwarded-For` from 127.0.0.1.
+fn shared_front(origin: &str, upstream_extra: &str) -> String {
+    format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n{}",
+        upstream_config(origin, upstream_extra)
+    )
+}
+
+#[tokio::test]
+async fn one_client_hammering_a_failing_path_never_opens_the_breaker() {
+    let origin = MockOrigin::new()
+        .route(
+            "/bad",
+            MockResponse::with_status(503).header("cache-control", "no-store"),
+        )
+        .route(
+            "/slow",
+            MockResponse::ok("late")
+                .delay(2000)
+                .header("cache-control", "no-store"),
+        )
+        .route(
+            "/ok",
+            MockResponse::ok("ok").header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let extra = "ttfb_timeout = \"50ms\"\n[upstreams.retry]\nmax_retries = 0\n";
+    let proxy = TestProxy::with_config(&shared_front(&origin.url(), extra)).await;
+
+    // The attacker: far more than `consecutive_failures` (5) and `min_requests` (20) failures,
+    // from one address, directly and through the trusted front.
+    for i in 0..40 {
+        let (status, _, _) = if i % 2 == 0 {
+            get_as(&proxy, "/bad", "198.51.100.7").await
+        } else {
+            get(&proxy.url("/bad")).await
+        };
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the origin's own 503"
+        );
+    }
+    for _ in 0..8 {
+        let (status, _, _) = get_as(&proxy, "/slow", "198.51.100.7").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    }
+    assert_eq!(
+        origin.hits("/bad"),
+        40,
+        "every attack request reached the origin"
+    );
+    // Every other client is still served.
+    for n in 1..=10 {
+        let (status, headers, body) = get_as(&proxy, "/ok", &format!("203.0.113.{n}")).await;
+        assert_eq!(status, StatusCode::OK, "client {n}: {headers:?}");
+        assert_eq!(body, "ok");
+    }
+    assert_eq!(origin.hits("/ok"), 10);
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "closed", "{b}");
+    assert_eq!(b["trips"], 0, "{b}");
+    assert_eq!(
+        b["consecutive_failures"], 0,
+        "a 503 is not a connect failure: {b}"
+    );
+}
+
+#[tokio::test]
+async fn many_clients_failing_everywhere_open_the_breaker_within_its_window() {
+    let origin = MockOrigin::new()
+        .route(
+            "/a",
+            MockResponse::with_status(503).header("cache-control", "no-store"),
+        )
+        .route(
+            "/b",
+            MockResponse::with_status(502).header("cache-control", "no-store"),
+        )
+        .start()
+        .await;
+    let extra = "[upstreams.retry]\nmax_retries = 0\n";
+    let proxy = TestProxy::with_config(&shared_front(&origin.url(), extra)).await;
+
+    let mut sent = 0;
+    let opened = bounded("the breaker opens", async {
+        loop {
+            let path = if sent % 2 == 0 { "/a" } else { "/b" };
+            let ip = format!("203.0.113.{}", sent % 10 + 1);
+            let (status, headers, _) = get_as(&proxy, path, &ip).await;
+            sent += 1;
+            if cache_status(&headers).contains("detail=circuit-open") {
+                return (status, sent);
+            }
+            assert!(
+                sent <= 25,
+                "still closed after {sent} failures from 10 clients"
+            );
+        }
+    })
+    .await;
+    assert_eq!(opened.0, StatusCode::SERVICE_UNAVAILABLE);
+    let reached = origin.total_hits();
+    assert!(reached >= 20, "min_requests first: {reached}");
+    assert_eq!(breaker_view(&proxy, "origin").await["state"], "open");
+    for n in 1..=5 {
+        let answer = get_as(&proxy, "/a", &format!("192.0.2.{n}")).await;
+        assert_circuit_open(&answer, 30);
+    }
+    assert_eq!(origin.total_hits(), reached, "fail-fast while open");
+}
+
+#[tokio::test]
+async fn a_forced_open_breaker_promises_no_retry_after() {
+    let origin = MockOrigin::new().start().await;
+    let proxy = TestProxy::start(&origin.url()).await;
+    let (status, _) = admin_post(&proxy.admin_url("/admin/breakers/origin/open"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, _) = get(&proxy.url("/x")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        cache_status(&headers),
+        "seawall; fwd=bypass; detail=circuit-open"
+    );
+    assert!(!headers.contains_key("retry-after"), "{headers:?}");
+    assert_eq!(origin.total_hits(), 0);
+}
+
+/// An origin that drops the connection without answering on paths starting with `/reset` and
+/// answers 200 (no-store) elsewhere; counts the requests it read.
+async fn resetting_origin() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    s.fetch_add(1, Ordering::SeqCst);
+                    if head
+                        .split(' ')
+                        .nth(1)
+                        .is_some_and(|p| p.starts_with("/reset"))
+                    {
+                        return; // dropped: a reset after the request was sent
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn one_client_resetting_a_path_never_opens_the_breaker() {
+    let (addr, seen) = resetting_origin().await;
+    let extra = "[upstreams.retry]\nmax_retries = 0\n";
+    let proxy = TestProxy::with_config(&shared_front(&format!("http://{addr}"), extra)).await;
+    for _ in 0..40 {
+        let (status, headers, _) = get_as(&proxy, "/reset", "198.51.100.7").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{headers:?}");
+        assert!(
+            cache_status(&headers).contains("detail=upstream-reset"),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        40,
+        "every reset request reached the origin"
+    );
+    for n in 1..=10 {
+        let (status, headers, body) = get_as(&proxy, "/ok", &format!("203.0.113.{n}")).await;
+        assert_eq!(status, StatusCode::OK, "client {n}: {headers:?}");
+        assert_eq!(body, "ok");
+    }
+    let b = breaker_view(&proxy, "origin").await;
+    assert_eq!(b["state"], "closed", "{b}");
+    assert_eq!(b["window_failures"], 40, "{b}");
+    assert_eq!(b["window_counted_failures"], 0.0, "{b}");
 }

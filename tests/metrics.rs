@@ -279,8 +279,10 @@ async fn breaker_state_transitions_and_stale_serving_are_exported() {
         )
         .start()
         .await;
+    // 503s count through the rate only (3 of 4 requests), from this one test client.
     let extra = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"30s\"\n\
-                 max_open_duration = \"60s\"\nmin_requests = 100\n";
+                 max_open_duration = \"60s\"\nmin_requests = 3\nfailure_rate = 0.75\n\
+                 max_client_share = 1.0\n";
     let proxy = TestProxy::with_config(&web_config(&origin.url(), extra)).await;
     let host = proxy.addr.to_string();
     prime(

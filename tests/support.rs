@@ -523,6 +523,36 @@ pub fn upstream_config(origin_url: &str, upstream_extra: &str) -> String {
     )
 }
 
+/// The admin token every [`TestProxy::with_config`] instance uses; [`send`] adds it to any
+/// request for such an instance's admin listener that carries no `Authorization` of its own.
+pub const TEST_ADMIN_TOKEN: &str = "seawall-test-admin-token";
+
+/// Admin listeners started with [`TEST_ADMIN_TOKEN`] by default.
+static DEFAULT_TOKEN_ADMINS: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+
+/// Registers an admin listener whose callers get [`TEST_ADMIN_TOKEN`] unless they send one.
+pub fn register_test_admin(addr: SocketAddr) {
+    DEFAULT_TOKEN_ADMINS.lock().unwrap().push(addr);
+}
+
+/// Adds the test token to a request for a registered admin listener without `Authorization`.
+fn with_test_token<B>(mut req: Request<B>) -> Request<B> {
+    let target = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok());
+    if let Some(addr) = target
+        && !req.headers().contains_key(http::header::AUTHORIZATION)
+        && DEFAULT_TOKEN_ADMINS.lock().unwrap().contains(&addr)
+    {
+        req.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {TEST_ADMIN_TOKEN}")).unwrap(),
+        );
+    }
+    req
+}
+
 /// A started Seawall on 127.0.0.1:0 (data and admin listeners).
 pub struct TestProxy {
     /// Data listener.
@@ -539,12 +569,16 @@ impl TestProxy {
     }
 
     /// Seawall with `toml_src`; `[server]` listeners default to 127.0.0.1:0 and the drain to
-    /// 200 ms delay / 2 s grace unless the source sets them.
+    /// 200 ms delay / 2 s grace unless the source sets them. The admin token is
+    /// [`TEST_ADMIN_TOKEN`], which the client helpers send by themselves.
     pub async fn with_config(toml_src: &str) -> Self {
-        Self::with_config_and_token(toml_src, None).await
+        let p = Self::with_config_and_token(toml_src, Some(TEST_ADMIN_TOKEN)).await;
+        register_test_admin(p.admin_addr);
+        p
     }
 
-    /// Like `with_config`, with an admin bearer token.
+    /// Like `with_config`, with an admin bearer token that callers must send themselves
+    /// (`None`: Seawall generates one, as it does when none is configured).
     pub async fn with_config_and_token(toml_src: &str, token: Option<&str>) -> Self {
         init_tracing();
         let mut doc: toml::Table = toml::from_str(toml_src).unwrap();
@@ -629,16 +663,19 @@ fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// Sends `req` over a fresh HTTP/1.1 connection; the response head (bounded), body not read.
 pub async fn send(req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
-    bounded("response head", h1_client().request(req))
+    bounded("response head", h1_client().request(with_test_token(req)))
         .await
         .map_err(|e| format!("{e:?}"))
 }
 
 /// Like [`send`] over h2c with prior knowledge.
 pub async fn h2_send(req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
-    bounded("h2 response head", h2_client().request(req))
-        .await
-        .map_err(|e| format!("{e:?}"))
+    bounded(
+        "h2 response head",
+        h2_client().request(with_test_token(req)),
+    )
+    .await
+    .map_err(|e| format!("{e:?}"))
 }
 
 /// Reads a whole body (bounded).

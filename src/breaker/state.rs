@@ -1,12 +1,17 @@
 //! Circuit-breaker state machine for one upstream: Closed → Open → HalfOpen → Closed.
 //! Pure and lock-free by itself; the caller serialises access and supplies `now`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+
 use tokio::time::{Duration, Instant};
 
 /// Number of buckets the rolling window is split into.
 const BUCKETS: usize = 10;
 /// Floor for `retry_after`, so clients never see `Retry-After: 0`.
 const MIN_RETRY: Duration = Duration::from_secs(1);
+/// Distinct client addresses tracked per bucket; further ones count as one failure each.
+const MAX_CLIENTS_PER_BUCKET: usize = 1024;
 
 /// Tuning knobs for a [`Breaker`].
 #[derive(Clone, Debug)]
@@ -25,6 +30,8 @@ pub struct BreakerConfig {
     pub max_open_duration: Duration,
     /// Probe requests allowed at once while half-open (at least 1 is used).
     pub half_open_probes: u32,
+    /// Largest share (0..1] of the counted failures in the window one client may contribute.
+    pub max_client_share: f64,
 }
 
 impl Default for BreakerConfig {
@@ -37,6 +44,7 @@ impl Default for BreakerConfig {
             open_duration: Duration::from_secs(30),
             max_open_duration: Duration::from_secs(300),
             half_open_probes: 1,
+            max_client_share: 1.0,
         }
     }
 }
@@ -82,8 +90,9 @@ pub enum Admission {
     },
     /// Reject the request; `retry_after` is a hint for the client.
     Rejected {
-        /// Suggested wait before retrying (never below 1 s).
-        retry_after: Duration,
+        /// Suggested wait before retrying (never below 1 s); `None` when nobody knows (an
+        /// operator forced the breaker open).
+        retry_after: Option<Duration>,
     },
 }
 
@@ -109,18 +118,26 @@ pub struct Snapshot {
     pub consecutive_failures: u32,
     /// Requests counted in the rolling window.
     pub window_requests: u32,
-    /// Failures counted in the rolling window.
+    /// Failures recorded in the rolling window.
     pub window_failures: u32,
+    /// Failures that count toward the rate (after the per-client cap).
+    pub window_counted_failures: f64,
     /// End of the open period; `None` unless open and not forced.
     pub open_until: Option<Instant>,
     /// Whether an operator forced the breaker open.
     pub forced: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Bucket {
     requests: u32,
     failures: u32,
+    /// Failures that say the backend is down (connect), counted whoever sent the request.
+    backend_failures: u32,
+    /// Other failures by client address (`None`: no address known).
+    by_client: HashMap<Option<IpAddr>, u32>,
+    /// Failures of clients beyond `MAX_CLIENTS_PER_BUCKET`, each taken as a distinct client.
+    overflow: u32,
 }
 
 /// Fixed ring of buckets; `head` is the absolute index of the newest bucket.
@@ -135,7 +152,7 @@ struct Window {
 impl Window {
     fn new(window: Duration, now: Instant) -> Self {
         Self {
-            buckets: [Bucket::default(); BUCKETS],
+            buckets: Default::default(),
             // max(1) keeps a zero-length window from dividing by zero.
             bucket_nanos: (window.as_nanos() / BUCKETS as u128).max(1),
             origin: now,
@@ -144,7 +161,7 @@ impl Window {
     }
 
     fn clear(&mut self, now: Instant) {
-        self.buckets = [Bucket::default(); BUCKETS];
+        self.buckets = Default::default();
         self.origin = now;
         self.head = 0;
     }
@@ -163,18 +180,90 @@ impl Window {
         self.head = idx;
     }
 
-    fn record(&mut self, now: Instant, failed: bool) {
+    fn record(&mut self, now: Instant, failure: Option<Failure>) {
         self.advance(now);
         let b = &mut self.buckets[(self.head % BUCKETS as u128) as usize];
         b.requests = b.requests.saturating_add(1);
-        b.failures = b.failures.saturating_add(u32::from(failed));
+        match failure {
+            None => {}
+            Some(Failure::Backend) => {
+                b.failures = b.failures.saturating_add(1);
+                b.backend_failures = b.backend_failures.saturating_add(1);
+            }
+            Some(Failure::Client(c)) => {
+                b.failures = b.failures.saturating_add(1);
+                let known = b.by_client.len() < MAX_CLIENTS_PER_BUCKET;
+                match b.by_client.get_mut(&c) {
+                    Some(n) => *n = n.saturating_add(1),
+                    None if known => {
+                        b.by_client.insert(c, 1);
+                    }
+                    None => b.overflow = b.overflow.saturating_add(1),
+                }
+            }
+        }
     }
 
+    /// Requests and failures in the window, as recorded.
     fn totals(&self) -> (u32, u32) {
         self.buckets.iter().fold((0, 0), |(r, f), b| {
             (r.saturating_add(b.requests), f.saturating_add(b.failures))
         })
     }
+
+    /// Failures that count toward the rate: every backend failure, and client failures with
+    /// no client above `share` of the counted total.
+    fn counted_failures(&self, share: f64) -> f64 {
+        let mut backend = 0u64;
+        let mut per_client: HashMap<Option<IpAddr>, u64> = HashMap::new();
+        let mut singles = Vec::new();
+        for b in &self.buckets {
+            backend += u64::from(b.backend_failures);
+            for (c, n) in &b.by_client {
+                *per_client.entry(*c).or_default() += u64::from(*n);
+            }
+            singles.extend(std::iter::repeat_n(1u64, b.overflow as usize));
+        }
+        let mut clients: Vec<u64> = per_client.into_values().chain(singles).collect();
+        counted(backend as f64, &mut clients, share)
+    }
+}
+
+/// The largest `F` with `F = backend + Σ min(f_c, share·F)`: the most failures that can be
+/// counted with no client above `share` of them. The top `k` clients are capped at `share·F`
+/// and the rest counted in full, so `F = (backend + rest) / (1 − k·share)`; the first `k`
+/// whose caps are consistent wins.
+pub fn counted(backend: f64, clients: &mut [u64], share: f64) -> f64 {
+    clients.sort_unstable_by(|a, b| b.cmp(a));
+    let total: f64 = clients.iter().map(|&n| n as f64).sum();
+    let mut capped_sum = 0.0;
+    for k in 0..=clients.len() {
+        let denom = 1.0 - k as f64 * share;
+        if denom <= 0.0 {
+            break;
+        }
+        let f = (backend + total - capped_sum) / denom;
+        let cap = share * f;
+        let capped_ok = clients[..k].iter().all(|&n| n as f64 >= cap);
+        let rest_ok = clients.get(k).is_none_or(|&n| n as f64 <= cap + 1e-9);
+        if capped_ok && rest_ok {
+            return f;
+        }
+        if let Some(&n) = clients.get(k) {
+            capped_sum += n as f64;
+        }
+    }
+    // No consistent cap: only the backend's own failures count (and they cap every client).
+    backend
+}
+
+/// Why a request failed, for the rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The backend could not be reached.
+    Backend,
+    /// A failure status, timeout or reset of a request from this client.
+    Client(Option<IpAddr>),
 }
 
 /// The circuit-breaker state machine. Not thread-safe by itself.
@@ -218,12 +307,12 @@ impl Breaker {
         let mut transition = None;
         if self.kind == StateKind::Open {
             if self.forced {
-                let retry_after = self.cfg.open_duration.max(MIN_RETRY);
-                return (Admission::Rejected { retry_after }, None);
+                // Open until an operator says otherwise: no time to promise.
+                return (Admission::Rejected { retry_after: None }, None);
             }
             let until = self.open_until.unwrap_or(now);
             if now < until {
-                let retry_after = (until - now).max(MIN_RETRY);
+                let retry_after = Some((until - now).max(MIN_RETRY));
                 return (Admission::Rejected { retry_after }, None);
             }
             self.probes_in_flight = 0;
@@ -236,7 +325,7 @@ impl Breaker {
                 Admission::Allowed { probe: true }
             }
             _ => Admission::Rejected {
-                retry_after: MIN_RETRY,
+                retry_after: Some(MIN_RETRY),
             },
         };
         (admission, transition)
@@ -252,7 +341,7 @@ impl Breaker {
                 self.close(now)
             }
             (StateKind::Closed, false) => {
-                self.window.record(now, false);
+                self.window.record(now, None);
                 self.consecutive = 0;
                 None
             }
@@ -261,20 +350,41 @@ impl Breaker {
         }
     }
 
-    /// Records a failed request; may trip Closed → Open or HalfOpen → Open.
+    /// Records a failure to reach the backend (connect refused or timed out, TLS handshake):
+    /// counted in the run of consecutive failures and in the rate, whoever sent the request.
+    /// May trip Closed → Open or HalfOpen → Open.
     pub fn on_failure(&mut self, now: Instant, probe: bool) -> Option<Transition> {
+        self.failed(now, probe, Failure::Backend)
+    }
+
+    /// Records a failure status, timeout or reset of a request from `client`: counted only
+    /// through the rate, and no client beyond `max_client_share` of the counted failures.
+    pub fn on_request_failure(
+        &mut self,
+        now: Instant,
+        probe: bool,
+        client: Option<IpAddr>,
+    ) -> Option<Transition> {
+        self.failed(now, probe, Failure::Client(client))
+    }
+
+    fn failed(&mut self, now: Instant, probe: bool, failure: Failure) -> Option<Transition> {
         match (self.kind, probe) {
             (StateKind::HalfOpen, true) => {
                 self.release_probe();
                 self.trip(now)
             }
             (StateKind::Closed, false) => {
-                self.window.record(now, true);
-                self.consecutive = self.consecutive.saturating_add(1);
+                self.window.record(now, Some(failure));
+                if failure == Failure::Backend {
+                    self.consecutive = self.consecutive.saturating_add(1);
+                }
                 // Rate is only checked on failures: a success never trips the breaker.
-                let (requests, failures) = self.window.totals();
+                let (requests, _) = self.window.totals();
                 let by_rate = requests >= self.cfg.min_requests.max(1)
-                    && f64::from(failures) / f64::from(requests) >= self.cfg.failure_rate;
+                    && self.window.counted_failures(self.cfg.max_client_share)
+                        / f64::from(requests)
+                        >= self.cfg.failure_rate;
                 let by_run = self.cfg.consecutive_failures > 0
                     && self.consecutive >= self.cfg.consecutive_failures;
                 if by_rate || by_run {
@@ -327,6 +437,7 @@ impl Breaker {
             consecutive_failures: self.consecutive,
             window_requests,
             window_failures,
+            window_counted_failures: self.window.counted_failures(self.cfg.max_client_share),
             open_until: self.open_until,
             forced: self.forced,
         }

@@ -98,7 +98,8 @@ impl Selector {
 }
 
 impl CacheShared {
-    fn matching_keys(&self, sel: &Selector) -> Vec<Arc<str>> {
+    /// The stored primary keys `sel` selects.
+    pub fn matching_keys(&self, sel: &Selector) -> Vec<Arc<str>> {
         match sel {
             Selector::Key(k) => self
                 .store

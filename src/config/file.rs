@@ -279,8 +279,17 @@ impl Default for CoalesceSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// File holding the admin bearer token (`SEAWALL_ADMIN_TOKEN` wins).
+    /// File holding the admin bearer token (`SEAWALL_ADMIN_TOKEN` wins); without either, a
+    /// token is generated at start into `$XDG_RUNTIME_DIR/seawall/admin-token`.
     pub token_file: Option<String>,
+    /// File holding a read-only admin token (`SEAWALL_ADMIN_READ_TOKEN` wins): `GET` under
+    /// `/admin/` except the export.
+    pub read_token_file: Option<String>,
+    /// Peers (CIDRs, the TCP peer, never `X-Forwarded-For`) allowed to send `PURGE` to the
+    /// proxy listener.
+    pub purge_allow: Vec<String>,
+    /// File holding the token that allows `PURGE` on the proxy listener from any peer.
+    pub purge_token_file: Option<String>,
     /// The recent window `/admin/status` summarises.
     #[serde(with = "dur")]
     pub status_window: Duration,
@@ -296,6 +305,9 @@ impl Default for AdminSection {
     fn default() -> Self {
         Self {
             token_file: None,
+            read_token_file: None,
+            purge_allow: Vec::new(),
+            purge_token_file: None,
             status_window: Duration::from_secs(300),
             alert_hit_ratio_below: 0.3,
             alert_error_rate_above: 0.05,
@@ -450,7 +462,8 @@ pub struct BreakerSection {
     pub failure_rate: f64,
     /// Requests in the window before the rate counts.
     pub min_requests: u32,
-    /// Consecutive failures that open the breaker.
+    /// Consecutive failures to connect (refused, connect timeout, TLS handshake) that open
+    /// the breaker; failure statuses, timeouts and resets count only through `failure_rate`.
     pub consecutive_failures: u32,
     /// First open period; doubles with each repeated trip.
     #[serde(with = "dur")]
@@ -462,6 +475,9 @@ pub struct BreakerSection {
     pub half_open_probes: u32,
     /// Upstream statuses that count as failures.
     pub failure_statuses: Vec<u16>,
+    /// Largest share (0..1] of the failures counted in a window that one client address may
+    /// contribute; its further failures are not counted.
+    pub max_client_share: f64,
 }
 
 impl Default for BreakerSection {
@@ -476,6 +492,7 @@ impl Default for BreakerSection {
             max_open_duration: Duration::from_secs(300),
             half_open_probes: 1,
             failure_statuses: vec![502, 503, 504],
+            max_client_share: 0.2,
         }
     }
 }

@@ -28,7 +28,8 @@ use crate::support::*;
 // Admin API
 // ---------------------------------------------------------------------------------------------
 
-/// Sends `method url` with an optional bearer token and JSON body.
+/// Sends `method url` with an optional bearer token and JSON body (without one, the test token
+/// is added for a proxy started with it: see `support::send`).
 pub async fn admin_call(method: Method, url: &str, token: Option<&str>, body: &str) -> Answer {
     let mut b = Request::builder().method(method).uri(url);
     if let Some(t) = token {
@@ -46,13 +47,14 @@ pub fn json_of(body: &Bytes) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
-/// GET on the admin listener without a token; status and JSON.
+/// GET on the admin listener (with the test token where the proxy uses it); status and JSON.
 pub async fn admin_get(url: &str) -> (StatusCode, Value) {
     let (status, _, body) = admin_call(Method::GET, url, None, "").await;
     (status, json_of(&body))
 }
 
-/// POST with a JSON body on the admin listener without a token; status and JSON.
+/// POST with a JSON body on the admin listener (with the test token where the proxy uses it);
+/// status and JSON.
 pub async fn admin_post(url: &str, body: &str) -> (StatusCode, Value) {
     let (status, _, body) = admin_call(Method::POST, url, None, body).await;
     (status, json_of(&body))
@@ -200,10 +202,11 @@ impl FileProxy {
         let config = Config::load(&path).unwrap_or_else(|e| panic!("config invalid: {e}"));
         let running = bounded(
             "seawall start from file",
-            seawall::app::start_with_token(config, None),
+            seawall::app::start_with_token(config, Some(TEST_ADMIN_TOKEN.to_string())),
         )
         .await
         .unwrap();
+        register_test_admin(running.admin_addr);
         Self {
             addr: running.addr,
             admin_addr: running.admin_addr,

@@ -99,6 +99,9 @@ impl SeawallProcess {
             if let Ok(filter) = std::env::var("DEPLOY_TEST_CHILD_LOG") {
                 cmd.env("RUST_LOG", filter);
             }
+            // A child without a configured admin token writes the one it generates here,
+            // not into the user's runtime directory.
+            cmd.env("XDG_RUNTIME_DIR", &dir.0);
             for (k, v) in env {
                 cmd.env(k, v);
             }

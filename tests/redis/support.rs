@@ -662,7 +662,7 @@ pub fn json_of(body: &Bytes) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
-/// `method` on `proxy`'s admin listener (no token) with a JSON body; status and JSON.
+/// `method` on `proxy`'s admin listener (with the test token, added by `send`) with a JSON body; status and JSON.
 pub async fn admin_json(
     proxy: &TestProxy,
     method: Method,

@@ -26,7 +26,7 @@ fn secs(s: u64) -> Duration {
 
 fn rejected(s: u64) -> Admission {
     Admission::Rejected {
-        retry_after: secs(s),
+        retry_after: Some(secs(s)),
     }
 }
 
@@ -287,7 +287,12 @@ async fn force_open_ignores_time_until_force_close() {
     assert_eq!(s.open_until, None);
     assert_eq!(s.trips, 0);
     advance(secs(3600)).await;
-    assert_eq!(b.admit(Instant::now()), (rejected(30), None));
+    let forced = Admission::Rejected { retry_after: None };
+    assert_eq!(
+        b.admit(Instant::now()),
+        (forced, None),
+        "no time to promise"
+    );
     assert_eq!(b.state(), StateKind::Open);
     let t2 = Instant::now();
     let closed = Transition {
@@ -309,7 +314,8 @@ async fn force_open_over_timed_open_and_half_open() {
     assert_eq!(b.force_open(Instant::now()), None);
     assert_eq!(b.snapshot().open_until, None);
     advance(secs(31)).await;
-    assert_eq!(b.admit(Instant::now()), (rejected(30), None));
+    let forced = Admission::Rejected { retry_after: None };
+    assert_eq!(b.admit(Instant::now()), (forced, None));
     b.force_close(Instant::now());
     trip(&mut b);
     wait_and_probe(&mut b).await;
@@ -345,4 +351,48 @@ async fn force_close_keeps_trips_reset_clears_them() {
     assert_eq!(b.reset(t), None);
     trip(&mut b);
     assert_eq!(b.admit(Instant::now()), (rejected(30), None));
+}
+
+#[test]
+fn counted_failures_cap_every_client_at_its_share() {
+    // One client alone: none of its failures count.
+    assert_eq!(counted(0.0, &mut [100], 0.2), 0.0);
+    // Four clients cannot stay under 20 % each; five equal ones count in full.
+    assert_eq!(counted(0.0, &mut [5, 5, 5, 5], 0.2), 0.0);
+    assert_eq!(counted(0.0, &mut [5, 5, 5, 5, 5], 0.2), 25.0);
+    // A loud client among five quiet ones is capped at a fifth of the total.
+    let f = counted(0.0, &mut [100, 2, 2, 2, 2, 2], 0.2);
+    assert!((f - 12.5).abs() < 1e-9, "{f}");
+    // Backend failures always count and make room for client failures.
+    assert_eq!(counted(10.0, &mut [100], 0.2), 12.5);
+    // A share of 1 caps nothing.
+    assert_eq!(counted(0.0, &mut [7, 3], 1.0), 10.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_client_failures_never_trip_but_many_clients_do() {
+    let cfg = BreakerConfig {
+        max_client_share: 0.2,
+        ..BreakerConfig::default()
+    };
+    let mut b = Breaker::new(cfg.clone(), Instant::now());
+    let attacker = Some(std::net::IpAddr::from([198, 51, 100, 7]));
+    for _ in 0..200 {
+        assert_eq!(b.on_request_failure(Instant::now(), false, attacker), None);
+    }
+    assert_eq!(b.state(), StateKind::Closed);
+    assert_eq!(b.snapshot().consecutive_failures, 0);
+
+    let mut b = Breaker::new(cfg, Instant::now());
+    let mut tripped = None;
+    for i in 0..40u8 {
+        let client = Some(std::net::IpAddr::from([203, 0, 113, i % 10]));
+        if b.on_request_failure(Instant::now(), false, client)
+            .is_some()
+        {
+            tripped = Some(i + 1);
+            break;
+        }
+    }
+    assert_eq!(tripped, Some(20), "at min_requests");
 }
