@@ -138,7 +138,7 @@ async fn cache_host_without_host_is_refused_by_check_and_run() {
                [[routes]]\nupstream = \"o\"\ncache_host = \"shop.internal\"\n";
     std::fs::write(&path, src).unwrap();
     let want = format!("{}:11: key `routes[0].cache_host`", path.display());
-    for (cmd, code) in [("check", 1), ("run", 2)] {
+    for (cmd, code) in [("check", 2), ("run", 2)] {
         let out = bounded(
             "seawall subcommand",
             tokio::process::Command::new(env!("CARGO_BIN_EXE_seawall"))
