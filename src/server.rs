@@ -6,6 +6,7 @@ pub mod sniff;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -88,6 +89,25 @@ pub struct ConnInfo {
     pub state: Arc<ConnState>,
     /// The client's IP as a header value, formatted once per connection (`X-Forwarded-For`).
     pub peer_value: http::HeaderValue,
+}
+
+/// HTTP/2 request streams the client reset (RST_STREAM, RFC 9113 §5.4.2, §8.7) or abandoned
+/// with its connection before their response head: hyper drops such a request's service
+/// future. One data listener per process, so one count per process.
+pub static H2_STREAMS_RESET: AtomicU64 = AtomicU64::new(0);
+
+/// Counts an HTTP/2 request dropped before its response head.
+struct StreamGuard {
+    h2: bool,
+    open: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.h2 && self.open {
+            H2_STREAMS_RESET.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn builder(cfg: &ServerSection, keep_alive: bool) -> auto::Builder<TokioExecutor> {
@@ -212,7 +232,14 @@ fn spawn_conn<S>(
     let svc = svc.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        svc.clone().oneshot(req)
+        let h2 = req.version() == http::Version::HTTP_2;
+        let fut = svc.clone().oneshot(req);
+        async move {
+            let mut stream = StreamGuard { h2, open: true };
+            let res = fut.await;
+            stream.open = false;
+            res
+        }
     });
     let b = b.clone();
     let idle_timeout = cfg.keepalive_timeout;
@@ -250,6 +277,8 @@ fn spawn_conn<S>(
                         conn.as_mut().graceful_shutdown();
                     }
                 }
+                // Its client stopped reading a shared body and fell too far behind.
+                _ = state.close.notified() => break,
                 _ = tokio::time::sleep(tick), if !shut => {
                     if state.idle_for() >= idle_timeout {
                         shut = true;

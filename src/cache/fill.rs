@@ -17,8 +17,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::body::ProxyBody;
 use crate::error::{BoxError, ProxyError};
+use crate::server::sniff::ConnState;
 
-/// How far the pump may run ahead of the slowest reader once nothing is kept for storing.
+/// How far the pump may run ahead of the fastest reader once nothing is kept for storing.
 const WINDOW: u64 = 1 << 20;
 
 /// The head every reader gets a copy of.
@@ -54,6 +55,12 @@ pub struct FillLimits {
     pub max_inflight_bytes: u64,
     /// The shared counter for `max_inflight_bytes`.
     pub inflight: Arc<AtomicU64>,
+    /// A reader this far behind the fastest one is disconnected (once nothing is kept).
+    pub max_reader_lag: u64,
+    /// Counts readers disconnected for lagging.
+    pub slow_readers: Arc<AtomicU64>,
+    /// Counts fills given up because their last reader left and nothing was being kept.
+    pub abandoned: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +76,11 @@ struct State {
     offsets: VecDeque<u64>,
     /// Reader positions (chunk index), by reader slot.
     readers: Vec<Option<usize>>,
+    /// Slots whose reader was disconnected for lagging (not reusable until it is dropped).
+    cut: Vec<bool>,
+    /// Each slot's client connection, closed when its reader is cut: a client that stopped
+    /// reading does not poll its body, so an error in the body would never reach it.
+    conns: Vec<Option<Arc<ConnState>>>,
     live_readers: usize,
     attached_once: bool,
     wakers: Vec<Waker>,
@@ -106,13 +118,43 @@ impl State {
         }
     }
 
-    fn lag(&self) -> u64 {
-        let min = self.min_pos();
-        let idx = min.saturating_sub(self.first);
-        match self.offsets.get(idx) {
-            Some(off) => self.total - off,
+    /// Byte offset of chunk index `pos` (the end of what was pushed past the held chunks).
+    fn offset(&self, pos: usize) -> u64 {
+        self.offsets
+            .get(pos.saturating_sub(self.first))
+            .copied()
+            .unwrap_or(self.total)
+    }
+
+    /// How far the fastest reader is behind what was pushed (0 without readers).
+    fn ahead(&self) -> u64 {
+        match self.readers.iter().flatten().copied().max() {
+            Some(max) => self.total - self.offset(max),
             None => 0,
         }
+    }
+
+    /// Disconnects readers more than `max_lag` bytes behind the fastest; returns how many.
+    fn cut_laggards(&mut self, max_lag: u64) -> u64 {
+        let Some(max) = self.readers.iter().flatten().copied().max() else {
+            return 0;
+        };
+        let front = self.offset(max);
+        let mut n = 0;
+        for i in 0..self.readers.len() {
+            if let Some(p) = self.readers[i]
+                && front - self.offset(p) > max_lag
+            {
+                self.readers[i] = None;
+                self.cut[i] = true;
+                if let Some(c) = self.conns[i].take() {
+                    c.close.notify_one();
+                }
+                self.live_readers = self.live_readers.saturating_sub(1);
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -123,6 +165,8 @@ pub struct Fill {
     state: Mutex<State>,
     pump_wake: Notify,
     finished: watch::Sender<bool>,
+    /// True once new readers can no longer attach from the start (or the body ended).
+    closed: watch::Sender<bool>,
     limits: FillLimits,
     /// Clients promised a reader (coalesced followers about to attach): the fill is not
     /// abandoned while any remain.
@@ -143,7 +187,8 @@ impl Fill {
     }
 
     /// Starts pumping `res`'s body. `on_complete` is kept only when `storable`.
-    /// `readers` readers are attached before the first byte arrives.
+    /// `readers` readers (on `conn`) are attached before the first byte arrives.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         res: Response<ProxyBody>,
         limits: FillLimits,
@@ -152,6 +197,7 @@ impl Fill {
         holds: Arc<AtomicUsize>,
         readers: usize,
         pinned: bool,
+        conn: Option<Arc<ConnState>>,
     ) -> (Arc<Fill>, Vec<Response<ProxyBody>>) {
         let (parts, body) = res.into_parts();
         let head = Head::from_parts(&parts);
@@ -170,10 +216,13 @@ impl Fill {
             }),
             pump_wake: Notify::new(),
             finished: watch::Sender::new(false),
+            closed: watch::Sender::new(false),
             limits,
             holds,
         });
-        let early = (0..readers).filter_map(|_| fill.response()).collect();
+        let early = (0..readers)
+            .filter_map(|_| fill.response(conn.clone()))
+            .collect();
         let f = fill.clone();
         tokio::spawn(async move {
             let complete = f.pump(body, declared).await;
@@ -196,6 +245,7 @@ impl Fill {
             // Keep the buffer while readers still stream, but stop counting it as in flight
             // once nothing more arrives and it is about to be released.
             f.finished.send_replace(true);
+            f.closed.send_replace(true);
             let mut st = f.lock();
             st.keep = false;
             st.release(&f.limits.inflight, &f.holds);
@@ -215,12 +265,15 @@ impl Fill {
                         && self.holds.load(Ordering::Relaxed) == 0
                     {
                         drop(st);
+                        // Nobody reads it and it will not be stored: dropping the body
+                        // closes the upstream exchange.
+                        self.limits.abandoned.fetch_add(1, Ordering::Relaxed);
                         self.finish(Err(ProxyError::UpstreamReset(
                             "abandoned by every client".into(),
                         )));
                         return false;
                     }
-                    !st.keep && st.lag() > WINDOW
+                    !st.keep && st.ahead() > WINDOW
                 };
                 if !wait {
                     break;
@@ -230,7 +283,7 @@ impl Fill {
                 notified.as_mut().enable();
                 let still = {
                     let st = self.lock();
-                    !st.keep && st.lag() > WINDOW && st.live_readers > 0
+                    !st.keep && st.ahead() > WINDOW && st.live_readers > 0
                 };
                 if still {
                     notified.await;
@@ -284,10 +337,24 @@ impl Fill {
             {
                 st.keep = false;
             }
+            // Not stored: late readers may join from the start only while the front is
+            // within one reader lag; past it the buffer follows the readers.
+            let close = st.pinned && !st.keep && st.total > self.limits.max_reader_lag;
+            if close {
+                st.pinned = false;
+            }
+            if !st.keep {
+                let cut = st.cut_laggards(self.limits.max_reader_lag);
+                self.limits.slow_readers.fetch_add(cut, Ordering::Relaxed);
+            }
             st.release(&self.limits.inflight, &self.holds);
-            std::mem::take(&mut st.wakers)
+            (std::mem::take(&mut st.wakers), close)
         };
+        let (wakers, close) = wakers;
         wakers.into_iter().for_each(Waker::wake);
+        if close {
+            self.closed.send_replace(true);
+        }
     }
 
     fn finish(&self, r: Result<(), ProxyError>) {
@@ -302,19 +369,24 @@ impl Fill {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// A reader from the first byte, if the front of the body is still held.
-    pub fn reader(self: &Arc<Self>) -> Option<FillBody> {
+    /// A reader from the first byte, if the front of the body is still held; `conn` is its
+    /// client's connection.
+    pub fn reader(self: &Arc<Self>, conn: Option<Arc<ConnState>>) -> Option<FillBody> {
         let mut st = self.lock();
         if st.first > 0 {
             return None;
         }
-        let slot = match st.readers.iter().position(Option::is_none) {
+        let free = (0..st.readers.len()).find(|&i| st.readers[i].is_none() && !st.cut[i]);
+        let slot = match free {
             Some(i) => {
                 st.readers[i] = Some(0);
+                st.conns[i] = conn;
                 i
             }
             None => {
                 st.readers.push(Some(0));
+                st.cut.push(false);
+                st.conns.push(conn);
                 st.readers.len() - 1
             }
         };
@@ -334,9 +406,9 @@ impl Fill {
         })
     }
 
-    /// A response for a reader, or `None` when the front is gone.
-    pub fn response(self: &Arc<Self>) -> Option<Response<ProxyBody>> {
-        let body = self.reader()?;
+    /// A response for a reader on `conn`, or `None` when the front is gone.
+    pub fn response(self: &Arc<Self>, conn: Option<Arc<ConnState>>) -> Option<Response<ProxyBody>> {
+        let body = self.reader(conn)?;
         let mut res = Response::new(ProxyBody::stream(body));
         *res.status_mut() = self.head.status;
         *res.version_mut() = self.head.version;
@@ -357,6 +429,18 @@ impl Fill {
     pub async fn finished(&self) {
         let mut rx = self.finished.subscribe();
         let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Resolves when a new reader can no longer be sure to attach from the first byte: the
+    /// body ended, or it is not kept and has run past one reader lag.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Whether the body is still kept for storing (within `max_object_size`).
+    pub fn keeping(&self) -> bool {
+        self.lock().keep
     }
 }
 
@@ -385,16 +469,25 @@ impl Body for FillBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut st = this.fill.lock();
+        if st.cut[this.slot] {
+            return Poll::Ready(Some(Err(Box::new(ProxyError::UpstreamReset(
+                "reader fell too far behind".into(),
+            )))));
+        }
         let idx = this.pos.wrapping_sub(st.first);
         if this.pos >= st.first
             && let Some(c) = st.chunks.get(idx).cloned()
         {
             this.pos += 1;
             st.readers[this.slot] = Some(this.pos);
-            let was_min = st.first == this.pos - 1;
-            if was_min {
+            if st.first == this.pos - 1 {
                 st.release(&this.fill.limits.inflight, &this.fill.holds);
-                drop(st);
+            }
+            // The pump may be waiting for the fastest reader (or, once nothing is kept, for
+            // the laggards to be cut or released).
+            let wake = !st.keep;
+            drop(st);
+            if wake {
                 this.fill.pump_wake.notify_one();
             }
             return Poll::Ready(Some(Ok(Frame::data(c))));
@@ -421,10 +514,18 @@ impl Drop for FillBody {
     fn drop(&mut self) {
         {
             let mut st = self.fill.lock();
-            if let Some(s) = st.readers.get_mut(self.slot) {
-                *s = None;
+            if st.cut.get(self.slot).copied().unwrap_or(false) {
+                // Already counted out when it was cut; the slot is free again.
+                st.cut[self.slot] = false;
+            } else {
+                if let Some(s) = st.readers.get_mut(self.slot) {
+                    *s = None;
+                }
+                if let Some(c) = st.conns.get_mut(self.slot) {
+                    *c = None;
+                }
+                st.live_readers = st.live_readers.saturating_sub(1);
             }
-            st.live_readers = st.live_readers.saturating_sub(1);
             st.release(&self.fill.limits.inflight, &self.fill.holds);
         }
         self.fill.pump_wake.notify_one();

@@ -18,6 +18,8 @@ pub struct ConnState {
     pub h2: AtomicBool,
     /// Milliseconds since `epoch` of the last read or write.
     last_io_ms: AtomicU64,
+    /// Asks the connection's task to close it at once (a reader cut off for lagging).
+    pub close: tokio::sync::Notify,
     epoch: Instant,
 }
 
@@ -28,6 +30,7 @@ impl ConnState {
             te_and_cl: AtomicBool::new(false),
             h2: AtomicBool::new(false),
             last_io_ms: AtomicU64::new(0),
+            close: tokio::sync::Notify::new(),
             epoch: Instant::now(),
         }
     }
