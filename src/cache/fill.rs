@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::response::Parts;
@@ -14,6 +15,7 @@ use http::{HeaderMap, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::{BoxError, ProxyError};
@@ -21,6 +23,9 @@ use crate::server::sniff::ConnState;
 
 /// How far the pump may run ahead of the fastest reader once nothing is kept for storing.
 const WINDOW: u64 = 1 << 20;
+
+/// A reader past `max_reader_lag` that has taken nothing for this long has stopped reading.
+const STALL: Duration = Duration::from_millis(250);
 
 /// The head every reader gets a copy of.
 #[derive(Clone, Debug)]
@@ -81,6 +86,8 @@ struct State {
     /// Each slot's client connection, closed when its reader is cut: a client that stopped
     /// reading does not poll its body, so an error in the body would never reach it.
     conns: Vec<Option<Arc<ConnState>>>,
+    /// When each slot's reader last took a chunk.
+    last_read: Vec<Instant>,
     live_readers: usize,
     attached_once: bool,
     wakers: Vec<Waker>,
@@ -134,8 +141,11 @@ impl State {
         }
     }
 
-    /// Disconnects readers more than `max_lag` bytes behind the fastest; returns how many.
-    fn cut_laggards(&mut self, max_lag: u64) -> u64 {
+    /// Disconnects readers more than `max_lag` bytes behind the fastest that are not reading
+    /// (none for [`STALL`]), and any reader twice that far behind; returns how many. A reader
+    /// that keeps reading is not cut for a moment's lag: a client that stopped reading can
+    /// look fastest while its socket buffers fill.
+    fn cut_laggards(&mut self, max_lag: u64, now: Instant) -> u64 {
         let Some(max) = self.readers.iter().flatten().copied().max() else {
             return 0;
         };
@@ -143,7 +153,9 @@ impl State {
         let mut n = 0;
         for i in 0..self.readers.len() {
             if let Some(p) = self.readers[i]
-                && front - self.offset(p) > max_lag
+                && let gap = front - self.offset(p)
+                && (gap > max_lag.saturating_mul(2)
+                    || (gap > max_lag && now.duration_since(self.last_read[i]) >= STALL))
             {
                 self.readers[i] = None;
                 self.cut[i] = true;
@@ -338,13 +350,14 @@ impl Fill {
                 st.keep = false;
             }
             // Not stored: late readers may join from the start only while the front is
-            // within one reader lag; past it the buffer follows the readers.
-            let close = st.pinned && !st.keep && st.total > self.limits.max_reader_lag;
+            // within half a reader lag (the other half is their slack for catching up);
+            // past it the buffer follows the readers.
+            let close = st.pinned && !st.keep && st.total > self.limits.max_reader_lag / 2;
             if close {
                 st.pinned = false;
             }
             if !st.keep {
-                let cut = st.cut_laggards(self.limits.max_reader_lag);
+                let cut = st.cut_laggards(self.limits.max_reader_lag, Instant::now());
                 self.limits.slow_readers.fetch_add(cut, Ordering::Relaxed);
             }
             st.release(&self.limits.inflight, &self.holds);
@@ -381,12 +394,14 @@ impl Fill {
             Some(i) => {
                 st.readers[i] = Some(0);
                 st.conns[i] = conn;
+                st.last_read[i] = Instant::now();
                 i
             }
             None => {
                 st.readers.push(Some(0));
                 st.cut.push(false);
                 st.conns.push(conn);
+                st.last_read.push(Instant::now());
                 st.readers.len() - 1
             }
         };
@@ -432,7 +447,7 @@ impl Fill {
     }
 
     /// Resolves when a new reader can no longer be sure to attach from the first byte: the
-    /// body ended, or it is not kept and has run past one reader lag.
+    /// body ended, or it is not kept and has run past half a reader lag.
     pub async fn closed(&self) {
         let mut rx = self.closed.subscribe();
         let _ = rx.wait_for(|d| *d).await;
@@ -480,6 +495,7 @@ impl Body for FillBody {
         {
             this.pos += 1;
             st.readers[this.slot] = Some(this.pos);
+            st.last_read[this.slot] = Instant::now();
             if st.first == this.pos - 1 {
                 st.release(&this.fill.limits.inflight, &this.fill.holds);
             }
