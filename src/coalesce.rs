@@ -56,6 +56,8 @@ pub struct CoalesceStats {
     pub cancelled_before_head: AtomicU64,
     /// Fills given up because their last reader left and the body was not being stored.
     pub cancelled_not_storable: Arc<AtomicU64>,
+    /// Fills given up because their last reader's connection had no stream to spare.
+    pub cancelled_stream_limit: Arc<AtomicU64>,
 }
 
 /// The reasons that mark a key hit-for-pass: they come from the response itself, so every
@@ -274,6 +276,7 @@ impl CoalesceShared {
             max_reader_lag: self.max_reader_lag,
             slow_readers: self.stats.slow_readers.clone(),
             abandoned: self.stats.cancelled_not_storable.clone(),
+            over_stream_limit: self.stats.cancelled_stream_limit.clone(),
         }
     }
 }

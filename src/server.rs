@@ -100,10 +100,12 @@ pub static H2_STREAMS_RESET: AtomicU64 = AtomicU64::new(0);
 struct StreamGuard {
     h2: bool,
     open: bool,
+    conn: Arc<ConnState>,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
+        self.conn.requests.fetch_sub(1, Ordering::Relaxed);
         if self.h2 && self.open {
             H2_STREAMS_RESET.fetch_add(1, Ordering::Relaxed);
         }
@@ -224,6 +226,10 @@ fn spawn_conn<S>(
 {
     let _ = stream.set_nodelay(true);
     let state = Arc::new(ConnState::new());
+    state
+        .stream_limit
+        .store(cfg.http2_max_concurrent_streams as usize, Ordering::Relaxed);
+    let state_for_requests = state.clone();
     let info = ConnInfo {
         peer,
         state: state.clone(),
@@ -234,8 +240,14 @@ fn spawn_conn<S>(
         req.extensions_mut().insert(info.clone());
         let h2 = req.version() == http::Version::HTTP_2;
         let fut = svc.clone().oneshot(req);
+        let conn = state_for_requests.clone();
+        conn.requests.fetch_add(1, Ordering::Relaxed);
         async move {
-            let mut stream = StreamGuard { h2, open: true };
+            let mut stream = StreamGuard {
+                h2,
+                open: true,
+                conn,
+            };
             let res = fut.await;
             stream.open = false;
             res

@@ -498,6 +498,11 @@ async fn a_client_that_leaves_before_the_head_cancels_the_fetch() {
     wait_count("origin sees the h2 fetch closed", &seen.closed, 2).await;
     assert!(!conn_task.is_finished(), "the h2 connection stays open");
 
+    // The reset stream's request is dropped by its own task; wait (bounded) for it.
+    wait_until("the reset is counted", || {
+        seawall::server::H2_STREAMS_RESET.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     let s = metrics(&proxy).await;
     assert_eq!(cancelled(&s, "before_head"), 2.0);
     assert_eq!(must(&s, "seawall_h2_streams_reset_total", &[]), 1.0);
@@ -566,4 +571,49 @@ async fn a_fetch_followers_wait_for_outlives_its_leaders_client() {
     assert_eq!(seen.closed.load(Ordering::SeqCst), 0);
     let s = metrics(&proxy).await;
     assert_eq!(cancelled(&s, "before_head"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_a_connection_leaves_behind_count_against_its_stream_limit() {
+    // A storable 64 KiB body that takes about 1.3 s after its head.
+    const HEAD: &str =
+        "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 65536\r\n\r\n";
+    let (addr, seen) = watching_origin(Some(Duration::ZERO), HEAD, 65536).await;
+    let proxy = TestProxy::with_config(&config(
+        &format!("http://{addr}"),
+        "[server]\nhttp2_max_concurrent_streams = 2",
+        "",
+        "",
+    ))
+    .await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn_task = tokio::spawn(conn);
+    // One client connection asks for five storable bodies and resets each stream as soon as
+    // the head arrived.
+    for i in 0..5 {
+        let req = Request::get(format!("http://{}/s{i}", proxy.addr))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let res = bounded("h2 head", sender.send_request(req)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        drop(res);
+    }
+    // Two go on to be stored; the other three are cancelled at the origin.
+    wait_count("three fetches closed", &seen.closed, 3).await;
+    settle(&proxy).await;
+    let stored = (0..5)
+        .filter(|i| is_stored(&proxy, &format!("/s{i}")))
+        .count();
+    assert_eq!(stored, 2);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 5);
+    let s = metrics(&proxy).await;
+    assert_eq!(cancelled(&s, "stream_limit"), 3.0);
+    assert_eq!(must(&s, "seawall_h2_streams_reset_total", &[]), 5.0);
+    conn_task.abort();
 }

@@ -66,6 +66,8 @@ pub struct FillLimits {
     pub slow_readers: Arc<AtomicU64>,
     /// Counts fills given up because their last reader left and nothing was being kept.
     pub abandoned: Arc<AtomicU64>,
+    /// Counts fills given up because their last reader's connection had no stream to spare.
+    pub over_stream_limit: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +90,10 @@ struct State {
     conns: Vec<Option<Arc<ConnState>>>,
     /// When each slot's reader last took a chunk.
     last_read: Vec<Instant>,
+    /// The connection whose stream limit this fill counts against since its last reader left.
+    detached_on: Option<Arc<ConnState>>,
+    /// The last reader's connection had no room for a fetch without readers: cancel.
+    over_limit: bool,
     live_readers: usize,
     attached_once: bool,
     wakers: Vec<Waker>,
@@ -273,13 +279,18 @@ impl Fill {
                     let st = self.lock();
                     if st.attached_once
                         && st.live_readers == 0
-                        && !st.keep
+                        && (!st.keep || st.over_limit)
                         && self.holds.load(Ordering::Relaxed) == 0
                     {
+                        let counter = if st.keep {
+                            &self.limits.over_stream_limit
+                        } else {
+                            &self.limits.abandoned
+                        };
                         drop(st);
                         // Nobody reads it and it will not be stored: dropping the body
                         // closes the upstream exchange.
-                        self.limits.abandoned.fetch_add(1, Ordering::Relaxed);
+                        counter.fetch_add(1, Ordering::Relaxed);
                         self.finish(Err(ProxyError::UpstreamReset(
                             "abandoned by every client".into(),
                         )));
@@ -376,6 +387,9 @@ impl Fill {
             if r.is_err() {
                 st.keep = false;
             }
+            if let Some(conn) = st.detached_on.take() {
+                conn.detached.fetch_sub(1, Ordering::AcqRel);
+            }
             st.done = Some(r);
             std::mem::take(&mut st.wakers)
         };
@@ -418,6 +432,7 @@ impl Fill {
             slot,
             pos: 0,
             len,
+            ended: false,
         })
     }
 
@@ -472,6 +487,8 @@ pub struct FillBody {
     slot: usize,
     pos: usize,
     len: Option<u64>,
+    /// The body was read to its end (or its error).
+    ended: bool,
 }
 
 impl Body for FillBody {
@@ -509,8 +526,14 @@ impl Body for FillBody {
             return Poll::Ready(Some(Ok(Frame::data(c))));
         }
         match &st.done {
-            Some(Ok(())) => Poll::Ready(None),
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e.clone())))),
+            Some(Ok(())) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(Box::new(e.clone()))))
+            }
             None => {
                 st.wakers.push(cx.waker().clone());
                 Poll::Pending
@@ -537,10 +560,27 @@ impl Drop for FillBody {
                 if let Some(s) = st.readers.get_mut(self.slot) {
                     *s = None;
                 }
-                if let Some(c) = st.conns.get_mut(self.slot) {
-                    *c = None;
-                }
+                let conn = st.conns.get_mut(self.slot).and_then(Option::take);
                 st.live_readers = st.live_readers.saturating_sub(1);
+                // An HTTP/2 body dropped before its end: the client reset the stream.
+                if !self.ended && conn.as_ref().is_some_and(|c| c.h2.load(Ordering::Relaxed)) {
+                    crate::server::H2_STREAMS_RESET.fetch_add(1, Ordering::Relaxed);
+                }
+                // The last reader left a body that is still being fetched to be stored: it
+                // goes on only within its connection's stream limit.
+                if st.live_readers == 0
+                    && st.keep
+                    && st.done.is_none()
+                    && st.detached_on.is_none()
+                    && self.fill.holds.load(Ordering::Relaxed) == 0
+                    && let Some(conn) = conn
+                {
+                    if conn.detach() {
+                        st.detached_on = Some(conn);
+                    } else {
+                        st.over_limit = true;
+                    }
+                }
             }
             st.release(&self.fill.limits.inflight, &self.fill.holds);
         }

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,6 +20,12 @@ pub struct ConnState {
     last_io_ms: AtomicU64,
     /// Asks the connection's task to close it at once (a reader cut off for lagging).
     pub close: tokio::sync::Notify,
+    /// Requests of this connection waiting for their response head.
+    pub requests: AtomicUsize,
+    /// Fetches this connection's clients left that go on to be stored.
+    pub detached: AtomicUsize,
+    /// Requests and detached fetches together at most (`http2_max_concurrent_streams`).
+    pub stream_limit: AtomicUsize,
     epoch: Instant,
 }
 
@@ -31,6 +37,9 @@ impl ConnState {
             h2: AtomicBool::new(false),
             last_io_ms: AtomicU64::new(0),
             close: tokio::sync::Notify::new(),
+            requests: AtomicUsize::new(0),
+            detached: AtomicUsize::new(0),
+            stream_limit: AtomicUsize::new(usize::MAX),
             epoch: Instant::now(),
         }
     }
@@ -38,6 +47,18 @@ impl ConnState {
     fn touch(&self) {
         self.last_io_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Takes a slot for a fetch that goes on after its last client on this connection left;
+    /// false when the connection's requests and such fetches already fill its stream limit.
+    pub fn detach(&self) -> bool {
+        let limit = self.stream_limit.load(Ordering::Relaxed);
+        let busy = self.requests.load(Ordering::Relaxed);
+        self.detached
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                (d.saturating_add(busy) < limit).then_some(d + 1)
+            })
+            .is_ok()
     }
 
     /// Time since the last byte moved.

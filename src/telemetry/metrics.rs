@@ -505,6 +505,10 @@ impl Metrics {
             cs.cancelled_not_storable.load(Ordering::Relaxed),
         );
         set_counter(
+            &self.fetches_cancelled.with_label_values(&["stream_limit"]),
+            cs.cancelled_stream_limit.load(Ordering::Relaxed),
+        );
+        set_counter(
             &self.h2_streams_reset,
             crate::server::H2_STREAMS_RESET.load(Ordering::Relaxed),
         );
