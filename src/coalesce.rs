@@ -425,6 +425,16 @@ fn mark_hit_for_pass(shared: &CoalesceShared, plan: &FetchPlan, share: Share) ->
     true
 }
 
+/// Whether `share` is unshareable because of the request that fetched it: its own `no-store`
+/// or `Authorization`, or a client error without freshness that it provoked.
+fn leaders_own(share: Share, status: http::StatusCode) -> bool {
+    match share {
+        Share::Personal(NotStorable::RequestNoStore | NotStorable::Authorization) => true,
+        Share::Personal(NotStorable::NoFreshness) => status.is_client_error(),
+        _ => false,
+    }
+}
+
 /// Whether a request carries what makes its own response personal to it (credentials, or a
 /// `no-store` of its own).
 fn personal_request(h: &HeaderMap) -> bool {
@@ -568,17 +578,20 @@ where
             }
             if !storable && !share.shareable() {
                 // Nobody will receive it but the leader: no buffer, no pump task. A reason of
-                // the response's own marks the key; any other came from the leader's request,
-                // and the followers elect a new leader instead.
+                // the response's own marks the key; one that came from the leader's request
+                // sends the followers to elect a new leader instead.
                 let marked = mark_hit_for_pass(&shared, &plan, share);
+                let reelect = !marked
+                    && (leaders_own(share, res.status())
+                        || personal_request(&flight.leader_headers));
                 let mut res = res;
                 res.extensions_mut().insert(share);
                 // Out of the map first: a re-electing follower must not find this flight.
                 remove_flight(&shared, &plan, &flight);
-                flight.tx.send_replace(Some(if marked {
-                    Outcome::Unshared
-                } else {
+                flight.tx.send_replace(Some(if reelect {
                     Outcome::Reelect
+                } else {
+                    Outcome::Unshared
                 }));
                 return Ok(res);
             }
