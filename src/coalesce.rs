@@ -1,7 +1,8 @@
 //! Request coalescing below the cache: one upstream fetch per cache key. The leader's fetch
-//! runs in its client's task and is detached if that client goes away; followers wait (capped, with a deadline) for its head and then stream the
-//! same fill. Responses that cannot be shared send followers upstream and mark the key
-//! hit-for-pass for a while, so the next burst does not queue.
+//! runs in its client's task, goes on without it while followers wait (capped, with a deadline)
+//! for its head, and is cancelled when nobody does; followers then stream the same fill.
+//! Responses unshareable by their own fields send followers upstream and mark the key
+//! hit-for-pass for a while; one made personal by the leader's request has them elect anew.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
