@@ -36,10 +36,12 @@ pub enum Phase {
     Closing,
 }
 
-/// The phase channel.
+/// The phase channel, and the listener's counters.
 #[derive(Debug)]
 pub struct Lifecycle {
     tx: watch::Sender<Phase>,
+    /// HTTP/2 request streams the client reset before their response ended.
+    pub h2_streams_reset: Arc<AtomicU64>,
 }
 
 impl Lifecycle {
@@ -47,6 +49,7 @@ impl Lifecycle {
     pub fn new() -> Self {
         Self {
             tx: watch::Sender::new(Phase::Serving),
+            h2_streams_reset: Arc::default(),
         }
     }
 
@@ -91,11 +94,6 @@ pub struct ConnInfo {
     pub peer_value: http::HeaderValue,
 }
 
-/// HTTP/2 request streams the client reset (RST_STREAM, RFC 9113 §5.4.2, §8.7) or abandoned
-/// with its connection before their response head: hyper drops such a request's service
-/// future. One data listener per process, so one count per process.
-pub static H2_STREAMS_RESET: AtomicU64 = AtomicU64::new(0);
-
 /// Counts an HTTP/2 request dropped before its response head.
 struct StreamGuard {
     h2: bool,
@@ -106,8 +104,10 @@ struct StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.conn.requests.fetch_sub(1, Ordering::Relaxed);
+        // The client reset the stream (RST_STREAM, RFC 9113 §5.4.2, §8.7) or dropped its
+        // connection before the response head: hyper drops the request's service future.
         if self.h2 && self.open {
-            H2_STREAMS_RESET.fetch_add(1, Ordering::Relaxed);
+            self.conn.streams_reset.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -182,6 +182,7 @@ where
             phase.clone(),
             &cfg,
             !serving,
+            &lifecycle.h2_streams_reset,
         );
     }
     // Connections the kernel already completed would be reset if the listener just went away:
@@ -197,6 +198,7 @@ where
             phase.clone(),
             &cfg,
             true,
+            &lifecycle.h2_streams_reset,
         );
     }
     drop(listener);
@@ -217,6 +219,7 @@ fn spawn_conn<S>(
     mut rx: watch::Receiver<Phase>,
     cfg: &ServerSection,
     one_shot: bool,
+    resets: &Arc<AtomicU64>,
 ) where
     S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
         + Clone
@@ -225,7 +228,7 @@ fn spawn_conn<S>(
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let state = Arc::new(ConnState::new());
+    let state = Arc::new(ConnState::counting_resets_in(resets.clone()));
     state
         .stream_limit
         .store(cfg.http2_max_concurrent_streams as usize, Ordering::Relaxed);

@@ -500,7 +500,13 @@ async fn a_client_that_leaves_before_the_head_cancels_the_fetch() {
 
     // The reset stream's request is dropped by its own task; wait (bounded) for it.
     wait_until("the reset is counted", || {
-        seawall::server::H2_STREAMS_RESET.load(Ordering::SeqCst) >= 1
+        proxy
+            .running()
+            .state
+            .lifecycle
+            .h2_streams_reset
+            .load(Ordering::SeqCst)
+            >= 1
     })
     .await;
     let s = metrics(&proxy).await;
@@ -609,7 +615,13 @@ async fn fetches_a_connection_leaves_behind_count_against_its_stream_limit() {
             drop(res);
             // The proxy sees the reset (and leaves the fetch running) before the next request.
             wait_until("the reset reached the proxy", || {
-                seawall::server::H2_STREAMS_RESET.load(Ordering::SeqCst) > i as u64
+                proxy
+                    .running()
+                    .state
+                    .lifecycle
+                    .h2_streams_reset
+                    .load(Ordering::SeqCst)
+                    > i as u64
             })
             .await;
             continue;

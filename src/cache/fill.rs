@@ -563,8 +563,10 @@ impl Drop for FillBody {
                 let conn = st.conns.get_mut(self.slot).and_then(Option::take);
                 st.live_readers = st.live_readers.saturating_sub(1);
                 // An HTTP/2 body dropped before its end: the client reset the stream.
-                if !self.ended && conn.as_ref().is_some_and(|c| c.h2.load(Ordering::Relaxed)) {
-                    crate::server::H2_STREAMS_RESET.fetch_add(1, Ordering::Relaxed);
+                if !self.ended
+                    && let Some(c) = conn.as_ref().filter(|c| c.h2.load(Ordering::Relaxed))
+                {
+                    c.streams_reset.fetch_add(1, Ordering::Relaxed);
                 }
                 // The last reader left a body that is still being fetched to be stored: it
                 // goes on only within its connection's stream limit.

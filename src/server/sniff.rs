@@ -26,6 +26,8 @@ pub struct ConnState {
     pub detached: AtomicUsize,
     /// Requests and detached fetches together at most (`http2_max_concurrent_streams`).
     pub stream_limit: AtomicUsize,
+    /// The listener's count of HTTP/2 streams reset by their client.
+    pub streams_reset: Arc<AtomicU64>,
     epoch: Instant,
 }
 
@@ -40,6 +42,7 @@ impl ConnState {
             requests: AtomicUsize::new(0),
             detached: AtomicUsize::new(0),
             stream_limit: AtomicUsize::new(usize::MAX),
+            streams_reset: Arc::default(),
             epoch: Instant::now(),
         }
     }
@@ -47,6 +50,14 @@ impl ConnState {
     fn touch(&self) {
         self.last_io_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A fresh state counting reset streams in `resets` (the listener's counter).
+    pub fn counting_resets_in(resets: Arc<AtomicU64>) -> Self {
+        Self {
+            streams_reset: resets,
+            ..Self::new()
+        }
     }
 
     /// Takes a slot for a fetch that goes on after its last client on this connection left;

@@ -451,6 +451,14 @@ impl Metrics {
         }
     }
 
+    /// Takes the data listener's counters (before [`Self::render`]).
+    pub fn observe_server(&self, lifecycle: &crate::server::Lifecycle) {
+        set_counter(
+            &self.h2_streams_reset,
+            lifecycle.h2_streams_reset.load(Ordering::Relaxed),
+        );
+    }
+
     /// Refreshes the values owned by other components, then renders the text format.
     pub fn render(
         &self,
@@ -508,10 +516,7 @@ impl Metrics {
             &self.fetches_cancelled.with_label_values(&["stream_limit"]),
             cs.cancelled_stream_limit.load(Ordering::Relaxed),
         );
-        set_counter(
-            &self.h2_streams_reset,
-            crate::server::H2_STREAMS_RESET.load(Ordering::Relaxed),
-        );
+
         for b in breakers.all() {
             self.breaker_state
                 .with_label_values(&[b.upstream.as_str()])
