@@ -195,6 +195,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     let rt = s.rt.load();
+    s.metrics.observe_server(&s.lifecycle);
     let text = s.metrics.render(&s.cache, &s.coalesce, &rt.breakers);
     (
         [(

@@ -740,10 +740,13 @@ where
         }
         match *req.method() {
             Method::GET | Method::HEAD => {}
-            Method::POST | Method::PUT | Method::DELETE | Method::PATCH => {
-                return self.unsafe_method(req, &route).await;
+            // RFC 9110 §9.2.1: only these are known to be safe. CONNECT names no resource.
+            Method::OPTIONS | Method::TRACE | Method::CONNECT => {
+                return self.pass(req, "method").await;
             }
-            _ => return self.pass(req, "method").await,
+            // RFC 9111 §4.4: any other method, extension methods included, may change the
+            // target.
+            _ => return self.unsafe_method(req, &route).await,
         }
         if crate::stack::is_upgrade(&req) {
             return self.pass(req, "upgrade").await;
@@ -954,8 +957,10 @@ where
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok());
+                // Only what is known at the head: a body of unknown length may still run
+                // past max_object_size and be dropped, so it is not announced as stored.
                 let stored = share.is_some_and(|s| s.storable())
-                    && declared.is_none_or(|n| n <= self.shared.max_object_size);
+                    && declared.is_some_and(|n| n <= self.shared.max_object_size);
                 let res = answer_conditional_to(&parts.method, &plan.req_headers, res);
                 self.decorate(
                     res,
@@ -1040,10 +1045,16 @@ where
                 )
             }
             Ok(res) => {
+                let declared = res
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
                 let stored = res
                     .extensions()
                     .get::<Share>()
-                    .is_some_and(|s| s.storable());
+                    .is_some_and(|s| s.storable())
+                    && declared.is_some_and(|n| n <= self.shared.max_object_size);
                 let status = res.status().as_u16();
                 let res = answer_conditional(&req, res);
                 self.decorate(
@@ -1211,7 +1222,9 @@ where
             Ok(res) => {
                 // RFC 9111 §4.4: a non-error response invalidates the target and same-origin
                 // Location / Content-Location.
-                if res.status().is_success() || res.status().is_redirection() {
+                if route.cache.invalidate_on_unsafe
+                    && (res.status().is_success() || res.status().is_redirection())
+                {
                     self.shared.store.remove(&primary);
                     // The shared copy goes too, or this replica's next miss would read it back.
                     if let Some(t) = self.shared.tier().cloned() {
@@ -1226,6 +1239,9 @@ where
                             .and_then(|loc| same_origin_key(loc, host.as_deref(), route))
                         {
                             self.shared.store.remove(&k);
+                            if let Some(t) = self.shared.tier().cloned() {
+                                tokio::spawn(async move { t.invalidate(&k).await });
+                            }
                         }
                     }
                 }

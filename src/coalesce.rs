@@ -1,25 +1,27 @@
 //! Request coalescing below the cache: one upstream fetch per cache key. The leader's fetch
-//! runs in its client's task and is detached if that client goes away; followers wait (capped, with a deadline) for its head and then stream the
-//! same fill. Responses that cannot be shared send followers upstream and mark the key
-//! hit-for-pass for a while, so the next burst does not queue.
+//! runs in its client's task, goes on without it while followers wait (capped, with a deadline)
+//! for its head, and is cancelled when nobody does; followers then stream the same fill.
+//! Responses unshareable by their own fields send followers upstream and mark the key
+//! hit-for-pass for a while; one made personal by the leader's request has them elect anew.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderMap, Request, Response};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument as _;
 
 use crate::body::ProxyBody;
 use crate::cache::entry::Entry as Stored;
 use crate::cache::fill::{Fill, FillLimits};
+use crate::cache::policy::NotStorable;
 use crate::cache::{FetchPlan, Share, SharedHit, SharedStep};
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -45,13 +47,43 @@ pub struct CoalesceStats {
     pub released: AtomicU64,
     /// Sum of follower wait time in microseconds.
     pub wait_micros: AtomicU64,
+    /// Keys marked hit-for-pass, by reason (indexed like [`HIT_FOR_PASS_REASONS`]).
+    pub marked: [AtomicU64; 6],
+    /// Followers that elected a new leader because the last one's response was its own.
+    pub reelected: AtomicU64,
+    /// Readers disconnected for falling more than `max_reader_lag` behind the fastest.
+    pub slow_readers: Arc<AtomicU64>,
+    /// Fetches cancelled because their last client left before the response head.
+    pub cancelled_before_head: AtomicU64,
+    /// Fills given up because their last reader left and the body was not being stored.
+    pub cancelled_not_storable: Arc<AtomicU64>,
+    /// Fills given up because their last reader's connection had no stream to spare.
+    pub cancelled_stream_limit: Arc<AtomicU64>,
 }
+
+/// The reasons that mark a key hit-for-pass: they come from the response itself, so every
+/// client would get the same answer. A reason that comes from the leader's own request
+/// (`request-no-store`, `authorization`, `no-freshness`, …) never marks a key.
+pub const HIT_FOR_PASS_REASONS: [NotStorable; 6] = [
+    NotStorable::NoStore,
+    NotStorable::Private,
+    NotStorable::SetCookie,
+    NotStorable::VaryStar,
+    NotStorable::VaryNotAllowed,
+    NotStorable::MustUnderstand,
+];
+
+/// How many times one request follows a new leader after a leader's personal response,
+/// before it fetches for itself.
+const MAX_ELECTIONS: usize = 3;
 
 #[derive(Clone, Debug)]
 enum Outcome {
     Response(Arc<Fill>, Share),
     /// Only the leader may have it: followers fetch for themselves.
     Unshared,
+    /// Only the leader may have it because of its own request: followers elect a new leader.
+    Reelect,
     /// The shared tier had it (now in memory too).
     Shared(Arc<Stored>),
     Error(ProxyError),
@@ -62,6 +94,32 @@ struct Flight {
     waiters: AtomicUsize,
     holds: Arc<AtomicUsize>,
     leader_headers: HeaderMap,
+    /// Set when the response head has arrived (the fetch is no longer cancelled for want of
+    /// clients; the fill decides from then on).
+    headed: AtomicBool,
+    /// Notified when the last follower's hold goes.
+    left: Notify,
+}
+
+/// A follower's promise to read (or to decide not to): released on drop, also when the
+/// follower's client goes away mid-wait.
+struct Hold(Arc<Flight>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.left.notify_waiters();
+        }
+    }
+}
+
+/// A follower counted as waiting for the head until dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 const HFP_SHARDS: usize = 16;
@@ -159,6 +217,7 @@ pub struct CoalesceShared {
     hit_for_pass: HitForPass,
     inflight: Arc<AtomicU64>,
     max_inflight_bytes: u64,
+    max_reader_lag: u64,
     wait_hist: Option<prometheus::Histogram>,
     /// Counters.
     pub stats: CoalesceStats,
@@ -185,6 +244,7 @@ impl CoalesceShared {
             hit_for_pass: HitForPass::new(c.hit_for_pass_ttl, 100_000),
             inflight: Arc::new(AtomicU64::new(0)),
             max_inflight_bytes: c.max_inflight_bytes,
+            max_reader_lag: c.max_reader_lag,
             wait_hist,
             stats: CoalesceStats::default(),
         }
@@ -200,11 +260,24 @@ impl CoalesceShared {
         self.flights.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Followers currently waiting for a leader's response head, over all keys.
+    pub fn waiters(&self) -> usize {
+        let flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        flights
+            .values()
+            .map(|f| f.waiters.load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn limits(&self, plan: &FetchPlan) -> FillLimits {
         FillLimits {
             max_object_size: plan.max_object_size(),
             max_inflight_bytes: self.max_inflight_bytes,
             inflight: self.inflight.clone(),
+            max_reader_lag: self.max_reader_lag,
+            slow_readers: self.stats.slow_readers.clone(),
+            abandoned: self.stats.cancelled_not_storable.clone(),
+            over_stream_limit: self.stats.cancelled_stream_limit.clone(),
         }
     }
 }
@@ -269,60 +342,135 @@ where
                 }
                 return solo(inner, &shared, plan, req).await;
             }
-            if shared.hit_for_pass.contains(&plan.primary) {
-                shared.stats.hit_for_pass.fetch_add(1, Ordering::Relaxed);
-                return solo(inner, &shared, plan, req).await;
-            }
-            let (flight, leader) = {
-                let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
-                // One lookup (the key hashes once) whether we lead or follow.
-                match flights.entry(plan.key.clone()) {
-                    Entry::Occupied(f) => {
-                        let f = f.get();
-                        // Promise a reader before the lock goes, so the fill is not abandoned
-                        // between its head and our attaching.
-                        f.holds.fetch_add(1, Ordering::Relaxed);
-                        (f.clone(), false)
+            let mut req = req;
+            let mut elections = 0;
+            loop {
+                if shared.hit_for_pass.contains(&plan.primary) {
+                    shared.stats.hit_for_pass.fetch_add(1, Ordering::Relaxed);
+                    return solo(inner, &shared, plan, req).await;
+                }
+                let (flight, leader) = {
+                    let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
+                    // One lookup (the key hashes once) whether we lead or follow.
+                    match flights.entry(plan.key.clone()) {
+                        Entry::Occupied(f) => {
+                            let f = f.get();
+                            // Promise a reader before the lock goes, so the fill is not
+                            // abandoned between its head and our attaching.
+                            f.holds.fetch_add(1, Ordering::Relaxed);
+                            (f.clone(), false)
+                        }
+                        Entry::Vacant(slot) => {
+                            let f = Arc::new(Flight {
+                                tx: watch::Sender::new(None),
+                                waiters: AtomicUsize::new(0),
+                                holds: Arc::new(AtomicUsize::new(0)),
+                                leader_headers: req.headers().clone(),
+                                headed: AtomicBool::new(false),
+                                left: Notify::new(),
+                            });
+                            slot.insert(f.clone());
+                            (f, true)
+                        }
                     }
-                    Entry::Vacant(slot) => {
-                        let f = Arc::new(Flight {
-                            tx: watch::Sender::new(None),
-                            waiters: AtomicUsize::new(0),
-                            holds: Arc::new(AtomicUsize::new(0)),
-                            leader_headers: req.headers().clone(),
-                        });
-                        slot.insert(f.clone());
-                        (f, true)
+                };
+                if leader {
+                    shared.stats.leaders.fetch_add(1, Ordering::Relaxed);
+                    let fetch = Box::pin(lead(
+                        inner,
+                        shared.clone(),
+                        plan.clone(),
+                        flight.clone(),
+                        req,
+                    ));
+                    return Detached::new(fetch, shared, plan, flight).await;
+                }
+                let hold = Hold(flight.clone());
+                let followed = follow(inner.clone(), &shared, plan.clone(), hold, req).await;
+                match followed {
+                    Followed::Done(r) => return r,
+                    Followed::Reelect(r) if elections < MAX_ELECTIONS => {
+                        elections += 1;
+                        shared.stats.reelected.fetch_add(1, Ordering::Relaxed);
+                        req = r;
+                    }
+                    Followed::Reelect(r) => {
+                        shared.stats.released.fetch_add(1, Ordering::Relaxed);
+                        return solo(inner, &shared, plan, r).await;
                     }
                 }
-            };
-            if leader {
-                shared.stats.leaders.fetch_add(1, Ordering::Relaxed);
-                return Detached::new(Box::pin(lead(inner, shared.clone(), plan, flight, req)))
-                    .await;
             }
-            let r = follow(inner, &shared, plan, &flight, req).await;
-            flight.holds.fetch_sub(1, Ordering::Relaxed);
-            r
         })
     }
 }
 
+/// What a follower ended with.
+enum Followed {
+    Done(Result<Response<ProxyBody>, ProxyError>),
+    /// The leader's response was personal because of the leader's request: the request back,
+    /// to follow (or lead) the next fetch.
+    Reelect(Request<ProxyBody>),
+}
+
+/// Marks `plan`'s key hit-for-pass when `share` is unshareable for a reason of the response's
+/// own; counts the mark. Returns whether it marked.
+fn mark_hit_for_pass(shared: &CoalesceShared, plan: &FetchPlan, share: Share) -> bool {
+    let Share::Personal(r) = share else {
+        return false;
+    };
+    let Some(i) = HIT_FOR_PASS_REASONS.iter().position(|x| *x == r) else {
+        return false;
+    };
+    shared.hit_for_pass.insert(&plan.primary);
+    shared.stats.marked[i].fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Whether `share` is unshareable because of the request that fetched it: its own `no-store`
+/// or `Authorization`, or a client error without freshness that it provoked.
+fn leaders_own(share: Share, status: http::StatusCode) -> bool {
+    match share {
+        Share::Personal(NotStorable::RequestNoStore | NotStorable::Authorization) => true,
+        Share::Personal(NotStorable::NoFreshness) => status.is_client_error(),
+        _ => false,
+    }
+}
+
+/// Whether a request carries what makes its own response personal to it (credentials, or a
+/// `no-store` of its own).
+fn personal_request(h: &HeaderMap) -> bool {
+    h.contains_key(http::header::AUTHORIZATION)
+        || h.contains_key(http::header::COOKIE)
+        || crate::cache::policy::request_cc(h).no_store
+}
+
 type LeadFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
-/// Runs the leader's fetch in its client's task (a lone miss costs no task and no channel),
-/// and moves whatever is left of it to a task of its own if the client goes away first: a
-/// fetch that followers wait on (or that will be stored) is never cancelled.
+/// Runs the leader's fetch in its client's task (a lone miss costs no task and no channel).
+/// If the client goes away first, the fetch goes on in a task of its own while followers
+/// wait for it, and is cancelled (the upstream exchange dropped) when none is left before
+/// the response head arrived. From the head on, the fill decides.
 struct Detached {
     fetch: Option<LeadFuture>,
     span: tracing::Span,
+    shared: Arc<CoalesceShared>,
+    plan: Arc<FetchPlan>,
+    flight: Arc<Flight>,
 }
 
 impl Detached {
-    fn new(fetch: LeadFuture) -> Self {
+    fn new(
+        fetch: LeadFuture,
+        shared: Arc<CoalesceShared>,
+        plan: Arc<FetchPlan>,
+        flight: Arc<Flight>,
+    ) -> Self {
         Self {
             fetch: Some(fetch),
             span: tracing::Span::current(),
+            shared,
+            plan,
+            flight,
         }
     }
 }
@@ -342,12 +490,57 @@ impl Future for Detached {
 
 impl Drop for Detached {
     fn drop(&mut self) {
-        if let Some(fetch) = self.fetch.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(fetch.instrument(self.span.clone()));
+        let Some(mut fetch) = self.fetch.take() else {
+            return;
+        };
+        if cancel_unwanted(&self.shared, &self.plan, &self.flight) {
+            return;
         }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, plan, flight) = (self.shared.clone(), self.plan.clone(), self.flight.clone());
+        rt.spawn(
+            async move {
+                loop {
+                    let left = flight.left.notified();
+                    tokio::pin!(left);
+                    left.as_mut().enable();
+                    if cancel_unwanted(&shared, &plan, &flight) {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = &mut fetch => return,
+                        _ = left => {}
+                    }
+                }
+            }
+            .instrument(self.span.clone()),
+        );
     }
+}
+
+/// With no head yet and no follower holding the flight, takes the flight out of the map (so
+/// the next request leads a fetch of its own) and counts the cancellation; the caller then
+/// drops the fetch. Followers promise a reader under the map's lock, so none can slip in.
+fn cancel_unwanted(shared: &CoalesceShared, plan: &FetchPlan, flight: &Arc<Flight>) -> bool {
+    if flight.headed.load(Ordering::Acquire) {
+        return false;
+    }
+    let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
+    if flight.holds.load(Ordering::Acquire) > 0 || flight.headed.load(Ordering::Acquire) {
+        return false;
+    }
+    if let Entry::Occupied(f) = flights.entry(plan.key.clone())
+        && Arc::ptr_eq(f.get(), flight)
+    {
+        f.remove();
+    }
+    shared
+        .stats
+        .cancelled_before_head
+        .fetch_add(1, Ordering::Relaxed);
+    true
 }
 
 /// The leader: fetch, publish the head, keep the flight while the body streams (in a task of
@@ -374,7 +567,10 @@ where
         }
         SharedStep::Fetch(lock) => lock,
     };
-    let (outcome, mine) = match inner.oneshot(req).await {
+    let conn = conn_of(&req);
+    let fetched = inner.oneshot(req).await;
+    flight.headed.store(true, Ordering::Release);
+    let (outcome, mine) = match fetched {
         Ok(res) => {
             let share = plan.classify(res.status(), res.headers());
             let storable = share.storable();
@@ -382,16 +578,22 @@ where
                 FetchPlan::unlocked(lock.take(), Some(share));
             }
             if !storable && !share.shareable() {
-                // Nobody will receive it but the leader: no buffer, no pump task.
-                if let Share::Personal(r) = share
-                    && r != crate::cache::policy::NotStorable::RequestNoStore
-                {
-                    shared.hit_for_pass.insert(&plan.primary);
-                }
+                // Nobody will receive it but the leader: no buffer, no pump task. A reason of
+                // the response's own marks the key; one that came from the leader's request
+                // sends the followers to elect a new leader instead.
+                let marked = mark_hit_for_pass(&shared, &plan, share);
+                let reelect = !marked
+                    && (leaders_own(share, res.status())
+                        || personal_request(&flight.leader_headers));
                 let mut res = res;
                 res.extensions_mut().insert(share);
-                flight.tx.send_replace(Some(Outcome::Unshared));
+                // Out of the map first: a re-electing follower must not find this flight.
                 remove_flight(&shared, &plan, &flight);
+                flight.tx.send_replace(Some(if reelect {
+                    Outcome::Reelect
+                } else {
+                    Outcome::Unshared
+                }));
                 return Ok(res);
             }
             let on_complete = storable.then(|| plan.clone().on_complete(lock.take()));
@@ -403,13 +605,8 @@ where
                 flight.holds.clone(),
                 1,
                 true,
+                conn,
             );
-            // One client's `no-store` request says nothing about the key.
-            if let Share::Personal(r) = share
-                && r != crate::cache::policy::NotStorable::RequestNoStore
-            {
-                shared.hit_for_pass.insert(&plan.primary);
-            }
             let mine = early
                 .pop()
                 .map(|mut r| {
@@ -424,6 +621,12 @@ where
             (Outcome::Error(e.clone()), Err(e))
         }
     };
+    // A flight no new follower may join leaves the map before its outcome is published: a
+    // follower that re-elects must not find it again.
+    let keep_flight = matches!(outcome, Outcome::Response(_, Share::Storable));
+    if !keep_flight {
+        remove_flight(&shared, &plan, &flight);
+    }
     flight.tx.send_replace(Some(outcome.clone()));
     match outcome {
         // Late arrivals may still attach while the body streams; once it is complete the
@@ -431,7 +634,9 @@ where
         Outcome::Response(fill, Share::Storable) => {
             tokio::spawn(
                 async move {
-                    fill.finished().await;
+                    // Until stored, or until a body too large to store has run past what a
+                    // late follower could still read from its start.
+                    fill.closed().await;
                     remove_flight(&shared, &plan, &flight);
                     fill.unpin();
                 }
@@ -439,12 +644,11 @@ where
             );
         }
         Outcome::Response(fill, _) => {
-            remove_flight(&shared, &plan, &flight);
             // No new follower can find the fill now; those already promised a reader still
             // hold it.
             fill.unpin();
         }
-        _ => remove_flight(&shared, &plan, &flight),
+        _ => {}
     }
     mine
 }
@@ -462,19 +666,21 @@ async fn follow<S>(
     inner: S,
     shared: &Arc<CoalesceShared>,
     plan: Arc<FetchPlan>,
-    flight: &Flight,
+    hold: Hold,
     req: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, ProxyError>
+) -> Followed
 where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
         + Send
         + 'static,
     S::Future: Send,
 {
+    let flight = hold.0.clone();
+    let waiting = Waiting(&flight.waiters);
     if flight.waiters.fetch_add(1, Ordering::Relaxed) >= shared.max_waiters {
-        flight.waiters.fetch_sub(1, Ordering::Relaxed);
+        drop(waiting);
         shared.stats.waiter_cap.fetch_add(1, Ordering::Relaxed);
-        return Err(ProxyError::TooManyWaiters);
+        return Followed::Done(Err(ProxyError::TooManyWaiters));
     }
     let wait = shared
         .wait_timeout
@@ -487,7 +693,7 @@ where
     })
     .instrument(tracing::info_span!("coalesce_wait", seawall.key = %plan.primary))
     .await;
-    flight.waiters.fetch_sub(1, Ordering::Relaxed);
+    drop(waiting);
     let waited = started.elapsed();
     shared
         .stats
@@ -499,12 +705,14 @@ where
     let outcome: Option<Outcome> = match outcome {
         Err(_) => {
             shared.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-            return Err(ProxyError::WaitTimeout);
+            return Followed::Done(Err(ProxyError::WaitTimeout));
         }
-        Ok(Err(_)) => return Err(ProxyError::UpstreamReset("fetch task ended".into())),
+        Ok(Err(_)) => {
+            return Followed::Done(Err(ProxyError::UpstreamReset("fetch task ended".into())));
+        }
         Ok(Ok(o)) => o,
     };
-    match outcome {
+    let done = match outcome {
         Some(Outcome::Error(e)) => {
             shared.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             Err(e)
@@ -518,14 +726,22 @@ where
                 });
             if share.shareable()
                 && vary_ok
-                && let Some(mut res) = fill.response()
+                && let Some(mut res) = fill.response(conn_of(&req))
             {
                 shared.stats.coalesced.fetch_add(1, Ordering::Relaxed);
                 res.extensions_mut().insert(Collapsed);
                 res.extensions_mut().insert(share);
-                return Ok(res);
+                return Followed::Done(Ok(res));
+            }
+            // Stored already stale only because the leader's request was personal (no
+            // operator lifetime for credentialed requests): the next leader may do better.
+            if share == Share::StorableStale && vary_ok && personal_request(&flight.leader_headers)
+            {
+                return Followed::Reelect(req);
             }
             shared.stats.released.fetch_add(1, Ordering::Relaxed);
+            // This follower reads nothing from the fill: it no longer holds it.
+            drop(hold);
             solo(inner, shared, plan, req).await
         }
         Some(Outcome::Shared(e)) => {
@@ -533,17 +749,28 @@ where
                 shared.stats.coalesced.fetch_add(1, Ordering::Relaxed);
                 let mut res = SharedHit::response(e);
                 res.extensions_mut().insert(Collapsed);
-                return Ok(res);
+                return Followed::Done(Ok(res));
             }
             shared.stats.released.fetch_add(1, Ordering::Relaxed);
+            drop(hold);
             solo(inner, shared, plan, req).await
         }
         Some(Outcome::Unshared) => {
             shared.stats.released.fetch_add(1, Ordering::Relaxed);
+            drop(hold);
             solo(inner, shared, plan, req).await
         }
+        Some(Outcome::Reelect) => return Followed::Reelect(req),
         None => Err(ProxyError::UpstreamReset("fetch task ended".into())),
-    }
+    };
+    Followed::Done(done)
+}
+
+/// The client connection a request came in on.
+fn conn_of<B>(req: &Request<B>) -> Option<Arc<crate::server::sniff::ConnState>> {
+    req.extensions()
+        .get::<crate::server::ConnInfo>()
+        .map(|c| c.state.clone())
 }
 
 /// A fetch of our own (not shared), still through a fill so a storable response is stored.
@@ -559,6 +786,7 @@ where
         + 'static,
     S::Future: Send,
 {
+    let conn = conn_of(&req);
     let mut res = inner.oneshot(req).await?;
     let share = plan.classify(res.status(), res.headers());
     if !share.storable() {
@@ -574,6 +802,7 @@ where
         Arc::default(),
         1,
         false,
+        conn,
     );
     let mut res = early
         .pop()

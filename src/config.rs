@@ -530,6 +530,13 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             "must be at least 1".into(),
         ));
     }
+    // Below one pump window a reader could be cut for the ordinary jitter of a fast download.
+    if raw.coalesce.max_reader_lag < 1024 * 1024 {
+        return Err(fail(
+            "coalesce.max_reader_lag".into(),
+            "must be at least 1MiB".into(),
+        ));
+    }
 
     let mut names = HashSet::new();
     let mut endpoints = Vec::new();

@@ -74,6 +74,10 @@ pub enum ProxyError {
     /// `only-if-cached` and nothing usable is stored.
     #[error("only-if-cached and no stored response")]
     OnlyIfCached,
+    /// The client connection's open requests and the fetches it left behind fill its
+    /// `http2_max_concurrent_streams`.
+    #[error("connection at its stream limit (fetches it left are still running)")]
+    TooManyStreams,
 }
 
 impl ProxyError {
@@ -89,9 +93,10 @@ impl ProxyError {
             Self::UpstreamTimeout(_) | Self::WaitTimeout | Self::OnlyIfCached => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Self::UpstreamOverloaded | Self::CircuitOpen { .. } | Self::TooManyWaiters => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::UpstreamOverloaded
+            | Self::CircuitOpen { .. }
+            | Self::TooManyWaiters
+            | Self::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -116,6 +121,7 @@ impl ProxyError {
             Self::TooManyWaiters => "too-many-waiters",
             Self::WaitTimeout => "wait-timeout",
             Self::OnlyIfCached => "only-if-cached",
+            Self::TooManyStreams => "too-many-streams",
         }
     }
 
@@ -169,7 +175,10 @@ impl ProxyError {
                 HeaderValue::from(retry_after.as_secs().max(1)),
             );
         }
-        if matches!(self, Self::TooManyWaiters | Self::UpstreamOverloaded) {
+        if matches!(
+            self,
+            Self::TooManyWaiters | Self::UpstreamOverloaded | Self::TooManyStreams
+        ) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if self.closes_connection() {

@@ -31,6 +31,8 @@ pub struct RouteCache {
     pub vary_allowlist: Option<Vec<HeaderName>>,
     /// Query parameters dropped from keys.
     pub ignore_query_params: Vec<String>,
+    /// A non-error response to a method not known to be safe invalidates (RFC 9111 §4.4).
+    pub invalidate_on_unsafe: bool,
 }
 
 impl Default for RouteCache {
@@ -47,6 +49,7 @@ impl Default for RouteCache {
             normalize_accept_encoding: true,
             vary_allowlist: None,
             ignore_query_params: Vec::new(),
+            invalidate_on_unsafe: true,
         }
     }
 }
@@ -111,6 +114,7 @@ impl Router {
                                 .collect()
                         }),
                         ignore_query_params: r.ignore_query_params.clone(),
+                        invalidate_on_unsafe: r.invalidate_on_unsafe,
                     },
                 })
             })

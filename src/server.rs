@@ -37,7 +37,7 @@ pub enum Phase {
     Closing,
 }
 
-/// The phase channel.
+/// The phase channel, and the listener's counters.
 #[derive(Debug)]
 pub struct Lifecycle {
     tx: watch::Sender<Phase>,
@@ -45,6 +45,8 @@ pub struct Lifecycle {
     exiting: AtomicBool,
     /// Bumped by each cancelled drain, so a cancelled drain's delay timer does nothing.
     epoch: AtomicU64,
+    /// HTTP/2 request streams the client reset before their response ended.
+    pub h2_streams_reset: Arc<AtomicU64>,
 }
 
 /// Why `Lifecycle::cancel_drain` refused.
@@ -58,6 +60,7 @@ impl Lifecycle {
             tx: watch::Sender::new(Phase::Serving),
             exiting: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
+            h2_streams_reset: Arc::default(),
         }
     }
 
@@ -145,6 +148,24 @@ pub struct ConnInfo {
     pub peer_value: http::HeaderValue,
 }
 
+/// Counts an HTTP/2 request dropped before its response head.
+struct StreamGuard {
+    h2: bool,
+    open: bool,
+    conn: Arc<ConnState>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.conn.requests.fetch_sub(1, Ordering::Relaxed);
+        // The client reset the stream (RST_STREAM, RFC 9113 §5.4.2, §8.7) or dropped its
+        // connection before the response head: hyper drops the request's service future.
+        if self.h2 && self.open {
+            self.conn.streams_reset.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn builder(cfg: &ServerSection, keep_alive: bool) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -215,6 +236,7 @@ where
             phase.clone(),
             &cfg,
             !serving,
+            &lifecycle.h2_streams_reset,
         );
     }
     // Connections the kernel already completed would be reset if the listener just went away:
@@ -230,6 +252,7 @@ where
             phase.clone(),
             &cfg,
             true,
+            &lifecycle.h2_streams_reset,
         );
     }
     drop(listener);
@@ -250,6 +273,7 @@ fn spawn_conn<S>(
     mut rx: watch::Receiver<Phase>,
     cfg: &ServerSection,
     one_shot: bool,
+    resets: &Arc<AtomicU64>,
 ) where
     S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
         + Clone
@@ -258,7 +282,11 @@ fn spawn_conn<S>(
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let state = Arc::new(ConnState::new());
+    let state = Arc::new(ConnState::counting_resets_in(resets.clone()));
+    state
+        .stream_limit
+        .store(cfg.http2_max_concurrent_streams as usize, Ordering::Relaxed);
+    let state_for_requests = state.clone();
     let info = ConnInfo {
         peer,
         state: state.clone(),
@@ -267,7 +295,20 @@ fn spawn_conn<S>(
     let svc = svc.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
-        svc.clone().oneshot(req)
+        let h2 = req.version() == http::Version::HTTP_2;
+        let fut = svc.clone().oneshot(req);
+        let conn = state_for_requests.clone();
+        conn.requests.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let mut stream = StreamGuard {
+                h2,
+                open: true,
+                conn,
+            };
+            let res = fut.await;
+            stream.open = false;
+            res
+        }
     });
     let b = b.clone();
     let idle_timeout = cfg.keepalive_timeout;
@@ -305,6 +346,8 @@ fn spawn_conn<S>(
                         conn.as_mut().graceful_shutdown();
                     }
                 }
+                // Its client stopped reading a shared body and fell too far behind.
+                _ = state.close.notified() => break,
                 _ = tokio::time::sleep(tick), if !shut => {
                     if state.idle_for() >= idle_timeout {
                         shut = true;

@@ -185,6 +185,18 @@ fn check_request(req: &Request<Incoming>, cfg: &Config) -> Result<(), ProxyError
             ));
         }
     }
+    // Fetches this connection's clients left behind count against its stream limit: a client
+    // cannot start more work than its streams by resetting them.
+    if let Some(info) = req.extensions().get::<ConnInfo>() {
+        let st = &info.state;
+        let busy = st.requests.load(std::sync::atomic::Ordering::Relaxed)
+            + st.detached.load(std::sync::atomic::Ordering::Relaxed);
+        if st.detached.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && busy > st.stream_limit.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(ProxyError::TooManyStreams);
+        }
+    }
     if headers::via_has(h, &cfg.raw.server.via_name) {
         return Err(ProxyError::Loop);
     }

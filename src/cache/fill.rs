@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::response::Parts;
@@ -14,12 +15,17 @@ use http::{HeaderMap, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::{BoxError, ProxyError};
+use crate::server::sniff::ConnState;
 
-/// How far the pump may run ahead of the slowest reader once nothing is kept for storing.
+/// How far the pump may run ahead of the fastest reader once nothing is kept for storing.
 const WINDOW: u64 = 1 << 20;
+
+/// A reader past `max_reader_lag` that has taken nothing for this long has stopped reading.
+const STALL: Duration = Duration::from_millis(250);
 
 /// The head every reader gets a copy of.
 #[derive(Clone, Debug)]
@@ -54,6 +60,14 @@ pub struct FillLimits {
     pub max_inflight_bytes: u64,
     /// The shared counter for `max_inflight_bytes`.
     pub inflight: Arc<AtomicU64>,
+    /// A reader this far behind the fastest one is disconnected (once nothing is kept).
+    pub max_reader_lag: u64,
+    /// Counts readers disconnected for lagging.
+    pub slow_readers: Arc<AtomicU64>,
+    /// Counts fills given up because their last reader left and nothing was being kept.
+    pub abandoned: Arc<AtomicU64>,
+    /// Counts fills given up because their last reader's connection had no stream to spare.
+    pub over_stream_limit: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +83,17 @@ struct State {
     offsets: VecDeque<u64>,
     /// Reader positions (chunk index), by reader slot.
     readers: Vec<Option<usize>>,
+    /// Slots whose reader was disconnected for lagging (not reusable until it is dropped).
+    cut: Vec<bool>,
+    /// Each slot's client connection, closed when its reader is cut: a client that stopped
+    /// reading does not poll its body, so an error in the body would never reach it.
+    conns: Vec<Option<Arc<ConnState>>>,
+    /// When each slot's reader last took a chunk.
+    last_read: Vec<Instant>,
+    /// The connection whose stream limit this fill counts against since its last reader left.
+    detached_on: Option<Arc<ConnState>>,
+    /// The last reader's connection had no room for a fetch without readers: cancel.
+    over_limit: bool,
     live_readers: usize,
     attached_once: bool,
     wakers: Vec<Waker>,
@@ -106,13 +131,48 @@ impl State {
         }
     }
 
-    fn lag(&self) -> u64 {
-        let min = self.min_pos();
-        let idx = min.saturating_sub(self.first);
-        match self.offsets.get(idx) {
-            Some(off) => self.total - off,
+    /// Byte offset of chunk index `pos` (the end of what was pushed past the held chunks).
+    fn offset(&self, pos: usize) -> u64 {
+        self.offsets
+            .get(pos.saturating_sub(self.first))
+            .copied()
+            .unwrap_or(self.total)
+    }
+
+    /// How far the fastest reader is behind what was pushed (0 without readers).
+    fn ahead(&self) -> u64 {
+        match self.readers.iter().flatten().copied().max() {
+            Some(max) => self.total - self.offset(max),
             None => 0,
         }
+    }
+
+    /// Disconnects readers more than `max_lag` bytes behind the fastest that are not reading
+    /// (none for [`STALL`]), and any reader twice that far behind; returns how many. A reader
+    /// that keeps reading is not cut for a moment's lag: a client that stopped reading can
+    /// look fastest while its socket buffers fill.
+    fn cut_laggards(&mut self, max_lag: u64, now: Instant) -> u64 {
+        let Some(max) = self.readers.iter().flatten().copied().max() else {
+            return 0;
+        };
+        let front = self.offset(max);
+        let mut n = 0;
+        for i in 0..self.readers.len() {
+            if let Some(p) = self.readers[i]
+                && let gap = front - self.offset(p)
+                && (gap > max_lag.saturating_mul(2)
+                    || (gap > max_lag && now.duration_since(self.last_read[i]) >= STALL))
+            {
+                self.readers[i] = None;
+                self.cut[i] = true;
+                if let Some(c) = self.conns[i].take() {
+                    c.close.notify_one();
+                }
+                self.live_readers = self.live_readers.saturating_sub(1);
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -123,6 +183,8 @@ pub struct Fill {
     state: Mutex<State>,
     pump_wake: Notify,
     finished: watch::Sender<bool>,
+    /// True once new readers can no longer attach from the start (or the body ended).
+    closed: watch::Sender<bool>,
     limits: FillLimits,
     /// Clients promised a reader (coalesced followers about to attach): the fill is not
     /// abandoned while any remain.
@@ -143,7 +205,8 @@ impl Fill {
     }
 
     /// Starts pumping `res`'s body. `on_complete` is kept only when `storable`.
-    /// `readers` readers are attached before the first byte arrives.
+    /// `readers` readers (on `conn`) are attached before the first byte arrives.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         res: Response<ProxyBody>,
         limits: FillLimits,
@@ -152,6 +215,7 @@ impl Fill {
         holds: Arc<AtomicUsize>,
         readers: usize,
         pinned: bool,
+        conn: Option<Arc<ConnState>>,
     ) -> (Arc<Fill>, Vec<Response<ProxyBody>>) {
         let (parts, body) = res.into_parts();
         let head = Head::from_parts(&parts);
@@ -170,10 +234,13 @@ impl Fill {
             }),
             pump_wake: Notify::new(),
             finished: watch::Sender::new(false),
+            closed: watch::Sender::new(false),
             limits,
             holds,
         });
-        let early = (0..readers).filter_map(|_| fill.response()).collect();
+        let early = (0..readers)
+            .filter_map(|_| fill.response(conn.clone()))
+            .collect();
         let f = fill.clone();
         tokio::spawn(async move {
             let complete = f.pump(body, declared).await;
@@ -196,6 +263,7 @@ impl Fill {
             // Keep the buffer while readers still stream, but stop counting it as in flight
             // once nothing more arrives and it is about to be released.
             f.finished.send_replace(true);
+            f.closed.send_replace(true);
             let mut st = f.lock();
             st.keep = false;
             st.release(&f.limits.inflight, &f.holds);
@@ -211,16 +279,24 @@ impl Fill {
                     let st = self.lock();
                     if st.attached_once
                         && st.live_readers == 0
-                        && !st.keep
+                        && (!st.keep || st.over_limit)
                         && self.holds.load(Ordering::Relaxed) == 0
                     {
+                        let counter = if st.keep {
+                            &self.limits.over_stream_limit
+                        } else {
+                            &self.limits.abandoned
+                        };
                         drop(st);
+                        // Nobody reads it and it will not be stored: dropping the body
+                        // closes the upstream exchange.
+                        counter.fetch_add(1, Ordering::Relaxed);
                         self.finish(Err(ProxyError::UpstreamReset(
                             "abandoned by every client".into(),
                         )));
                         return false;
                     }
-                    !st.keep && st.lag() > WINDOW
+                    !st.keep && st.ahead() > WINDOW
                 };
                 if !wait {
                     break;
@@ -230,7 +306,7 @@ impl Fill {
                 notified.as_mut().enable();
                 let still = {
                     let st = self.lock();
-                    !st.keep && st.lag() > WINDOW && st.live_readers > 0
+                    !st.keep && st.ahead() > WINDOW && st.live_readers > 0
                 };
                 if still {
                     notified.await;
@@ -284,10 +360,25 @@ impl Fill {
             {
                 st.keep = false;
             }
+            // Not stored: late readers may join from the start only while the front is
+            // within half a reader lag (the other half is their slack for catching up);
+            // past it the buffer follows the readers.
+            let close = st.pinned && !st.keep && st.total > self.limits.max_reader_lag / 2;
+            if close {
+                st.pinned = false;
+            }
+            if !st.keep {
+                let cut = st.cut_laggards(self.limits.max_reader_lag, Instant::now());
+                self.limits.slow_readers.fetch_add(cut, Ordering::Relaxed);
+            }
             st.release(&self.limits.inflight, &self.holds);
-            std::mem::take(&mut st.wakers)
+            (std::mem::take(&mut st.wakers), close)
         };
+        let (wakers, close) = wakers;
         wakers.into_iter().for_each(Waker::wake);
+        if close {
+            self.closed.send_replace(true);
+        }
     }
 
     fn finish(&self, r: Result<(), ProxyError>) {
@@ -296,25 +387,35 @@ impl Fill {
             if r.is_err() {
                 st.keep = false;
             }
+            if let Some(conn) = st.detached_on.take() {
+                conn.detached.fetch_sub(1, Ordering::AcqRel);
+            }
             st.done = Some(r);
             std::mem::take(&mut st.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// A reader from the first byte, if the front of the body is still held.
-    pub fn reader(self: &Arc<Self>) -> Option<FillBody> {
+    /// A reader from the first byte, if the front of the body is still held; `conn` is its
+    /// client's connection.
+    pub fn reader(self: &Arc<Self>, conn: Option<Arc<ConnState>>) -> Option<FillBody> {
         let mut st = self.lock();
         if st.first > 0 {
             return None;
         }
-        let slot = match st.readers.iter().position(Option::is_none) {
+        let free = (0..st.readers.len()).find(|&i| st.readers[i].is_none() && !st.cut[i]);
+        let slot = match free {
             Some(i) => {
                 st.readers[i] = Some(0);
+                st.conns[i] = conn;
+                st.last_read[i] = Instant::now();
                 i
             }
             None => {
                 st.readers.push(Some(0));
+                st.cut.push(false);
+                st.conns.push(conn);
+                st.last_read.push(Instant::now());
                 st.readers.len() - 1
             }
         };
@@ -331,12 +432,13 @@ impl Fill {
             slot,
             pos: 0,
             len,
+            ended: false,
         })
     }
 
-    /// A response for a reader, or `None` when the front is gone.
-    pub fn response(self: &Arc<Self>) -> Option<Response<ProxyBody>> {
-        let body = self.reader()?;
+    /// A response for a reader on `conn`, or `None` when the front is gone.
+    pub fn response(self: &Arc<Self>, conn: Option<Arc<ConnState>>) -> Option<Response<ProxyBody>> {
+        let body = self.reader(conn)?;
         let mut res = Response::new(ProxyBody::stream(body));
         *res.status_mut() = self.head.status;
         *res.version_mut() = self.head.version;
@@ -358,6 +460,18 @@ impl Fill {
         let mut rx = self.finished.subscribe();
         let _ = rx.wait_for(|d| *d).await;
     }
+
+    /// Resolves when a new reader can no longer be sure to attach from the first byte: the
+    /// body ended, or it is not kept and has run past half a reader lag.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Whether the body is still kept for storing (within `max_object_size`).
+    pub fn keeping(&self) -> bool {
+        self.lock().keep
+    }
 }
 
 impl Drop for Fill {
@@ -373,6 +487,8 @@ pub struct FillBody {
     slot: usize,
     pos: usize,
     len: Option<u64>,
+    /// The body was read to its end (or its error).
+    ended: bool,
 }
 
 impl Body for FillBody {
@@ -385,23 +501,39 @@ impl Body for FillBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut st = this.fill.lock();
+        if st.cut[this.slot] {
+            return Poll::Ready(Some(Err(Box::new(ProxyError::UpstreamReset(
+                "reader fell too far behind".into(),
+            )))));
+        }
         let idx = this.pos.wrapping_sub(st.first);
         if this.pos >= st.first
             && let Some(c) = st.chunks.get(idx).cloned()
         {
             this.pos += 1;
             st.readers[this.slot] = Some(this.pos);
-            let was_min = st.first == this.pos - 1;
-            if was_min {
+            st.last_read[this.slot] = Instant::now();
+            if st.first == this.pos - 1 {
                 st.release(&this.fill.limits.inflight, &this.fill.holds);
-                drop(st);
+            }
+            // The pump may be waiting for the fastest reader (or, once nothing is kept, for
+            // the laggards to be cut or released).
+            let wake = !st.keep;
+            drop(st);
+            if wake {
                 this.fill.pump_wake.notify_one();
             }
             return Poll::Ready(Some(Ok(Frame::data(c))));
         }
         match &st.done {
-            Some(Ok(())) => Poll::Ready(None),
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e.clone())))),
+            Some(Ok(())) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(Box::new(e.clone()))))
+            }
             None => {
                 st.wakers.push(cx.waker().clone());
                 Poll::Pending
@@ -421,10 +553,37 @@ impl Drop for FillBody {
     fn drop(&mut self) {
         {
             let mut st = self.fill.lock();
-            if let Some(s) = st.readers.get_mut(self.slot) {
-                *s = None;
+            if st.cut.get(self.slot).copied().unwrap_or(false) {
+                // Already counted out when it was cut; the slot is free again.
+                st.cut[self.slot] = false;
+            } else {
+                if let Some(s) = st.readers.get_mut(self.slot) {
+                    *s = None;
+                }
+                let conn = st.conns.get_mut(self.slot).and_then(Option::take);
+                st.live_readers = st.live_readers.saturating_sub(1);
+                // An HTTP/2 body dropped before its end: the client reset the stream.
+                if !self.ended
+                    && let Some(c) = conn.as_ref().filter(|c| c.h2.load(Ordering::Relaxed))
+                {
+                    c.streams_reset.fetch_add(1, Ordering::Relaxed);
+                }
+                // The last reader left a body that is still being fetched to be stored: it
+                // goes on only within its connection's stream limit.
+                if st.live_readers == 0
+                    && st.keep
+                    && st.done.is_none()
+                    && st.detached_on.is_none()
+                    && self.fill.holds.load(Ordering::Relaxed) == 0
+                    && let Some(conn) = conn
+                {
+                    if conn.detach() {
+                        st.detached_on = Some(conn);
+                    } else {
+                        st.over_limit = true;
+                    }
+                }
             }
-            st.live_readers = st.live_readers.saturating_sub(1);
             st.release(&self.fill.limits.inflight, &self.fill.holds);
         }
         self.fill.pump_wake.notify_one();

@@ -261,6 +261,10 @@ pub struct CoalesceSection {
     /// Bytes held in all fill buffers together; past it, chunks every client has are released.
     #[serde(with = "size")]
     pub max_inflight_bytes: u64,
+    /// A reader of a shared body that is not being stored, further than this behind the
+    /// fastest reader, is disconnected (`seawall_coalesce_rejected_total{reason="slow_reader"}`).
+    #[serde(with = "size")]
+    pub max_reader_lag: u64,
 }
 
 impl Default for CoalesceSection {
@@ -271,6 +275,7 @@ impl Default for CoalesceSection {
             wait_timeout: None,
             hit_for_pass_ttl: Duration::from_secs(120),
             max_inflight_bytes: 64 * 1024 * 1024,
+            max_reader_lag: 8 * 1024 * 1024,
         }
     }
 }
@@ -612,6 +617,11 @@ pub struct RouteSection {
     /// Query parameters left out of the cache key.
     #[serde(default)]
     pub ignore_query_params: Vec<String>,
+    /// A non-error response to a method not known to be safe (POST, PUT, DELETE, PATCH and
+    /// extension methods) invalidates the target URI and same-origin `Location` /
+    /// `Content-Location` (RFC 9111 §4.4).
+    #[serde(default = "yes")]
+    pub invalidate_on_unsafe: bool,
 }
 
 fn yes() -> bool {

@@ -285,3 +285,23 @@ fn upstream_variable_fills_in_the_only_upstream_or_makes_one() {
     assert_eq!((e.file.as_str(), e.line), ("<env>", None));
     assert!(e.key.contains("SEAWALL_UPSTREAM"), "{}", e.key);
 }
+
+#[test]
+fn max_reader_lag_is_read_validated_and_overridable() {
+    let c = Config::parse(BASE, "t.toml", env(&[])).expect("valid");
+    assert_eq!(c.raw.coalesce.max_reader_lag, 8 * 1024 * 1024);
+    let src = format!("{BASE}\n[coalesce]\nmax_reader_lag = \"512KiB\"\n");
+    let e = Config::parse(&src, "l.toml", env(&[])).expect_err("too small");
+    assert_eq!(e.key, "coalesce.max_reader_lag");
+    assert!(e.message.contains("at least 1MiB"), "{}", e.message);
+    let c = Config::parse(
+        BASE,
+        "t.toml",
+        env(&[("SEAWALL_COALESCE_MAX_READER_LAG", "16MiB")]),
+    )
+    .expect("valid");
+    assert_eq!(c.raw.coalesce.max_reader_lag, 16 * 1024 * 1024);
+    let src = format!("{BASE}invalidate_on_unsafe = false\n");
+    let c = Config::parse(&src, "t.toml", env(&[])).expect("valid");
+    assert!(!c.raw.routes[0].invalidate_on_unsafe);
+}

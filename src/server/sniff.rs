@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -18,6 +18,16 @@ pub struct ConnState {
     pub h2: AtomicBool,
     /// Milliseconds since `epoch` of the last read or write.
     last_io_ms: AtomicU64,
+    /// Asks the connection's task to close it at once (a reader cut off for lagging).
+    pub close: tokio::sync::Notify,
+    /// Requests of this connection waiting for their response head.
+    pub requests: AtomicUsize,
+    /// Fetches this connection's clients left that go on to be stored.
+    pub detached: AtomicUsize,
+    /// Requests and detached fetches together at most (`http2_max_concurrent_streams`).
+    pub stream_limit: AtomicUsize,
+    /// The listener's count of HTTP/2 streams reset by their client.
+    pub streams_reset: Arc<AtomicU64>,
     epoch: Instant,
 }
 
@@ -28,6 +38,11 @@ impl ConnState {
             te_and_cl: AtomicBool::new(false),
             h2: AtomicBool::new(false),
             last_io_ms: AtomicU64::new(0),
+            close: tokio::sync::Notify::new(),
+            requests: AtomicUsize::new(0),
+            detached: AtomicUsize::new(0),
+            stream_limit: AtomicUsize::new(usize::MAX),
+            streams_reset: Arc::default(),
             epoch: Instant::now(),
         }
     }
@@ -35,6 +50,26 @@ impl ConnState {
     fn touch(&self) {
         self.last_io_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A fresh state counting reset streams in `resets` (the listener's counter).
+    pub fn counting_resets_in(resets: Arc<AtomicU64>) -> Self {
+        Self {
+            streams_reset: resets,
+            ..Self::new()
+        }
+    }
+
+    /// Takes a slot for a fetch that goes on after its last client on this connection left;
+    /// false when the connection's requests and such fetches already fill its stream limit.
+    pub fn detach(&self) -> bool {
+        let limit = self.stream_limit.load(Ordering::Relaxed);
+        let busy = self.requests.load(Ordering::Relaxed);
+        self.detached
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                (d.saturating_add(busy) < limit).then_some(d + 1)
+            })
+            .is_ok()
     }
 
     /// Time since the last byte moved.

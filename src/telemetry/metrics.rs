@@ -187,6 +187,9 @@ pub struct Metrics {
     evictions: IntCounterVec,
     coalesce_rejected: IntCounterVec,
     hit_for_pass: IntCounter,
+    hit_for_pass_marked: IntCounterVec,
+    fetches_cancelled: IntCounterVec,
+    h2_streams_reset: IntCounter,
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
     /// Purges by kind.
@@ -301,6 +304,23 @@ impl Metrics {
             "Requests sent straight upstream because the key is hit-for-pass.",
         )?;
         r.register(Box::new(hit_for_pass.clone()))?;
+        let hit_for_pass_marked = counter_vec(
+            &r,
+            "seawall_hit_for_pass_marked_total",
+            "Keys marked hit-for-pass, by the response's reason.",
+            &["reason"],
+        )?;
+        let fetches_cancelled = counter_vec(
+            &r,
+            "seawall_fetches_cancelled_total",
+            "Upstream fetches cancelled because no client waited for them any more.",
+            &["reason"],
+        )?;
+        let h2_streams_reset = IntCounter::new(
+            "seawall_h2_streams_reset_total",
+            "HTTP/2 request streams the client reset (RST_STREAM) before their response ended.",
+        )?;
+        r.register(Box::new(h2_streams_reset.clone()))?;
         let breaker_state = IntGaugeVec::new(
             Opts::new(
                 "seawall_breaker_state",
@@ -376,6 +396,9 @@ impl Metrics {
             evictions,
             coalesce_rejected,
             hit_for_pass,
+            hit_for_pass_marked,
+            fetches_cancelled,
+            h2_streams_reset,
             breaker_state,
             breaker_transitions,
             purges,
@@ -462,6 +485,14 @@ impl Metrics {
         }
     }
 
+    /// Takes the data listener's counters (before [`Self::render`]).
+    pub fn observe_server(&self, lifecycle: &crate::server::Lifecycle) {
+        set_counter(
+            &self.h2_streams_reset,
+            lifecycle.h2_streams_reset.load(Ordering::Relaxed),
+        );
+    }
+
     /// Refreshes the values owned by other components, then renders the text format.
     pub fn render(
         &self,
@@ -498,7 +529,30 @@ impl Metrics {
             &self.coalesce_rejected.with_label_values(&["wait_timeout"]),
             cs.wait_timeouts.load(Ordering::Relaxed),
         );
+        set_counter(
+            &self.coalesce_rejected.with_label_values(&["slow_reader"]),
+            cs.slow_readers.load(Ordering::Relaxed),
+        );
         set_counter(&self.hit_for_pass, cs.hit_for_pass.load(Ordering::Relaxed));
+        for (i, r) in crate::coalesce::HIT_FOR_PASS_REASONS.iter().enumerate() {
+            set_counter(
+                &self.hit_for_pass_marked.with_label_values(&[r.as_str()]),
+                cs.marked[i].load(Ordering::Relaxed),
+            );
+        }
+        set_counter(
+            &self.fetches_cancelled.with_label_values(&["before_head"]),
+            cs.cancelled_before_head.load(Ordering::Relaxed),
+        );
+        set_counter(
+            &self.fetches_cancelled.with_label_values(&["not_storable"]),
+            cs.cancelled_not_storable.load(Ordering::Relaxed),
+        );
+        set_counter(
+            &self.fetches_cancelled.with_label_values(&["stream_limit"]),
+            cs.cancelled_stream_limit.load(Ordering::Relaxed),
+        );
+
         for b in breakers.all() {
             self.breaker_state
                 .with_label_values(&[b.upstream.as_str()])
