@@ -149,6 +149,10 @@ pub struct CacheSection {
     pub strip_tag_headers: bool,
     /// Add `X-Cache: HIT|MISS|STALE|REVALIDATED|BYPASS` to responses.
     pub x_cache_header: bool,
+    /// Serve a stored response this long past its freshness when the origin cannot be reached
+    /// (refused, reset before a response head, breaker open); entries are kept that much longer.
+    #[serde(with = "dur")]
+    pub stale_if_unreachable: Duration,
     /// `[cache.redis]`: the shared tier across replicas; absent, a self-contained cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSection>,
@@ -227,6 +231,7 @@ impl Default for CacheSection {
             targeted_fields: vec!["seawall-cache-control".into(), "cdn-cache-control".into()],
             strip_tag_headers: true,
             x_cache_header: true,
+            stale_if_unreachable: Duration::from_secs(60),
             redis: None,
         }
     }
@@ -571,6 +576,17 @@ pub struct RouteSection {
     /// Serve stale this long when the upstream fails, even without `stale-if-error`.
     #[serde(default, with = "opt_dur")]
     pub stale_if_error: Option<Duration>,
+    /// Overrides `[cache] stale_if_unreachable` for this route.
+    #[serde(default, with = "opt_dur")]
+    pub stale_if_unreachable: Option<Duration>,
+    /// Statuses besides the heuristically cacheable ones that `default_ttl`/`ttl_override`
+    /// apply to.
+    #[serde(default)]
+    pub ttl_statuses: Vec<u16>,
+    /// How `Vary: Accept-Language` selects a variant: `"accept-language"` (the normalised
+    /// request field) or `"content-language"` (the stored `Content-Language`).
+    #[serde(default)]
+    pub vary_language: Option<String>,
     /// Store responses carrying `Set-Cookie` (the cookie is stored too).
     #[serde(default)]
     pub cache_set_cookie: bool,
