@@ -659,3 +659,40 @@ async fn entries_are_kept_past_freshness_for_the_unreachable_window() {
         "seawall; fwd=stale; detail=stale-if-unreachable"
     );
 }
+
+#[tokio::test]
+async fn stale_stands_in_while_the_breaker_is_open() {
+    let origin = MockOrigin::new()
+        .route(
+            "/k",
+            MockResponse::ok("kept").header("cache-control", "max-age=10"),
+        )
+        .route(
+            "/mr",
+            MockResponse::ok("kept").header("cache-control", "max-age=10, must-revalidate"),
+        )
+        .start()
+        .await;
+    let breaker = "[upstreams.breaker]\nconsecutive_failures = 2\nopen_duration = \"30s\"\n\
+                   min_requests = 100\n\n[upstreams.retry]\nmax_retries = 0\n";
+    let proxy = TestProxy::with_config(&config(&origin.url(), "", breaker, "")).await;
+    get(&proxy.url("/k")).await;
+    get(&proxy.url("/mr")).await;
+    settle(&proxy).await;
+    stop(origin).await;
+    advance(&proxy, 20);
+    for i in 0..2 {
+        let (st, _, _) = get(&proxy.url(&format!("/new{i}"))).await;
+        assert_eq!(st, StatusCode::BAD_GATEWAY);
+    }
+    let (st, h, b) = get(&proxy.url("/k")).await;
+    assert_eq!(st, StatusCode::OK, "{h:?}");
+    assert_eq!(b, "kept");
+    let cs = cache_status(&h);
+    assert!(
+        cs.starts_with("seawall; hit; ttl=-") && cs.ends_with("detail=circuit-open"),
+        "{cs}"
+    );
+    let (st, h, _) = get(&proxy.url("/mr")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{h:?}");
+}
