@@ -384,7 +384,7 @@ where
             if !storable && !share.shareable() {
                 // Nobody will receive it but the leader: no buffer, no pump task.
                 if let Share::Personal(r) = share
-                    && r != crate::cache::policy::NotStorable::RequestNoStore
+                    && !r.caused_by_request()
                 {
                     shared.hit_for_pass.insert(&plan.primary);
                 }
@@ -406,7 +406,7 @@ where
             );
             // One client's `no-store` request says nothing about the key.
             if let Share::Personal(r) = share
-                && r != crate::cache::policy::NotStorable::RequestNoStore
+                && !r.caused_by_request()
             {
                 shared.hit_for_pass.insert(&plan.primary);
             }

@@ -696,3 +696,36 @@ async fn stale_stands_in_while_the_breaker_is_open() {
     let (st, h, _) = get(&proxy.url("/mr")).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{h:?}");
 }
+
+#[tokio::test]
+async fn a_credentialed_or_provoked_response_does_not_switch_off_coalescing() {
+    let slow = |_: &Parts, _: &Bytes| {
+        let lm = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(86_400));
+        MockResponse::ok("page")
+            .header("last-modified", &lm)
+            .delay(300)
+    };
+    let origin = MockOrigin::new()
+        .route("/p", slow)
+        .route("/e", provokable())
+        .start()
+        .await;
+    let proxy =
+        TestProxy::with_config(&config(&origin.url(), "", "", "default_ttl = \"5m\"")).await;
+    let (_, h, _) = get_with(&proxy.url("/p"), &[("cookie", "s=attacker")]).await;
+    assert!(cache_status(&h).contains("detail=credentialed"), "{h:?}");
+    let (_, h, _) = get_with(&proxy.url("/e"), &[("x-provoke", "400")]).await;
+    assert!(
+        cache_status(&h).contains("detail=operator-ttl-status"),
+        "{h:?}"
+    );
+    settle(&proxy).await;
+    let url = proxy.url("/p");
+    let answers = burst(8, |_| {
+        let url = url.clone();
+        async move { get(&url).await }
+    })
+    .await;
+    assert!(answers.iter().all(|(s, _, _)| *s == StatusCode::OK));
+    assert_eq!(origin.hits("/p"), 2, "innocent requests were not coalesced");
+}

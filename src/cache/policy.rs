@@ -44,6 +44,16 @@ pub enum NotStorable {
 }
 
 impl NotStorable {
+    /// Whether the reason lies in the request (its own `no-store`, credentials, a status it
+    /// provoked) rather than in what the origin says about the URL: such a response says
+    /// nothing about other requests for the key, so it never marks the key hit-for-pass.
+    pub fn caused_by_request(&self) -> bool {
+        matches!(
+            self,
+            Self::RequestNoStore | Self::Credentialed | Self::OperatorTtlStatus
+        )
+    }
+
     /// Token for `Cache-Status: ...; detail=`.
     pub fn as_str(&self) -> &'static str {
         match self {
