@@ -9,6 +9,9 @@ mod support;
 #[path = "cache/support.rs"]
 mod cache_support;
 
+#[path = "redis/support.rs"]
+mod redis_support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -728,4 +731,28 @@ async fn a_credentialed_or_provoked_response_does_not_switch_off_coalescing() {
     .await;
     assert!(answers.iter().all(|(s, _, _)| *s == StatusCode::OK));
     assert_eq!(origin.hits("/p"), 2, "innocent requests were not coalesced");
+}
+
+#[tokio::test]
+async fn redis_keeps_entries_for_the_unreachable_window_too() {
+    let redis = redis_support::RedisServer::start().await;
+    let origin = MockOrigin::new()
+        .route(
+            "/r",
+            MockResponse::ok("r").header("cache-control", "max-age=10"),
+        )
+        .start()
+        .await;
+    let fleet = redis_support::Fleet::start(&origin.url(), &redis, 1).await;
+    let (st, _, _) = redis_support::shared_get(&fleet.replicas[0], "/r").await;
+    assert_eq!(st, StatusCode::OK);
+    redis.wait_entry("/r").await;
+    let pttl: i64 = redis
+        .cli(&["PTTL", &redis_support::entry_key("/r")])
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    // Freshness (10 s) plus the default stale_if_unreachable (60 s).
+    assert!((60_001..=70_000).contains(&pttl), "PTTL {pttl}");
 }
