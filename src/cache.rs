@@ -3,6 +3,7 @@
 //! layer uses to share the fetch and to store the complete response.
 
 pub mod cache_control;
+pub mod date;
 pub mod entry;
 pub mod fill;
 pub mod key;
@@ -223,10 +224,20 @@ impl CacheShared {
         }
         let ae = plan.route.cache.normalize_accept_encoding;
         let fields = key::vary_fields(res).unwrap_or_default();
+        let mut vary = key::vary_key(&plan.req_headers, &fields, ae);
+        if plan.route.cache.vary_language == crate::route::VaryLanguage::ContentLanguage
+            && let Some(v) = key::content_language_variant(res)
+        {
+            for (name, value) in &mut vary {
+                if *name == header::ACCEPT_LANGUAGE {
+                    *value = Some(v.clone());
+                }
+            }
+        }
         let e = Entry {
             key: plan.primary.clone(),
             status,
-            vary: key::vary_key(&plan.req_headers, &fields, ae),
+            vary,
             normalise_ae: ae,
             tags: entry::tags_of(res),
             headers,
@@ -236,7 +247,11 @@ impl CacheShared {
             hits: AtomicU64::new(0),
         };
         let has_validators = e.etag().is_some() || e.last_modified().is_some();
-        let keep = policy::keep_for(&e.fresh, has_validators);
+        let keep = policy::keep_for(
+            &e.fresh,
+            has_validators,
+            plan.route.cache.stale_if_unreachable,
+        );
         (Arc::new(e), keep)
     }
 
@@ -448,9 +463,12 @@ impl FetchPlan {
         for e in variants.into_iter().rev() {
             let e = Arc::new(e);
             let has_validators = e.etag().is_some() || e.last_modified().is_some();
-            self.shared
-                .store
-                .insert(e.clone(), policy::keep_for(&e.fresh, has_validators));
+            let keep = policy::keep_for(
+                &e.fresh,
+                has_validators,
+                self.route.cache.stale_if_unreachable,
+            );
+            self.shared.store.insert(e.clone(), keep);
             if found.is_none()
                 && key::vary_matches(&e.vary, &self.req_headers, e.normalise_ae)
                 && policy::evaluate(&e.fresh, &self.req_cc, now) == Decision::Fresh
@@ -523,6 +541,7 @@ enum Outcome {
     },
     StaleOnError {
         status: Option<u16>,
+        detail: &'static str,
     },
     Bypass(&'static str),
 }
@@ -564,12 +583,13 @@ impl Outcome {
                     s.push_str("; stored");
                 }
             }
-            Self::StaleOnError { status } => {
+            Self::StaleOnError { status, detail } => {
                 s.push_str("; fwd=stale");
                 if let Some(st) = status {
                     let _ = write!(s, "; fwd-status={st}");
                 }
-                s.push_str("; detail=stale-if-error");
+                s.push_str("; detail=");
+                s.push_str(detail);
             }
             Self::Bypass(reason) => {
                 s.push_str("; fwd=bypass; detail=");
@@ -1041,6 +1061,7 @@ where
                     self.shared.clock.now(),
                     Outcome::StaleOnError {
                         status: Some(status),
+                        detail: "stale-if-error",
                     },
                 )
             }
@@ -1126,11 +1147,43 @@ where
                     ttl: policy::ttl_secs(&entry.fresh, now),
                     detail: Some("circuit-open"),
                 },
-                _ => Outcome::StaleOnError { status: None },
+                _ => Outcome::StaleOnError {
+                    status: None,
+                    detail: "stale-if-error",
+                },
             };
             return self.serve(req, entry, now, outcome);
         }
-        self.error(e, fwd)
+        // RFC 9111 §4.2.4: an origin that cannot be reached at all (nothing answered) may be
+        // stood in for a while, even without stale-if-error.
+        let unreachable = matches!(
+            e,
+            ProxyError::UpstreamConnect(_)
+                | ProxyError::UpstreamReset(_)
+                | ProxyError::CircuitOpen { .. }
+        );
+        let window = req
+            .extensions()
+            .get::<Arc<Route>>()
+            .map_or(Duration::ZERO, |r| r.cache.stale_if_unreachable);
+        if unreachable && policy::stale_if_unreachable_ok(&entry.fresh, window, now) {
+            let outcome = match e {
+                ProxyError::CircuitOpen { .. } => Outcome::Hit {
+                    ttl: policy::ttl_secs(&entry.fresh, now),
+                    detail: Some("circuit-open"),
+                },
+                _ => Outcome::StaleOnError {
+                    status: None,
+                    detail: "stale-if-unreachable",
+                },
+            };
+            return self.serve(req, entry, now, outcome);
+        }
+        // A stored copy existed but could not be used: the error says so.
+        match e {
+            ProxyError::CircuitOpen { .. } => self.error(e, fwd),
+            _ => self.error(e, "stale"),
+        }
     }
 
     fn conditional_request(
@@ -1334,12 +1387,12 @@ fn answer_conditional_to(
     } else if let Some(ims) = h
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(date::parse_http_date)
     {
         res.headers()
             .get(header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(date::parse_http_date)
             .is_some_and(|lm| lm <= ims)
     } else {
         false

@@ -426,11 +426,13 @@ fn mark_hit_for_pass(shared: &CoalesceShared, plan: &FetchPlan, share: Share) ->
     true
 }
 
-/// Whether `share` is unshareable because of the request that fetched it: its own `no-store`
-/// or `Authorization`, or a client error without freshness that it provoked.
+/// Whether `share` is unshareable because of the request that fetched it: its own `no-store`,
+/// credentials or `Authorization`, a status an operator lifetime does not cover, or a client
+/// error without freshness that it provoked.
 fn leaders_own(share: Share, status: http::StatusCode) -> bool {
     match share {
-        Share::Personal(NotStorable::RequestNoStore | NotStorable::Authorization) => true,
+        Share::Personal(r) if r.caused_by_request() => true,
+        Share::Personal(NotStorable::Authorization) => true,
         Share::Personal(NotStorable::NoFreshness) => status.is_client_error(),
         _ => false,
     }

@@ -670,6 +670,24 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
                 ));
             }
         }
+        for (j, st) in r.ttl_statuses.iter().enumerate() {
+            if !(200..=599).contains(st) || *st == 206 || *st == 304 {
+                return Err(fail(
+                    format!("routes[{i}].ttl_statuses[{j}]"),
+                    format!(
+                        "{st} is not a final status a cache can store (200-599, not 206 or 304)"
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = &r.vary_language
+            && crate::route::VaryLanguage::parse(v).is_none()
+        {
+            return Err(fail(
+                format!("routes[{i}].vary_language"),
+                format!("{v:?} is neither \"accept-language\" nor \"content-language\""),
+            ));
+        }
         if let Some(vl) = &r.vary_allowlist {
             for (j, h) in vl.iter().enumerate() {
                 if http::HeaderName::from_bytes(h.as_bytes()).is_err() {

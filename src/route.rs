@@ -8,6 +8,29 @@ use http::HeaderName;
 
 use crate::config::Config;
 
+/// How `Vary: Accept-Language` selects a stored variant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VaryLanguage {
+    /// By the request's `Accept-Language`, case and whitespace normalised and ranges ordered
+    /// by q-value.
+    #[default]
+    AcceptLanguage,
+    /// By the stored `Content-Language`: a variant serves every request whose most preferred
+    /// language range is that language.
+    ContentLanguage,
+}
+
+impl VaryLanguage {
+    /// From the config value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accept-language" => Some(Self::AcceptLanguage),
+            "content-language" => Some(Self::ContentLanguage),
+            _ => None,
+        }
+    }
+}
+
 /// Per-route cache rules.
 #[derive(Clone, Debug)]
 pub struct RouteCache {
@@ -33,6 +56,12 @@ pub struct RouteCache {
     pub ignore_query_params: Vec<String>,
     /// A non-error response to a method not known to be safe invalidates (RFC 9111 §4.4).
     pub invalidate_on_unsafe: bool,
+    /// Statuses besides the heuristically cacheable ones that operator lifetimes apply to.
+    pub ttl_statuses: Vec<u16>,
+    /// How `Vary: Accept-Language` selects a variant.
+    pub vary_language: VaryLanguage,
+    /// How long past freshness a stored response stands in when the origin cannot be reached.
+    pub stale_if_unreachable: Duration,
 }
 
 impl Default for RouteCache {
@@ -50,6 +79,9 @@ impl Default for RouteCache {
             vary_allowlist: None,
             ignore_query_params: Vec::new(),
             invalidate_on_unsafe: true,
+            ttl_statuses: Vec::new(),
+            vary_language: VaryLanguage::AcceptLanguage,
+            stale_if_unreachable: Duration::from_secs(60),
         }
     }
 }
@@ -115,6 +147,15 @@ impl Router {
                         }),
                         ignore_query_params: r.ignore_query_params.clone(),
                         invalidate_on_unsafe: r.invalidate_on_unsafe,
+                        ttl_statuses: r.ttl_statuses.clone(),
+                        vary_language: r
+                            .vary_language
+                            .as_deref()
+                            .and_then(VaryLanguage::parse)
+                            .unwrap_or_default(),
+                        stale_if_unreachable: r
+                            .stale_if_unreachable
+                            .unwrap_or(cfg.raw.cache.stale_if_unreachable),
                     },
                 })
             })

@@ -3,6 +3,8 @@
 
 use http::{HeaderMap, HeaderValue, header::HeaderName};
 
+pub mod targeted;
+
 /// RFC 9111 §1.2.2: delta-seconds too large to represent are treated as 2^31.
 const DELTA_SECONDS_MAX: u64 = 1 << 31;
 

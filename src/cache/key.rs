@@ -108,17 +108,130 @@ pub fn normalise_host(host: &str) -> String {
 /// The encodings Seawall buckets `Accept-Encoding` into.
 const KNOWN_ENCODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
 
-/// The request's value of one Vary field, normalised: field lines joined, whitespace around
-/// commas folded; `Accept-Encoding` optionally reduced to the known encodings it accepts.
-pub fn vary_value(headers: &HeaderMap, name: &HeaderName, normalise_ae: bool) -> Option<String> {
+/// Marks a stored `Accept-Language` variant selected by its `Content-Language` (routes with
+/// `vary_language = "content-language"`); the control byte cannot occur in a field value.
+const CONTENT_LANGUAGE_MARK: &str = "\u{1}content-language:";
+
+/// One `Accept-Language` range with its q-value in thousandths.
+type LanguageRange = (u16, String);
+
+/// RFC 9110 §12.4.2 qvalue, in thousandths.
+fn qvalue(v: &str) -> Option<u16> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    if frac.len() > 3 || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let frac_n = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
+    match int {
+        "0" => Some(frac_n),
+        "1" if frac_n == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// `Accept-Language` items as ranges (lowercase, whitespace removed around `;` and `=`) in
+/// preference order: by q-value, stable among equal q. `None` when an item has a parameter
+/// other than a valid `q`: then the order is left alone (the origin's reading is unknown).
+fn language_ranges(items: &[String]) -> Option<Vec<LanguageRange>> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let mut parts = item.split(';');
+        let range = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut q = 1000;
+        for p in parts {
+            let (k, v) = p.split_once('=')?;
+            if !k.trim().eq_ignore_ascii_case("q") {
+                return None;
+            }
+            q = qvalue(v.trim())?;
+        }
+        out.push((q, range));
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.0));
+    Some(out)
+}
+
+/// The normalised `Accept-Language` key: case and whitespace folded, ranges ordered by q.
+fn accept_language_key(items: &[String]) -> String {
+    match language_ranges(items) {
+        Some(ranges) => {
+            let rendered: Vec<String> = ranges
+                .into_iter()
+                .map(|(q, r)| match q {
+                    1000 => r,
+                    q => {
+                        let frac = format!("{q:03}");
+                        format!("{r};q=0.{}", frac.trim_end_matches('0'))
+                            .trim_end_matches('.')
+                            .to_string()
+                    }
+                })
+                .collect();
+            rendered.join(",")
+        }
+        None => {
+            let folded: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    i.split(';')
+                        .map(|p| match p.split_once('=') {
+                            Some((k, v)) => format!("{}={}", k.trim(), v.trim()),
+                            None => p.trim().to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(";")
+                        .to_ascii_lowercase()
+                })
+                .collect();
+            folded.join(",")
+        }
+    }
+}
+
+/// The language a request prefers most (its first range by q), if it names one.
+fn preferred_language(headers: &HeaderMap) -> Option<String> {
+    let items = field_items(headers, &http::header::ACCEPT_LANGUAGE)?;
+    let (q, range) = language_ranges(&items)?.into_iter().next()?;
+    (q > 0 && range != "*" && !range.is_empty()).then_some(range)
+}
+
+/// The vary value that stands for "requests preferring this response's `Content-Language`",
+/// for a response in exactly one language.
+pub fn content_language_variant(res: &HeaderMap) -> Option<String> {
+    let mut values = res.get_all(http::header::CONTENT_LANGUAGE).iter();
+    let v = values.next()?.to_str().ok()?.trim();
+    if values.next().is_some() || v.is_empty() || v.contains(',') {
+        return None;
+    }
+    Some(format!("{CONTENT_LANGUAGE_MARK}{}", v.to_ascii_lowercase()))
+}
+
+/// A field's list items, trimmed, empty ones dropped; `None` when the field is absent.
+fn field_items(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<String>> {
     let mut values = headers.get_all(name).iter().peekable();
     values.peek()?;
-    let joined: Vec<String> = values
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    Some(
+        values
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    )
+}
+
+/// The request's value of one Vary field, normalised: field lines joined, whitespace around
+/// commas folded; `Accept-Language` case- and whitespace-folded and ordered by q-value;
+/// `Accept-Encoding` optionally reduced to the known encodings it accepts.
+pub fn vary_value(headers: &HeaderMap, name: &HeaderName, normalise_ae: bool) -> Option<String> {
+    let joined = field_items(headers, name)?;
+    if name == http::header::ACCEPT_LANGUAGE {
+        return Some(accept_language_key(&joined));
+    }
     if normalise_ae && name == http::header::ACCEPT_ENCODING {
         let mut accepted: Vec<&str> = KNOWN_ENCODINGS
             .iter()
@@ -180,9 +293,15 @@ pub fn vary_matches(
     headers: &HeaderMap,
     normalise_ae: bool,
 ) -> bool {
-    stored
-        .iter()
-        .all(|(name, value)| vary_value(headers, name, normalise_ae) == *value)
+    stored.iter().all(|(name, value)| {
+        match value
+            .as_deref()
+            .and_then(|v| v.strip_prefix(CONTENT_LANGUAGE_MARK))
+        {
+            Some(lang) => preferred_language(headers).is_some_and(|p| p == lang),
+            None => vary_value(headers, name, normalise_ae) == *value,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -256,6 +375,80 @@ mod tests {
         assert_eq!(vary_fields(&h).map(|v| v.len()), Some(2));
         h.append("vary", HeaderValue::from_static("*"));
         assert!(vary_fields(&h).is_none());
+    }
+
+    fn al(v: &str) -> Option<String> {
+        let mut h = HeaderMap::new();
+        h.insert("accept-language", HeaderValue::from_str(v).expect("value"));
+        vary_value(&h, &http::header::ACCEPT_LANGUAGE, true)
+    }
+
+    #[test]
+    fn accept_language_is_folded_and_ordered_by_q_only() {
+        let k = al("en-US, fr;q=0.8");
+        assert_eq!(k.as_deref(), Some("en-us,fr;q=0.8"));
+        for same in [
+            "EN-us ,fr ; Q = 0.80",
+            "fr;q=0.8, en-US",
+            "fr;q=0.800,en-us;q=1.000",
+        ] {
+            assert_eq!(al(same), k, "{same}");
+        }
+        assert_ne!(al("fr, en-US;q=0.8"), k);
+        // Equal q keeps the sender's order.
+        assert_ne!(al("de;q=0.5, it;q=0.5"), al("it;q=0.5, de;q=0.5"));
+        // Anything but a valid q: folded, never reordered.
+        assert_eq!(al("fr;x=1, en").as_deref(), Some("fr;x=1,en"));
+        assert_ne!(al("fr;q=2, en"), al("en, fr;q=2"));
+        assert_eq!(al("en;q=0").as_deref(), Some("en;q=0"));
+    }
+
+    #[test]
+    fn content_language_variants_serve_requests_preferring_that_language() {
+        let mut res = HeaderMap::new();
+        res.insert("content-language", HeaderValue::from_static("FR"));
+        let v = content_language_variant(&res);
+        let stored = vec![(http::header::ACCEPT_LANGUAGE, v)];
+        let req = |s: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("accept-language", HeaderValue::from_str(s).expect("value"));
+            h
+        };
+        assert!(vary_matches(&stored, &req("fr, en;q=0.5"), true));
+        assert!(vary_matches(&stored, &req("de;q=0.1, Fr"), true));
+        assert!(!vary_matches(&stored, &req("fr-CH, fr;q=0.9"), true));
+        assert!(!vary_matches(&stored, &req("*"), true));
+        assert!(!vary_matches(&stored, &HeaderMap::new(), true));
+        res.insert("content-language", HeaderValue::from_static("fr, de"));
+        assert_eq!(content_language_variant(&res), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn accept_language_parsing_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100)) {
+            if let Ok(v) = HeaderValue::from_bytes(&b) {
+                let mut h = HeaderMap::new();
+                h.insert("accept-language", v);
+                let _ = vary_value(&h, &http::header::ACCEPT_LANGUAGE, true);
+                let _ = preferred_language(&h);
+            }
+        }
+
+        #[test]
+        fn language_shaped_text_keys_are_stable(s in "[a-zA-Z*;=q0-9., -]{0,40}") {
+            if let Ok(v) = HeaderValue::from_str(&s) {
+                let mut h = HeaderMap::new();
+                h.insert("accept-language", v);
+                let k = vary_value(&h, &http::header::ACCEPT_LANGUAGE, true);
+                // The key of a key is itself: normalising is idempotent.
+                if let Some(k) = &k && let Ok(v2) = HeaderValue::from_str(k) {
+                    let mut h2 = HeaderMap::new();
+                    h2.insert("accept-language", v2);
+                    proptest::prop_assert_eq!(vary_value(&h2, &http::header::ACCEPT_LANGUAGE, true), k.clone().into());
+                }
+            }
+        }
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl Record {
             hits: AtomicU64::new(0),
         };
         let has_validators = e.etag().is_some() || e.last_modified().is_some();
-        let keep = policy::keep_for(&e.fresh, has_validators);
+        let keep = policy::keep_for(&e.fresh, has_validators, route.cache.stale_if_unreachable);
         cache.store.insert(Arc::new(e), keep);
         true
     }

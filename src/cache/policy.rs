@@ -35,9 +35,25 @@ pub enum NotStorable {
     NoFreshness,
     /// `must-understand` with a status we do not understand.
     MustUnderstand,
+    /// Only an operator lifetime (`default_ttl`, `ttl_override`) would have made it fresh,
+    /// and its status is neither heuristically cacheable nor in the route's `ttl_statuses`.
+    OperatorTtlStatus,
+    /// The request carried `Cookie` or `Authorization` and the origin gave no explicit
+    /// freshness and no `public`: no lifetime is borrowed for personal traffic.
+    Credentialed,
 }
 
 impl NotStorable {
+    /// Whether the reason lies in the request (its own `no-store`, credentials, a status it
+    /// provoked) rather than in what the origin says about the URL: such a response says
+    /// nothing about other requests for the key, so it never marks the key hit-for-pass.
+    pub fn caused_by_request(&self) -> bool {
+        matches!(
+            self,
+            Self::RequestNoStore | Self::Credentialed | Self::OperatorTtlStatus
+        )
+    }
+
     /// Token for `Cache-Status: ...; detail=`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -51,6 +67,8 @@ impl NotStorable {
             Self::VaryNotAllowed => "vary-not-allowed",
             Self::NoFreshness => "no-freshness",
             Self::MustUnderstand => "must-understand",
+            Self::OperatorTtlStatus => "operator-ttl-status",
+            Self::Credentialed => "credentialed",
         }
     }
 }
@@ -89,15 +107,16 @@ fn understood(s: StatusCode) -> bool {
     )
 }
 
-/// The directives Seawall obeys: the first targeted field present with a valid directive
-/// (RFC 9213), else `Cache-Control`.
+/// The directives Seawall obeys: the first targeted field present that parses as a
+/// Structured Field Dictionary and holds a valid directive (RFC 9213 §2.1-2.2), else
+/// `Cache-Control`.
 pub fn effective_cc(headers: &HeaderMap, targeted: &[HeaderName]) -> CacheControl {
     for name in targeted {
-        if headers.contains_key(name) {
-            let cc = CacheControl::from_headers(headers, name);
-            if !cc.is_empty() {
-                return cc;
-            }
+        if headers.contains_key(name)
+            && let Some(cc) = CacheControl::parse_targeted(headers.get_all(name))
+            && !cc.is_empty()
+        {
+            return cc;
         }
     }
     CacheControl::from_headers(headers, &header::CACHE_CONTROL)
@@ -125,12 +144,29 @@ fn has_explicit_freshness(cc: &CacheControl, headers: &HeaderMap) -> bool {
     cc.s_maxage.is_some() || cc.max_age.is_some() || headers.contains_key(header::EXPIRES)
 }
 
+/// A request that may carry personal state: it never gets a borrowed (heuristic or operator)
+/// lifetime, so a deceived URL cannot put a personal page in front of everyone.
+fn credentialed(req: &HeaderMap) -> bool {
+    req.contains_key(header::COOKIE) || req.contains_key(header::AUTHORIZATION)
+}
+
+/// Statuses an operator lifetime may apply to: the heuristically cacheable ones plus those the
+/// route lists, so an error one client provokes (400, 403, 413, 431, ...) never sticks.
+fn operator_ttl_status(status: StatusCode, rules: &RouteCache) -> bool {
+    heuristically_cacheable(status) || rules.ttl_statuses.contains(&status.as_u16())
+}
+
 /// Whether route-level TTL defaults and overrides may apply (never to personal traffic:
 /// no cache deception through `default_ttl`/`ttl_override`).
-fn operator_ttl_allowed(req: &HeaderMap, res: &HeaderMap) -> bool {
-    !req.contains_key(header::COOKIE)
-        && !req.contains_key(header::AUTHORIZATION)
+fn operator_ttl_allowed(
+    req: &HeaderMap,
+    res: &HeaderMap,
+    status: StatusCode,
+    rules: &RouteCache,
+) -> bool {
+    !credentialed(req)
         && !res.contains_key(header::SET_COOKIE)
+        && operator_ttl_status(status, rules)
 }
 
 /// RFC 9111 §3 for a shared cache, plus Seawall's own rules.
@@ -183,15 +219,29 @@ pub fn storable(
             }
         }
     }
-    let explicit = has_explicit_freshness(cc, res);
-    let default_ok = rules.default_ttl.is_some() && operator_ttl_allowed(req, res);
-    let override_ok = rules.ttl_override.is_some() && operator_ttl_allowed(req, res);
-    let heuristic = heuristically_cacheable(status) || (cc.public && !status.is_server_error());
-    if explicit || heuristic || ((default_ok || override_ok) && !status.is_server_error()) {
-        Ok(())
-    } else {
-        Err(NotStorable::NoFreshness)
+    if has_explicit_freshness(cc, res) {
+        return Ok(());
     }
+    let public = cc.public && !status.is_server_error();
+    if credentialed(req) {
+        // RFC 9111 §4.2.2: heuristics are optional; a personal request gets none.
+        return if public {
+            Ok(())
+        } else {
+            Err(NotStorable::Credentialed)
+        };
+    }
+    if heuristically_cacheable(status) || public {
+        return Ok(());
+    }
+    let operator = rules.default_ttl.is_some() || rules.ttl_override.is_some();
+    if operator && !res.contains_key(header::SET_COOKIE) {
+        if operator_ttl_status(status, rules) {
+            return Ok(());
+        }
+        return Err(NotStorable::OperatorTtlStatus);
+    }
+    Err(NotStorable::NoFreshness)
 }
 
 /// What is fixed about a stored response's freshness when it is stored.
@@ -219,9 +269,21 @@ fn http_date(headers: &HeaderMap, name: HeaderName) -> Option<Result<SystemTime,
     Some(
         v.to_str()
             .ok()
-            .and_then(|s| httpdate::parse_http_date(s).ok())
+            .and_then(super::date::parse_http_date)
             .ok_or(()),
     )
+}
+
+/// RFC 9111 §5.1: `Age` as a list uses its first member; an invalid value (not digits only:
+/// negative, fractional, trailing junk, not text) is ignored as if absent.
+pub fn age_value(headers: &HeaderMap) -> Option<u64> {
+    let first = headers
+        .get_all(header::AGE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&c| c == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|m| !m.is_empty())?;
+    super::cache_control::parse_delta_seconds(std::str::from_utf8(first).ok()?)
 }
 
 /// §4.2.1 (with §4.2.2 heuristics and route rules) and §4.2.3 at receipt.
@@ -238,7 +300,7 @@ pub fn freshness(
         Some(Ok(d)) => d,
         _ => response_time,
     };
-    let operator_ok = operator_ttl_allowed(req, res);
+    let operator_ok = operator_ttl_allowed(req, res, status, rules);
     let mut heuristic = false;
     let mut lifetime = if let (Some(t), true) = (rules.ttl_override, operator_ok) {
         t
@@ -254,6 +316,7 @@ pub fn freshness(
     } else if let (Some(t), true) = (rules.default_ttl, operator_ok) {
         t
     } else if let Some(Ok(lm)) = http_date(res, header::LAST_MODIFIED)
+        && !credentialed(req)
         && (heuristically_cacheable(status) || cc.public)
         && !status.is_server_error()
     {
@@ -266,14 +329,7 @@ pub fn freshness(
         lifetime = lifetime.min(max);
     }
     // §4.2.3: corrected_initial_age = max(apparent_age, age_value + response_delay).
-    let age_value = match res.get(header::AGE).map(|v| v.to_str().map(str::trim)) {
-        None => Duration::ZERO,
-        Some(Ok(s)) => super::cache_control::parse_delta_seconds(s)
-            .map(Duration::from_secs)
-            // An Age we cannot read is treated as very old rather than ignored.
-            .unwrap_or(Duration::from_secs(1 << 31)),
-        Some(Err(_)) => Duration::from_secs(1 << 31),
-    };
+    let age_value = Duration::from_secs(age_value(res).unwrap_or(0));
     let apparent_age = response_time.duration_since(date).unwrap_or(Duration::ZERO);
     let response_delay = response_time
         .duration_since(request_time)
@@ -302,6 +358,18 @@ pub fn current_age(f: &Freshness, now: SystemTime) -> Duration {
 pub fn ttl_secs(f: &Freshness, now: SystemTime) -> i64 {
     let age = current_age(f, now).as_secs() as i64;
     f.lifetime.as_secs() as i64 - age
+}
+
+/// RFC 9111 §4.2.4 when the origin cannot be reached at all (refused, reset or closed before
+/// a response head, breaker open): a stale response may stand in for `window` past its
+/// freshness, never past `must-revalidate`, `proxy-revalidate`, `no-cache` or `s-maxage`
+/// (which implies proxy-revalidate, §5.2.2.10).
+pub fn stale_if_unreachable_ok(f: &Freshness, window: Duration, now: SystemTime) -> bool {
+    if !stale_permitted(f) || f.cc.s_maxage.is_some() {
+        return false;
+    }
+    let age = current_age(f, now);
+    f.lifetime > age || age - f.lifetime <= window
 }
 
 /// Whether any stale serving is allowed at all (§4.2.4): not after `must-revalidate`,
@@ -404,10 +472,14 @@ pub fn is_error_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 500 | 502 | 503 | 504)
 }
 
-/// How long the store should keep a response before it is useless (fresh, stale windows,
-/// plus time to be revalidated when it has validators).
-pub fn keep_for(f: &Freshness, has_validators: bool) -> Duration {
+/// How long the store should keep a response before it is useless (fresh, stale windows
+/// including the route's `stale_if_unreachable`, plus time to be revalidated when it has
+/// validators).
+pub fn keep_for(f: &Freshness, has_validators: bool, unreachable: Duration) -> Duration {
     let mut extra = Duration::ZERO;
+    if stale_permitted(f) && f.cc.s_maxage.is_none() {
+        extra = unreachable;
+    }
     if let Some(s) = f.cc.stale_while_revalidate {
         extra = extra.max(Duration::from_secs(s));
     }

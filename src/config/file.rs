@@ -160,6 +160,10 @@ pub struct CacheSection {
     /// built-in list (`cache::BUILTIN_UNKEYED_REQUEST_HEADERS`, which cannot be shrunk): fields
     /// your origin honours without naming them in `Vary`.
     pub unkeyed_request_headers: Vec<String>,
+    /// Serve a stored response this long past its freshness when the origin cannot be reached
+    /// (refused, reset before a response head, breaker open); entries are kept that much longer.
+    #[serde(with = "dur")]
+    pub stale_if_unreachable: Duration,
     /// `[cache.redis]`: the shared tier across replicas; absent, a self-contained cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSection>,
@@ -239,6 +243,7 @@ impl Default for CacheSection {
             strip_tag_headers: true,
             x_cache_header: true,
             unkeyed_request_headers: Vec::new(),
+            stale_if_unreachable: Duration::from_secs(60),
             redis: None,
         }
     }
@@ -605,6 +610,17 @@ pub struct RouteSection {
     /// Serve stale this long when the upstream fails, even without `stale-if-error`.
     #[serde(default, with = "opt_dur")]
     pub stale_if_error: Option<Duration>,
+    /// Overrides `[cache] stale_if_unreachable` for this route.
+    #[serde(default, with = "opt_dur")]
+    pub stale_if_unreachable: Option<Duration>,
+    /// Statuses besides the heuristically cacheable ones that `default_ttl`/`ttl_override`
+    /// apply to.
+    #[serde(default)]
+    pub ttl_statuses: Vec<u16>,
+    /// How `Vary: Accept-Language` selects a variant: `"accept-language"` (the normalised
+    /// request field) or `"content-language"` (the stored `Content-Language`).
+    #[serde(default)]
+    pub vary_language: Option<String>,
     /// Store responses carrying `Set-Cookie` (the cookie is stored too).
     #[serde(default)]
     pub cache_set_cookie: bool,

@@ -305,3 +305,44 @@ fn max_reader_lag_is_read_validated_and_overridable() {
     let c = Config::parse(&src, "t.toml", env(&[])).expect("valid");
     assert!(!c.raw.routes[0].invalidate_on_unsafe);
 }
+
+#[test]
+fn stale_if_unreachable_defaults_overrides_and_routes() {
+    let c = Config::parse(BASE, "t.toml", env(&[])).expect("valid");
+    assert_eq!(
+        c.raw.cache.stale_if_unreachable,
+        std::time::Duration::from_secs(60)
+    );
+    let c = Config::parse(
+        BASE,
+        "t.toml",
+        env(&[("SEAWALL_CACHE_STALE_IF_UNREACHABLE", "5m")]),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.raw.cache.stale_if_unreachable,
+        std::time::Duration::from_secs(300)
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let e = Config::parse(
+        &format!("{BASE}stale_if_unreachable = \"soon\"\n"),
+        "t.toml",
+        env(&[]),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        e.contains("t.toml:") && e.contains("stale_if_unreachable"),
+        "{e}"
+    );
+    let e = Config::parse(
+        &format!("{BASE}ttl_statuses = [200, 304]\n"),
+        "t.toml",
+        env(&[]),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("routes[0].ttl_statuses[1]"), "{e}");
+}

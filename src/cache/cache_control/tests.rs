@@ -249,3 +249,18 @@ fn garbage_never_panics() {
     }
     assert!(cc("=\"x\", no-store").no_store);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+        if let Ok(v) = http::HeaderValue::from_bytes(&b) {
+            let _ = CacheControl::parse([&v]);
+        }
+    }
+
+    #[test]
+    fn directive_shaped_text_never_panics(s in "[a-zA-Z=\", \\\\\\-0-9;]{0,60}") {
+        let _ = CacheControl::parse_str(&s);
+    }
+}

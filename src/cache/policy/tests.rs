@@ -411,3 +411,180 @@ fn weak_comparison_for_if_none_match() {
     assert!(none_match("*", "\"z\""));
     assert!(!none_match("\"a\"", "\"b\""));
 }
+
+#[test]
+fn operator_lifetimes_apply_only_to_cacheable_and_listed_statuses() {
+    let none = HeaderMap::new();
+    let bare = HeaderMap::new();
+    for lifetime in [0, 1] {
+        let mut r = rules();
+        if lifetime == 0 {
+            r.default_ttl = Some(Duration::from_secs(300));
+        } else {
+            r.ttl_override = Some(Duration::from_secs(300));
+        }
+        for s in [400, 403, 413, 431, 409, 500, 503] {
+            assert_eq!(
+                store_check(&none, s, &bare, &r),
+                Err(NotStorable::OperatorTtlStatus),
+                "{s}"
+            );
+            assert_eq!(fresh_of(&bare, s, &r).lifetime, Duration::ZERO, "{s}");
+        }
+        for s in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414] {
+            assert_eq!(store_check(&none, s, &bare, &r), Ok(()), "{s}");
+            assert_eq!(fresh_of(&bare, s, &r).lifetime, Duration::from_secs(300));
+        }
+        // The origin's own freshness still makes any final status storable, and an
+        // override never stretches it for an unlisted status.
+        let explicit = h(&[("cache-control", "max-age=7")]);
+        assert_eq!(store_check(&none, 403, &explicit, &r), Ok(()));
+        assert_eq!(
+            fresh_of(&explicit, 403, &r).lifetime,
+            Duration::from_secs(7)
+        );
+        r.ttl_statuses = vec![403];
+        assert_eq!(store_check(&none, 403, &bare, &r), Ok(()));
+        assert_eq!(fresh_of(&bare, 403, &r).lifetime, Duration::from_secs(300));
+    }
+    // Without an operator lifetime a bare 400 is simply without freshness.
+    assert_eq!(
+        store_check(&none, 400, &bare, &rules()),
+        Err(NotStorable::NoFreshness)
+    );
+}
+
+#[test]
+fn credentialed_requests_get_no_heuristic_or_operator_lifetime() {
+    let lm = date(t0() - Duration::from_secs(100_000));
+    let res = h(&[("last-modified", &lm), ("date", &date(t0()))]);
+    let mut r = rules();
+    r.default_ttl = Some(Duration::from_secs(300));
+    for req in [h(&[("cookie", "s=1")]), h(&[("authorization", "Bearer x")])] {
+        for rr in [rules(), r.clone()] {
+            let with_mr = h(&[("last-modified", &lm), ("cache-control", "must-revalidate")]);
+            assert_eq!(
+                store_check(&req, 200, &with_mr, &rr),
+                Err(NotStorable::Credentialed)
+            );
+            let f = freshness(
+                StatusCode::OK,
+                &req,
+                &res,
+                CacheControl::default(),
+                t0(),
+                t0(),
+                &rr,
+            );
+            assert_eq!(f.lifetime, Duration::ZERO);
+            assert!(!f.heuristic);
+        }
+        // `public` stores it, still without a borrowed lifetime.
+        let public = h(&[("last-modified", &lm), ("cache-control", "public")]);
+        assert_eq!(store_check(&req, 200, &public, &r), Ok(()));
+        let cc = effective_cc(&public, &[]);
+        let f = freshness(StatusCode::OK, &req, &public, cc, t0(), t0(), &r);
+        assert_eq!(f.lifetime, Duration::ZERO);
+    }
+    // Explicit freshness: Cookie with max-age; Authorization only as RFC 9111 §3.5 allows.
+    let cookie = h(&[("cookie", "s=1")]);
+    let auth = h(&[("authorization", "Bearer x")]);
+    let ma = h(&[("cache-control", "max-age=60")]);
+    assert_eq!(store_check(&cookie, 200, &ma, &r), Ok(()));
+    assert_eq!(
+        store_check(&auth, 200, &ma, &r),
+        Err(NotStorable::Authorization)
+    );
+    let exp = h(&[("expires", &date(t0() + Duration::from_secs(60)))]);
+    assert_eq!(store_check(&cookie, 200, &exp, &r), Ok(()));
+    // The same response to an anonymous request keeps its heuristic lifetime.
+    assert_eq!(
+        fresh_of(&res, 200, &rules()).lifetime,
+        Duration::from_secs(10_000)
+    );
+}
+
+#[test]
+fn age_uses_the_first_list_member_and_ignores_invalid_values() {
+    for (v, want) in [
+        ("10", Some(10)),
+        ("10, 20", Some(10)),
+        (" , 7", Some(7)),
+        ("99999999999999999999", Some(1 << 31)),
+        ("-5", None),
+        ("1.5", None),
+        ("10s", None),
+        ("soon", None),
+        ("", None),
+    ] {
+        assert_eq!(age_value(&h(&[("age", v)])), want, "{v:?}");
+    }
+    let mut two = h(&[("age", "3")]);
+    two.append("age", HeaderValue::from_static("50"));
+    assert_eq!(age_value(&two), Some(3));
+    // Invalid Age never makes a response stale by itself.
+    let res = h(&[("cache-control", "max-age=60"), ("age", "junk")]);
+    let f = fresh_of(&res, 200, &rules());
+    assert_eq!(f.initial_age, Duration::ZERO);
+    assert_eq!(
+        evaluate(&f, &CacheControl::default(), t0()),
+        Decision::Fresh
+    );
+}
+
+#[test]
+fn stale_if_unreachable_window_never_past_revalidation_directives() {
+    let w = Duration::from_secs(60);
+    let f = fresh_of(&h(&[("cache-control", "max-age=10")]), 200, &rules());
+    assert!(stale_if_unreachable_ok(
+        &f,
+        w,
+        t0() + Duration::from_secs(70)
+    ));
+    assert!(!stale_if_unreachable_ok(
+        &f,
+        w,
+        t0() + Duration::from_secs(71)
+    ));
+    assert!(!stale_if_unreachable_ok(
+        &f,
+        Duration::ZERO,
+        t0() + Duration::from_secs(11)
+    ));
+    for cc in [
+        "max-age=10, must-revalidate",
+        "max-age=10, proxy-revalidate",
+        "max-age=10, no-cache",
+        "s-maxage=10",
+    ] {
+        let f = fresh_of(&h(&[("cache-control", cc)]), 200, &rules());
+        assert!(
+            !stale_if_unreachable_ok(&f, w, t0() + Duration::from_secs(11)),
+            "{cc}"
+        );
+        // Nor are such entries kept longer for it.
+        assert_eq!(
+            keep_for(&f, false, w),
+            keep_for(&f, false, Duration::ZERO),
+            "{cc}"
+        );
+    }
+    // Entries are kept for the window (memory and Redis TTLs both come from here).
+    assert_eq!(keep_for(&f, false, w), Duration::from_secs(70));
+    assert_eq!(keep_for(&f, false, Duration::ZERO), Duration::from_secs(10));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn age_parsing_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..60)) {
+        if let Ok(v) = HeaderValue::from_bytes(&b) {
+            let mut m = HeaderMap::new();
+            m.insert("age", v);
+            if let Some(a) = age_value(&m) {
+                proptest::prop_assert!(a <= 1 << 31);
+            }
+            let _ = fresh_of(&m, 200, &rules());
+        }
+    }
+}
