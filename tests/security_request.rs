@@ -142,7 +142,7 @@ async fn cache_host_without_host_is_refused_by_check_and_run() {
         let out = bounded(
             "seawall subcommand",
             tokio::process::Command::new(env!("CARGO_BIN_EXE_seawall"))
-                .args(["--config", path.to_str().unwrap(), cmd])
+                .args([cmd, "--config", path.to_str().unwrap()])
                 .env_remove("SEAWALL_CONFIG")
                 .kill_on_drop(true)
                 .output(),
