@@ -1141,19 +1141,6 @@ where
                     | ProxyError::WaitTimeout
                     | ProxyError::UpstreamOverloaded
             );
-        if failure && policy::stale_if_error_ok(&entry.fresh, now) {
-            let outcome = match e {
-                ProxyError::CircuitOpen { .. } => Outcome::Hit {
-                    ttl: policy::ttl_secs(&entry.fresh, now),
-                    detail: Some("circuit-open"),
-                },
-                _ => Outcome::StaleOnError {
-                    status: None,
-                    detail: "stale-if-error",
-                },
-            };
-            return self.serve(req, entry, now, outcome);
-        }
         // RFC 9111 §4.2.4: an origin that cannot be reached at all (nothing answered) may be
         // stood in for a while, even without stale-if-error.
         let unreachable = matches!(
@@ -1166,7 +1153,14 @@ where
             .extensions()
             .get::<Arc<Route>>()
             .map_or(Duration::ZERO, |r| r.cache.stale_if_unreachable);
-        if unreachable && policy::stale_if_unreachable_ok(&entry.fresh, window, now) {
+        let stale = if failure && policy::stale_if_error_ok(&entry.fresh, now) {
+            Some("stale-if-error")
+        } else if unreachable && policy::stale_if_unreachable_ok(&entry.fresh, window, now) {
+            Some("stale-if-unreachable")
+        } else {
+            None
+        };
+        if let Some(detail) = stale {
             let outcome = match e {
                 ProxyError::CircuitOpen { .. } => Outcome::Hit {
                     ttl: policy::ttl_secs(&entry.fresh, now),
@@ -1174,7 +1168,7 @@ where
                 },
                 _ => Outcome::StaleOnError {
                     status: None,
-                    detail: "stale-if-unreachable",
+                    detail,
                 },
             };
             return self.serve(req, entry, now, outcome);

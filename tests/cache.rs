@@ -59,18 +59,6 @@ fn assert_hit(h: &http::HeaderMap) {
 
 const STORED: &str = "seawall; fwd=uri-miss; stored";
 
-/// Stops `origin` and waits (bounded) until its port refuses connections.
-async fn stop(origin: MockOrigin) {
-    let addr = origin.addr();
-    drop(origin);
-    bounded("origin port closed", async {
-        while tokio::net::TcpStream::connect(addr).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Freshness
 // ---------------------------------------------------------------------------------------------

@@ -43,17 +43,6 @@ fn provokable() -> impl Fn(&Parts, &Bytes) -> MockResponse + Send + Sync + 'stat
     }
 }
 
-async fn stop(origin: MockOrigin) {
-    let addr = origin.addr();
-    drop(origin);
-    bounded("origin port closed", async {
-        while tokio::net::TcpStream::connect(addr).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Issue 14.4: errors provoked by a request do not stick
 // ---------------------------------------------------------------------------------------------

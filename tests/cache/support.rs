@@ -318,3 +318,15 @@ fn gated_response(
     }
     res
 }
+
+/// Stops `origin` and waits (bounded) until its port refuses connections.
+pub async fn stop(origin: crate::support::MockOrigin) {
+    let addr = origin.addr();
+    drop(origin);
+    crate::support::bounded("origin port closed", async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
