@@ -323,9 +323,9 @@ where
                 }
                 Poll::Ready(res)
             }
-            StateProj::Rejected { err } => Poll::Ready(Err(err.take().unwrap_or(
-                ProxyError::UpstreamReset("breaker future polled again".into()),
-            ))),
+            StateProj::Rejected { err } => Poll::Ready(Err(err
+                .take()
+                .unwrap_or(ProxyError::Internal("breaker future polled again")))),
         }
     }
 }

@@ -1098,10 +1098,7 @@ where
         res: &Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let Some(SharedHit(entry)) = res.extensions().get::<SharedHit>() else {
-            return self.error(
-                ProxyError::UpstreamReset("shared copy lost".into()),
-                "uri-miss",
-            );
+            return self.error(ProxyError::Internal("shared copy lost"), "uri-miss");
         };
         let now = self.shared.clock.now();
         let ttl = policy::ttl_secs(&entry.fresh, now);
