@@ -5,6 +5,8 @@
 //! run; other failures count through the rate, capped per client address (`ClientAddr`).
 
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -806,9 +806,7 @@ where
         false,
         conn,
     );
-    let mut res = early
-        .pop()
-        .ok_or(ProxyError::Internal("fill lost"))?;
+    let mut res = early.pop().ok_or(ProxyError::Internal("fill lost"))?;
     res.extensions_mut().insert(share);
     Ok(res)
 }

@@ -7,6 +7,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
 
+#[cfg(test)]
+mod tests;
+
 /// The stack's error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

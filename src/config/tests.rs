@@ -363,7 +363,8 @@ fn readme_breaker_defaults_match_the_code() {
         doc.push_str(&format!("{key} = {value}\n"));
     }
     assert_eq!(doc.lines().count(), 10, "README breaker rows:\n{doc}");
-    let documented: file::BreakerSection = toml::from_str(&doc).expect("README breaker defaults parse");
+    let documented: file::BreakerSection =
+        toml::from_str(&doc).expect("README breaker defaults parse");
     assert_eq!(
         serde_json::to_value(&documented).expect("serializes"),
         serde_json::to_value(file::BreakerSection::default()).expect("serializes"),
