@@ -10,6 +10,8 @@ pub mod key;
 pub mod ops;
 pub mod policy;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::collections::HashSet;
 use std::future::Future;
