@@ -4,6 +4,9 @@
 //! Responses unshareable by their own fields send followers upstream and mark the key
 //! hit-for-pass for a while; one made personal by the leader's request has them elect anew.
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;

@@ -131,6 +131,7 @@ pub(crate) struct Fixture {
     pub(crate) svc: Cache<Coalesce<Upstream>>,
     pub(crate) upstream: Upstream,
     pub(crate) cache: Arc<CacheShared>,
+    pub(crate) coalesce: Arc<CoalesceShared>,
     router: Router,
 }
 
@@ -139,11 +140,12 @@ pub(crate) fn fixture(upstream: Upstream) -> Fixture {
     let cache = Arc::new(CacheShared::new(&cfg));
     let coalesce = Arc::new(CoalesceShared::new(&cfg, None));
     let svc = CacheLayer::new(cache.clone())
-        .layer(CoalesceLayer::new(coalesce).layer(upstream.clone()));
+        .layer(CoalesceLayer::new(coalesce.clone()).layer(upstream.clone()));
     Fixture {
         svc,
         upstream,
         cache,
+        coalesce,
         router: Router::new(&cfg),
     }
 }
@@ -167,7 +169,12 @@ impl Answer {
 
 impl Fixture {
     /// A request as the router hands it to the cache.
-    pub(crate) fn request(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Request<ProxyBody> {
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Request<ProxyBody> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -181,7 +188,12 @@ impl Fixture {
     }
 
     pub(crate) async fn send(&self, req: Request<ProxyBody>) -> Answer {
-        let res = self.svc.clone().oneshot(req).await.expect("the cache answers");
+        let res = self
+            .svc
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the cache answers");
         let (parts, body) = res.into_parts();
         let body = body.collect().await.expect("full body").to_bytes();
         Answer {
@@ -198,7 +210,9 @@ impl Fixture {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_miss_is_forwarded_and_stored() {
-    let f = fixture(Upstream::new(|_, n| Ok(Reply::ok(format!("v{n}"), "max-age=60"))));
+    let f = fixture(Upstream::new(|_, n| {
+        Ok(Reply::ok(format!("v{n}"), "max-age=60"))
+    }));
     let a = f.get("/a").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, "v1");
@@ -221,7 +235,9 @@ async fn a_miss_is_forwarded_and_stored() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_fresh_hit_never_calls_the_upstream() {
-    let f = fixture(Upstream::new(|_, n| Ok(Reply::ok(format!("v{n}"), "max-age=60"))));
+    let f = fixture(Upstream::new(|_, n| {
+        Ok(Reply::ok(format!("v{n}"), "max-age=60"))
+    }));
     f.get("/a").await;
     f.cache.clock.advance(Duration::from_secs(30));
     for _ in 0..3 {
@@ -238,7 +254,11 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     // The refresh takes 10 s upstream: stale answers must not wait for it.
     let f = fixture(Upstream::new(|_, n| {
         let r = Reply::ok(format!("v{n}"), "max-age=1, stale-while-revalidate=60");
-        Ok(if n == 1 { r } else { r.after(Duration::from_secs(10)) })
+        Ok(if n == 1 {
+            r
+        } else {
+            r.after(Duration::from_secs(10))
+        })
     }));
     f.get("/a").await;
     f.cache.clock.advance(Duration::from_secs(5));
@@ -263,7 +283,9 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_no_store_response_is_not_stored() {
-    let f = fixture(Upstream::new(|_, n| Ok(Reply::ok(format!("v{n}"), "no-store"))));
+    let f = fixture(Upstream::new(|_, n| {
+        Ok(Reply::ok(format!("v{n}"), "no-store"))
+    }));
     for n in 1..=3 {
         let a = f.get("/a").await;
         assert_eq!(a.body, format!("v{n}"));
@@ -275,7 +297,9 @@ async fn a_no_store_response_is_not_stored() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn an_unsafe_method_invalidates_the_stored_response() {
-    let f = fixture(Upstream::new(|_, n| Ok(Reply::ok(format!("v{n}"), "max-age=60"))));
+    let f = fixture(Upstream::new(|_, n| {
+        Ok(Reply::ok(format!("v{n}"), "max-age=60"))
+    }));
     f.get("/a").await;
     assert!(f.get("/a").await.cache_status().contains("hit"));
     let post = f.send(f.request(Method::POST, "/a", &[])).await;
