@@ -316,3 +316,18 @@ async fn an_unsafe_method_invalidates_the_stored_response() {
         ]
     );
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_internal_failure_below_answers_500_detail_internal() {
+    let f = fixture(Upstream::new(|_, _| {
+        Err(ProxyError::Internal("fetch task ended"))
+    }));
+    let a = f.get("/a").await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(a.cache_status(), "seawall; fwd=uri-miss; detail=internal");
+    assert_eq!(a.headers["cache-control"], "no-store");
+    assert_eq!(a.body, "500 internal: internal error\n");
+    // Nothing was stored: the next request asks again.
+    f.get("/a").await;
+    assert_eq!(f.upstream.calls(), 2);
+}
