@@ -728,6 +728,10 @@ where
     }
 
     fn error(&self, e: ProxyError, fwd: &'static str) -> Response<ProxyBody> {
+        if let ProxyError::Internal(what) = e {
+            // A bug of ours: the client reads only `detail=internal`, the log says which.
+            tracing::error!(invariant = what, "Internal invariant failed.");
+        }
         let outcome = match e {
             ProxyError::CircuitOpen { .. } => Outcome::Bypass("circuit-open"),
             _ => Outcome::Miss {
