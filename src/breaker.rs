@@ -5,6 +5,8 @@
 //! run; other failures count through the rate, capped per client address (`ClientAddr`).
 
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -323,9 +325,9 @@ where
                 }
                 Poll::Ready(res)
             }
-            StateProj::Rejected { err } => Poll::Ready(Err(err.take().unwrap_or(
-                ProxyError::UpstreamReset("breaker future polled again".into()),
-            ))),
+            StateProj::Rejected { err } => Poll::Ready(Err(err
+                .take()
+                .unwrap_or(ProxyError::Internal("breaker future polled again")))),
         }
     }
 }

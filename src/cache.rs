@@ -10,6 +10,8 @@ pub mod key;
 pub mod ops;
 pub mod policy;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -726,6 +728,10 @@ where
     }
 
     fn error(&self, e: ProxyError, fwd: &'static str) -> Response<ProxyBody> {
+        if let ProxyError::Internal(what) = e {
+            // A bug of ours: the client reads only `detail=internal`, the log says which.
+            tracing::error!(invariant = what, "Internal invariant failed.");
+        }
         let outcome = match e {
             ProxyError::CircuitOpen { .. } => Outcome::Bypass("circuit-open"),
             _ => Outcome::Miss {
@@ -1098,10 +1104,7 @@ where
         res: &Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let Some(SharedHit(entry)) = res.extensions().get::<SharedHit>() else {
-            return self.error(
-                ProxyError::UpstreamReset("shared copy lost".into()),
-                "uri-miss",
-            );
+            return self.error(ProxyError::Internal("shared copy lost"), "uri-miss");
         };
         let now = self.shared.clock.now();
         let ttl = policy::ttl_secs(&entry.fresh, now);

@@ -4,6 +4,9 @@
 //! Responses unshareable by their own fields send followers upstream and mark the key
 //! hit-for-pass for a while; one made personal by the leader's request has them elect anew.
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;
@@ -482,7 +485,7 @@ impl Future for Detached {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(fetch) = self.fetch.as_mut() else {
-            return Poll::Ready(Err(ProxyError::UpstreamReset("fetch polled again".into())));
+            return Poll::Ready(Err(ProxyError::Internal("fetch polled again")));
         };
         let out = std::task::ready!(fetch.as_mut().poll(cx));
         self.fetch = None;
@@ -615,7 +618,7 @@ where
                     r.extensions_mut().insert(share);
                     r
                 })
-                .ok_or(ProxyError::UpstreamReset("fill lost".into()));
+                .ok_or(ProxyError::Internal("fill lost"));
             (Outcome::Response(fill, share), mine)
         }
         Err(e) => {
@@ -710,7 +713,7 @@ where
             return Followed::Done(Err(ProxyError::WaitTimeout));
         }
         Ok(Err(_)) => {
-            return Followed::Done(Err(ProxyError::UpstreamReset("fetch task ended".into())));
+            return Followed::Done(Err(ProxyError::Internal("fetch task ended")));
         }
         Ok(Ok(o)) => o,
     };
@@ -763,7 +766,7 @@ where
             solo(inner, shared, plan, req).await
         }
         Some(Outcome::Reelect) => return Followed::Reelect(req),
-        None => Err(ProxyError::UpstreamReset("fetch task ended".into())),
+        None => Err(ProxyError::Internal("fetch task ended")),
     };
     Followed::Done(done)
 }
@@ -806,9 +809,7 @@ where
         false,
         conn,
     );
-    let mut res = early
-        .pop()
-        .ok_or(ProxyError::UpstreamReset("fill lost".into()))?;
+    let mut res = early.pop().ok_or(ProxyError::Internal("fill lost"))?;
     res.extensions_mut().insert(share);
     Ok(res)
 }

@@ -7,6 +7,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
 
+#[cfg(test)]
+mod tests;
+
 /// The stack's error type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -78,6 +81,10 @@ pub enum ProxyError {
     /// `http2_max_concurrent_streams`.
     #[error("connection at its stream limit (fetches it left are still running)")]
     TooManyStreams,
+    /// One of our own invariants failed (a coalescing leader vanished, a shared copy went
+    /// missing): a bug in this proxy, never the upstream's doing.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl ProxyError {
@@ -97,6 +104,7 @@ impl ProxyError {
             | Self::CircuitOpen { .. }
             | Self::TooManyWaiters
             | Self::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -122,6 +130,7 @@ impl ProxyError {
             Self::WaitTimeout => "wait-timeout",
             Self::OnlyIfCached => "only-if-cached",
             Self::TooManyStreams => "too-many-streams",
+            Self::Internal(_) => "internal",
         }
     }
 
@@ -131,6 +140,7 @@ impl ProxyError {
         match self {
             Self::UpstreamConnect(_) => "upstream connection failed".into(),
             Self::UpstreamReset(_) => "upstream closed the connection".into(),
+            Self::Internal(_) => "internal error".into(),
             other => other.to_string().into(),
         }
     }

@@ -489,9 +489,9 @@ impl Upstream {
             .oneshot(ep.base.clone())
             .await
             .map_err(|e| {
-                if has_io_kind(&*e, std::io::ErrorKind::TimedOut)
-                    || e.to_string().contains("timed out")
-                {
+                // hyper-util reports its connect timeout, and the OS its own, as
+                // `io::ErrorKind::TimedOut` in the source chain: a typed check, not the message.
+                if has_io_kind(&*e, std::io::ErrorKind::TimedOut) {
                     ProxyError::UpstreamTimeout(TimeoutPhase::Connect)
                 } else {
                     ProxyError::UpstreamConnect(source_text(&*e))

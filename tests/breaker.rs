@@ -1,6 +1,7 @@
 //! Circuit breaker, outlier ejection and retry budget seen from outside: an upstream that keeps
-//! failing stops receiving requests, stale copies stand in where the rules allow, a recovered
-//! upstream is let back in through a half-open probe, and operators can force the state.
+//! failing stops receiving requests, stale copies stand in where the rules allow, and operators
+//! can force the state. The half-open probe rules are unit tests on the paused clock
+//! (`src/breaker/tests.rs`).
 #![allow(clippy::unwrap_used)]
 
 #[path = "support.rs"]
@@ -213,74 +214,6 @@ async fn stale_copies_are_served_while_open_but_not_past_must_revalidate() {
 }
 
 #[tokio::test]
-async fn a_half_open_probe_closes_the_breaker_once_the_origin_recovers() {
-    let up = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let (u, s) = (up.clone(), served.clone());
-    let origin = MockOrigin::new()
-        .route("/r", move |_: &http::request::Parts, _: &Bytes| {
-            if u.load(Ordering::SeqCst) {
-                let n = s.fetch_add(1, Ordering::SeqCst) + 1;
-                MockResponse::ok(format!("fresh {n}")).header("cache-control", "no-store")
-            } else {
-                MockResponse::with_status(503).header("cache-control", "no-store")
-            }
-        })
-        .start()
-        .await;
-    let extra = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"300ms\"\n\
-                 max_open_duration = \"1s\"\nmin_requests = 3\nmax_client_share = 1.0\n";
-    let proxy = TestProxy::with_config(&upstream_config(&origin.url(), extra)).await;
-
-    for _ in 0..3 {
-        let (status, _, _) = get(&proxy.url("/r")).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    }
-    assert_eq!(origin.hits("/r"), 3);
-    let b = breaker_view(&proxy, "origin").await;
-    assert_eq!(b["state"], "open", "{b}");
-
-    up.store(true, Ordering::SeqCst);
-    // Wait out the open period; until then every answer is a fail-fast that costs no request.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let body = bounded("the breaker lets a probe through", async {
-        loop {
-            let before = origin.hits("/r");
-            let (status, headers, body) = get(&proxy.url("/r")).await;
-            if status == StatusCode::OK {
-                return body;
-            }
-            assert_circuit_open(&(status, headers, body), 1);
-            assert_eq!(origin.hits("/r"), before, "fail-fast reached the origin");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert_eq!(body, "fresh 1");
-    assert_eq!(origin.hits("/r"), 4, "exactly one probe");
-
-    let b = breaker_view(&proxy, "origin").await;
-    assert_eq!(b["state"], "closed", "{b}");
-    assert_eq!(
-        b["trips"], 0,
-        "a proven recovery resets the trip count: {b}"
-    );
-    assert_eq!(b["last_transition"]["from"], "half_open", "{b}");
-    assert_eq!(b["last_transition"]["to"], "closed", "{b}");
-
-    for n in 2..=4 {
-        let (status, headers, body) = get(&proxy.url("/r")).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, format!("fresh {n}"));
-        assert!(
-            cache_status(&headers).starts_with("seawall; fwd=uri-miss"),
-            "{headers:?}"
-        );
-    }
-    assert_eq!(origin.hits("/r"), 7);
-}
-
-#[tokio::test]
 async fn an_origin_slower_than_ttfb_timeout_trips_the_breaker() {
     let origin = MockOrigin::new()
         .route(
@@ -466,127 +399,6 @@ async fn operators_can_force_open_close_and_reset_the_breaker() {
 }
 
 /// An origin whose `/r` answers 503 until `up` is set, then 200 after `delay_ms`.
-async fn switchable_origin(up: Arc<AtomicBool>, delay_ms: u64) -> MockOrigin {
-    MockOrigin::new()
-        .route("/r", move |_: &http::request::Parts, _: &Bytes| {
-            if up.load(Ordering::SeqCst) {
-                MockResponse::ok("recovered")
-                    .delay(delay_ms)
-                    .header("cache-control", "no-store")
-            } else {
-                MockResponse::with_status(503).header("cache-control", "no-store")
-            }
-        })
-        .start()
-        .await
-}
-
-const SHORT_OPEN: &str = "[upstreams.breaker]\nconsecutive_failures = 3\nopen_duration = \"300ms\"\n\
-                          max_open_duration = \"1s\"\nmin_requests = 3\nmax_client_share = 1.0\n";
-
-/// Sends `/r` until one request reaches the origin (the half-open probe); every other answer
-/// must be a fail-fast. Returns the probe's answer.
-async fn send_until_probe(proxy: &TestProxy, origin: &MockOrigin) -> Answer {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    bounded("the breaker lets a probe through", async {
-        loop {
-            let before = origin.hits("/r");
-            let answer = get(&proxy.url("/r")).await;
-            if origin.hits("/r") > before {
-                return answer;
-            }
-            assert_circuit_open(&answer, 1);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
-
-#[tokio::test]
-async fn a_failed_probe_reopens_the_breaker() {
-    let up = Arc::new(AtomicBool::new(false));
-    let origin = switchable_origin(up.clone(), 0).await;
-    let proxy = TestProxy::with_config(&upstream_config(&origin.url(), SHORT_OPEN)).await;
-    for _ in 0..3 {
-        get(&proxy.url("/r")).await;
-    }
-    assert_eq!(breaker_view(&proxy, "origin").await["trips"], 1);
-
-    let (status, headers, _) = send_until_probe(&proxy, &origin).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        cache_status(&headers).starts_with("seawall; fwd=uri-miss"),
-        "the probe reached the origin: {headers:?}"
-    );
-    assert_eq!(origin.hits("/r"), 4);
-    let b = breaker_view(&proxy, "origin").await;
-    assert_eq!(b["state"], "open", "{b}");
-    assert_eq!(b["trips"], 2, "{b}");
-    assert_eq!(b["last_transition"]["from"], "half_open", "{b}");
-    assert_eq!(b["last_transition"]["to"], "open", "{b}");
-    // The second open period is 600 ms (doubled), capped by max_open_duration.
-    assert!(b["open_for_secs"].as_f64().unwrap() <= 0.6, "{b}");
-
-    // Once the origin is back, the next probe closes it.
-    up.store(true, Ordering::SeqCst);
-    let (status, _, body) = send_until_probe(&proxy, &origin).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, "recovered");
-    assert_eq!(breaker_view(&proxy, "origin").await["state"], "closed");
-}
-
-#[tokio::test]
-async fn only_one_probe_is_in_flight_while_half_open() {
-    let up = Arc::new(AtomicBool::new(false));
-    let origin = switchable_origin(up.clone(), 1500).await;
-    let proxy = TestProxy::with_config(&upstream_config(&origin.url(), SHORT_OPEN)).await;
-    for _ in 0..3 {
-        get(&proxy.url("/r")).await;
-    }
-    assert_eq!(breaker_view(&proxy, "origin").await["state"], "open");
-    up.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    // Start requests until one is the probe (it waits 1.5 s at the origin). Distinct URLs,
-    // so nobody coalesces onto the probe's fetch.
-    let mut probe = None;
-    for n in 0..100 {
-        let url = proxy.url(&format!("/r?try={n}"));
-        let task = tokio::spawn(async move { get(&url).await });
-        let reached = bounded("the request ends or reaches the origin", async {
-            loop {
-                if origin.hits("/r") == 4 {
-                    return true;
-                }
-                if task.is_finished() {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
-        if reached {
-            probe = Some(task);
-            break;
-        }
-        assert_circuit_open(&task.await.unwrap(), 1);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let probe = probe.expect("a probe is admitted");
-    assert_eq!(breaker_view(&proxy, "origin").await["state"], "half_open");
-
-    // While the probe is out, everybody else fails fast with a 1 s hint.
-    for i in 0..3 {
-        assert_circuit_open(&get(&proxy.url(&format!("/r?other={i}"))).await, 1);
-    }
-    assert_eq!(origin.hits("/r"), 4);
-
-    let (status, _, body) = bounded("probe", probe).await.unwrap();
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, "recovered");
-    assert_eq!(breaker_view(&proxy, "origin").await["state"], "closed");
-}
-
 #[tokio::test]
 async fn health_checks_eject_a_failing_endpoint_and_bring_it_back() {
     let healthy = MockOrigin::new()

@@ -491,16 +491,20 @@ pub struct BreakerSection {
 }
 
 impl Default for BreakerSection {
+    /// The state machine's defaults (`BreakerConfig::default`, the one place they are written),
+    /// plus what only an upstream has: failure statuses and a per-client cap (the machine's own
+    /// default is no cap, for the Redis tier, which has no clients).
     fn default() -> Self {
+        let m = crate::breaker::state::BreakerConfig::default();
         Self {
             enabled: true,
-            window: Duration::from_secs(10),
-            failure_rate: 0.5,
-            min_requests: 20,
-            consecutive_failures: 5,
-            open_duration: Duration::from_secs(30),
-            max_open_duration: Duration::from_secs(300),
-            half_open_probes: 1,
+            window: m.window,
+            failure_rate: m.failure_rate,
+            min_requests: m.min_requests,
+            consecutive_failures: m.consecutive_failures,
+            open_duration: m.open_duration,
+            max_open_duration: m.max_open_duration,
+            half_open_probes: m.half_open_probes,
             failure_statuses: vec![502, 503, 504],
             max_client_share: 0.2,
         }

@@ -346,3 +346,28 @@ fn stale_if_unreachable_defaults_overrides_and_routes() {
     .unwrap_or_default();
     assert!(e.contains("routes[0].ttl_statuses[1]"), "{e}");
 }
+
+#[test]
+fn readme_breaker_defaults_match_the_code() {
+    // The breaker's defaults are written once, in code; the README's reference table must say
+    // the same values.
+    let readme = include_str!("../../README.md");
+    let mut doc = String::new();
+    for line in readme.lines() {
+        let Some(rest) = line.strip_prefix("| `upstreams[].breaker.") else {
+            continue;
+        };
+        let mut cols = rest.split('|');
+        let key = cols.next().unwrap_or_default().trim().trim_end_matches('`');
+        let value = cols.next().unwrap_or_default().trim().trim_matches('`');
+        doc.push_str(&format!("{key} = {value}\n"));
+    }
+    assert_eq!(doc.lines().count(), 10, "README breaker rows:\n{doc}");
+    let documented: file::BreakerSection =
+        toml::from_str(&doc).expect("README breaker defaults parse");
+    assert_eq!(
+        serde_json::to_value(&documented).expect("serializes"),
+        serde_json::to_value(file::BreakerSection::default()).expect("serializes"),
+        "README breaker defaults differ from BreakerSection::default()"
+    );
+}
