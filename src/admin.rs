@@ -655,7 +655,7 @@ async fn config(State(s): State<Arc<AppState>>) -> Json<Value> {
                 for e in eps {
                     if let Some(s) = e.as_str()
                         && let Some((scheme, rest)) = s.split_once("://")
-                        && let Some((_, host)) = rest.split_once('@')
+                        && let Some((_, host)) = rest.rsplit_once('@')
                     {
                         *e = Value::String(format!("{scheme}://<redacted>@{host}"));
                     }

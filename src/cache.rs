@@ -403,7 +403,17 @@ impl FetchPlan {
                     Share::StorableStale
                 }
             }
-            Err(_) if status.is_server_error() => Share::Failure,
+            // A server error is shared with the waiting requests only when nothing in it or
+            // in the leader's request is personal: a 5xx that sets a cookie, or one a
+            // credentialed request provoked, stays with that request.
+            Err(_)
+                if status.is_server_error()
+                    && !headers.contains_key(header::SET_COOKIE)
+                    && !self.req_headers.contains_key(header::AUTHORIZATION)
+                    && !self.req_headers.contains_key(header::COOKIE) =>
+            {
+                Share::Failure
+            }
             Err(r) => Share::Personal(r),
         }
     }
@@ -1038,7 +1048,9 @@ where
                         stored: true,
                     },
                 );
-                if !plan.route.cache.cache_set_cookie {
+                // A cookie on a 304 belongs to the client whose request revalidated; the
+                // requests that shared its revalidation never receive it.
+                if !plan.route.cache.cache_set_cookie && !collapsed {
                     for c in res.headers().get_all(header::SET_COOKIE) {
                         out.headers_mut().append(header::SET_COOKIE, c.clone());
                     }

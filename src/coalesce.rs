@@ -583,13 +583,16 @@ where
                 FetchPlan::unlocked(lock.take(), Some(share));
             }
             if !storable && !share.shareable() {
-                // Nobody will receive it but the leader: no buffer, no pump task. A reason of
-                // the response's own marks the key; one that came from the leader's request
-                // sends the followers to elect a new leader instead.
-                let marked = mark_hit_for_pass(&shared, &plan, share);
-                let reelect = !marked
-                    && (leaders_own(share, res.status())
-                        || personal_request(&flight.leader_headers));
+                // Nobody will receive it but the leader: no buffer, no pump task. When the
+                // leader's own request could have made it personal (its credentials, its
+                // `no-store`, an error it provoked), the followers elect a new leader and the
+                // key stays unmarked: one request never switches coalescing off for everyone.
+                // Otherwise a reason of the response's own marks the key.
+                let reelect =
+                    leaders_own(share, res.status()) || personal_request(&flight.leader_headers);
+                if !reelect {
+                    mark_hit_for_pass(&shared, &plan, share);
+                }
                 let mut res = res;
                 res.extensions_mut().insert(share);
                 // Out of the map first: a re-electing follower must not find this flight.

@@ -390,7 +390,11 @@ async fn route_and_call(
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(route);
     if let Some(info) = parts.extensions.get::<ConnInfo>() {
-        let ip = client_addr(info.peer.ip(), &parts.headers, &rt.config.trusted_proxies);
+        let ip = client_addr(
+            info.peer.ip().to_canonical(),
+            &parts.headers,
+            &rt.config.trusted_proxies,
+        );
         parts.extensions.insert(ClientAddr(ip));
     }
     let body = if body.is_end_stream() {
@@ -423,7 +427,7 @@ fn purge_allowed<B>(rt: &Runtime, req: &Request<B>) -> bool {
         rt.config
             .purge_allow
             .iter()
-            .any(|n| n.contains(&c.peer.ip()))
+            .any(|n| n.contains(&c.peer.ip().to_canonical()))
     });
     let mut auth = req.headers().get_all(header::AUTHORIZATION).iter();
     let token_ok = match (&rt.purge_token, auth.next(), auth.next()) {

@@ -655,3 +655,97 @@ async fn fetches_a_connection_leaves_behind_count_against_its_stream_limit() {
     assert_eq!(must(&s, "seawall_h2_streams_reset_total", &[]), 2.0);
     conn_task.abort();
 }
+
+/// The origin answers requests that carry a session cookie with a rolled session cookie (a
+/// 304 to a revalidation, a 500 to a fresh fetch), and everyone else anonymously.
+fn session_origin(status_for_cookie: u16) -> impl IntoRoute {
+    move |parts: &http::request::Parts, _: &Bytes| {
+        let cookie = parts
+            .headers
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let conditional = parts.headers.contains_key("if-none-match");
+        match (cookie, conditional, status_for_cookie) {
+            (Some(c), true, 304) => MockResponse::with_status(304)
+                .header("etag", "\"v1\"")
+                .header("cache-control", "max-age=60")
+                .header("set-cookie", &format!("{c}-rolled"))
+                .delay(400),
+            (Some(c), false, s) if s != 304 => MockResponse::ok("personal error")
+                .status(s)
+                .header("set-cookie", &format!("{c}-rolled"))
+                .delay(400),
+            _ => MockResponse::ok("public")
+                .header("etag", "\"v1\"")
+                .header("cache-control", "max-age=60"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_on_a_shared_revalidation_reaches_only_its_own_client() {
+    let origin = MockOrigin::new()
+        .route("/r", session_origin(304))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&config(&origin.url(), "", "", "")).await;
+    let (status, _, _) = get_with(&proxy.url("/r"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    settle(&proxy).await;
+    cache_support::advance(&proxy, 61);
+
+    // Alice's request leads the revalidation; the victims arrive while it is in flight.
+    let url = proxy.url("/r");
+    let alice = tokio::spawn(async move { get_with(&url, &[("cookie", "sid=alice")]).await });
+    origin.wait_hits("/r", 2).await;
+    let url = proxy.url("/r");
+    let victims = burst(20, |_| {
+        let url = url.clone();
+        async move { get_with(&url, &[]).await }
+    })
+    .await;
+    let (status, headers, _) = alice.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header_str(&headers, "set-cookie"), "sid=alice-rolled");
+    let mut collapsed = 0;
+    for (status, headers, body) in victims {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "public");
+        assert!(
+            !headers.contains_key("set-cookie"),
+            "a victim got Alice's session: {headers:?}"
+        );
+        collapsed += usize::from(cache_status(&headers).contains("collapsed"));
+    }
+    assert!(collapsed > 0, "no victim shared the revalidation");
+    assert_eq!(origin.hits("/r"), 2, "one fill, one shared revalidation");
+}
+
+#[tokio::test]
+async fn a_server_error_a_credentialed_leader_provoked_stays_with_it() {
+    let origin = MockOrigin::new()
+        .route("/p", session_origin(500))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&config(&origin.url(), "", "", "")).await;
+    let url = proxy.url("/p");
+    let alice = tokio::spawn(async move { get_with(&url, &[("cookie", "sid=alice")]).await });
+    origin.wait_hits("/p", 1).await;
+    let url = proxy.url("/p");
+    let victims = burst(20, |_| {
+        let url = url.clone();
+        async move { get_with(&url, &[]).await }
+    })
+    .await;
+    let (status, headers, _) = alice.await.unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(header_str(&headers, "set-cookie"), "sid=alice-rolled");
+    for (status, headers, body) in victims {
+        assert_eq!(status, StatusCode::OK, "a victim got Alice's error");
+        assert_eq!(body, "public");
+        assert!(!headers.contains_key("set-cookie"), "{headers:?}");
+    }
+    // The victims elected a leader of their own: one more origin request, not twenty.
+    assert_eq!(origin.hits("/p"), 2);
+}

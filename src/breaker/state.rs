@@ -216,16 +216,18 @@ impl Window {
     fn counted_failures(&self, share: f64) -> f64 {
         let mut backend = 0u64;
         let mut per_client: HashMap<Option<IpAddr>, u64> = HashMap::new();
-        let mut singles = Vec::new();
+        let mut overflow = 0u64;
         for b in &self.buckets {
             backend += u64::from(b.backend_failures);
             for (c, n) in &b.by_client {
                 *per_client.entry(*c).or_default() += u64::from(*n);
             }
-            singles.extend(std::iter::repeat_n(1u64, b.overflow as usize));
+            overflow += u64::from(b.overflow);
         }
-        let mut clients: Vec<u64> = per_client.into_values().chain(singles).collect();
-        counted(backend as f64, &mut clients, share)
+        let mut clients: Vec<u64> = per_client.into_values().collect();
+        // Clients past the per-bucket table failed once each, under any cap worth having:
+        // counted in full, without one entry apiece.
+        counted((backend + overflow) as f64, &mut clients, share)
     }
 }
 
@@ -278,6 +280,9 @@ pub struct Breaker {
     open_until: Option<Instant>,
     forced: bool,
     probes_in_flight: u32,
+    /// Clients whose half-open probes failed by status, timeout or reset since the last trip:
+    /// one client alone cannot keep the breaker open.
+    probe_failures: Vec<Option<IpAddr>>,
 }
 
 impl Breaker {
@@ -294,6 +299,7 @@ impl Breaker {
             open_until: None,
             forced: false,
             probes_in_flight: 0,
+            probe_failures: Vec::new(),
         }
     }
 
@@ -372,7 +378,22 @@ impl Breaker {
         match (self.kind, probe) {
             (StateKind::HalfOpen, true) => {
                 self.release_probe();
-                self.trip(now)
+                match failure {
+                    Failure::Backend => self.trip(now),
+                    // A failure status says the backend is still sick only when it is not one
+                    // client's: it trips once a second client's probe fails too (or at once
+                    // when a single client may count in full, `max_client_share` 1).
+                    Failure::Client(c) => {
+                        if !self.probe_failures.contains(&c) {
+                            self.probe_failures.push(c);
+                        }
+                        if self.cfg.max_client_share >= 1.0 || self.probe_failures.len() >= 2 {
+                            self.trip(now)
+                        } else {
+                            None
+                        }
+                    }
+                }
             }
             (StateKind::Closed, false) => {
                 self.window.record(now, Some(failure));
@@ -453,6 +474,7 @@ impl Breaker {
     }
 
     fn trip(&mut self, now: Instant) -> Option<Transition> {
+        self.probe_failures.clear();
         self.trips = self.trips.saturating_add(1);
         self.open_until = Some(now + self.open_for());
         self.enter(StateKind::Open, now)
@@ -463,6 +485,7 @@ impl Breaker {
         self.open_until = None;
         self.consecutive = 0;
         self.probes_in_flight = 0;
+        self.probe_failures.clear();
         self.window.clear(now);
         self.enter(StateKind::Closed, now)
     }

@@ -396,3 +396,49 @@ async fn one_client_failures_never_trip_but_many_clients_do() {
     }
     assert_eq!(tripped, Some(20), "at min_requests");
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn one_client_failing_its_probes_cannot_keep_the_breaker_open() {
+    let cfg = BreakerConfig {
+        max_client_share: 0.2,
+        ..BreakerConfig::default()
+    };
+    let mut b = Breaker::new(cfg, Instant::now());
+    trip(&mut b);
+    wait_and_probe(&mut b).await;
+    let attacker = Some(std::net::IpAddr::from([198, 51, 100, 7]));
+    // The attacker wins the probe slot again and again: its 503s free the slot, never re-trip.
+    for _ in 0..5 {
+        assert_eq!(b.on_request_failure(Instant::now(), true, attacker), None);
+        assert_eq!(b.state(), StateKind::HalfOpen);
+        assert_eq!(b.admit(Instant::now()), (PROBE, None));
+    }
+    // Another client's probe succeeds: closed for everyone, with the open time not grown.
+    assert_eq!(b.on_success(Instant::now(), true), Some(HALF_TO_CLOSED));
+    assert_eq!(b.snapshot().trips, 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn probes_failing_for_two_clients_reopen_the_breaker() {
+    let cfg = BreakerConfig {
+        max_client_share: 0.2,
+        ..BreakerConfig::default()
+    };
+    let mut b = Breaker::new(cfg, Instant::now());
+    trip(&mut b);
+    wait_and_probe(&mut b).await;
+    let (a, c) = (
+        Some(std::net::IpAddr::from([203, 0, 113, 1])),
+        Some(std::net::IpAddr::from([203, 0, 113, 2])),
+    );
+    assert_eq!(b.on_request_failure(Instant::now(), true, a), None);
+    assert_eq!(b.admit(Instant::now()), (PROBE, None));
+    assert_eq!(
+        b.on_request_failure(Instant::now(), true, c),
+        Some(HALF_TO_OPEN)
+    );
+    assert_eq!(b.snapshot().trips, 2);
+    // A connect failure on a probe says the backend is down, whoever sent it.
+    wait_and_probe(&mut b).await;
+    assert_eq!(b.on_failure(Instant::now(), true), Some(HALF_TO_OPEN));
+}
