@@ -369,6 +369,14 @@ impl FetchPlan {
         self.shared.max_object_size
     }
 
+    /// Whether the request this plan fetches for carries what makes its own response personal
+    /// to it (credentials, or a `no-store` of its own), from what the plan already parsed.
+    pub fn personal_request(&self) -> bool {
+        self.req_headers.contains_key(header::AUTHORIZATION)
+            || self.req_headers.contains_key(header::COOKIE)
+            || self.req_cc.no_store
+    }
+
     /// Classifies a response head.
     pub fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Share {
         if self.conditional && status == StatusCode::NOT_MODIFIED {

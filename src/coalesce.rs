@@ -588,8 +588,7 @@ where
                 // `no-store`, an error it provoked), the followers elect a new leader and the
                 // key stays unmarked: one request never switches coalescing off for everyone.
                 // Otherwise a reason of the response's own marks the key.
-                let reelect =
-                    leaders_own(share, res.status()) || personal_request(&flight.leader_headers);
+                let reelect = leaders_own(share, res.status()) || plan.personal_request();
                 if !reelect {
                     mark_hit_for_pass(&shared, &plan, share);
                 }

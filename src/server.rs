@@ -13,7 +13,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
@@ -240,8 +240,19 @@ where
         );
     }
     // Connections the kernel already completed would be reset if the listener just went away:
-    // serve each of them one request (they asked before we stopped).
-    while let Some(Ok((stream, peer))) = futures_util::FutureExt::now_or_never(listener.accept()) {
+    // serve each of them one request (they asked before we stopped). Accepted straight from
+    // the socket until it would block: the reactor may not have reported them yet, and a
+    // tokio accept would then say "pending" and leave them to be reset.
+    let backlog = listener
+        .into_std()
+        .map(|l| std::iter::from_fn(move || l.accept().ok()));
+    for (stream, peer) in backlog.into_iter().flatten() {
+        let Ok(stream) = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        else {
+            continue;
+        };
         spawn_conn(
             &conns,
             stream,
@@ -255,7 +266,6 @@ where
             &lifecycle.h2_streams_reset,
         );
     }
-    drop(listener);
     conns.close();
     conns
 }

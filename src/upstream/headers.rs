@@ -159,7 +159,7 @@ pub fn set_forwarded_with(
     let trusted_peer = !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer));
     // A path prefix for the origin to build links with is Seawall's to set, and it sets none.
     headers.remove(X_FORWARDED_PREFIX);
-    set_forwarded_element(headers, peer, trusted_peer, host.as_ref());
+    set_forwarded_element(headers, peer, peer_value, trusted_peer, host.as_ref());
     if !trusted_peer || !headers.contains_key(X_FORWARDED_FOR) {
         headers.insert(X_FORWARDED_FOR, peer_value.clone());
         set_proto_host(headers, host);
@@ -182,10 +182,10 @@ pub fn set_forwarded_with(
 fn set_forwarded_element(
     headers: &mut HeaderMap,
     peer: IpAddr,
+    peer_value: &HeaderValue,
     trusted_peer: bool,
     host: Option<&HeaderValue>,
 ) {
-    use std::fmt::Write as _;
     let mut v = String::with_capacity(64);
     if trusted_peer {
         for prior in headers
@@ -200,10 +200,19 @@ fn set_forwarded_element(
         }
     }
     // RFC 7239 §6: an IPv6 node is bracketed, and a bracketed value must be quoted.
-    let _ = match peer {
-        IpAddr::V4(ip) => write!(v, "for={ip}"),
-        IpAddr::V6(ip) => write!(v, "for=\"[{ip}]\""),
-    };
+    // The peer is formatted once per connection (`peer_value`), not per request.
+    let ip = peer_value.to_str().unwrap_or_default();
+    match peer {
+        IpAddr::V4(_) => {
+            v.push_str("for=");
+            v.push_str(ip);
+        }
+        IpAddr::V6(_) => {
+            v.push_str("for=\"[");
+            v.push_str(ip);
+            v.push_str("]\"");
+        }
+    }
     if let Some(h) = host.and_then(|h| h.to_str().ok()) {
         v.push_str(";host=");
         push_token_or_quoted(&mut v, h);
