@@ -195,7 +195,11 @@ async fn readyz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     let rt = s.rt.load();
-    s.metrics.observe_server(&s.lifecycle);
+    s.metrics.observe_server(
+        s.lifecycle
+            .h2_streams_reset
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     let text = s.metrics.render(&s.cache, &s.coalesce, &rt.breakers);
     (
         [(

@@ -10,7 +10,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 
 use crate::error::BoxError;
-use crate::telemetry::observe::ObservedBody;
 
 pin_project! {
     /// Response and request body used throughout the stack.
@@ -20,8 +19,6 @@ pin_project! {
         Full { data: Option<Bytes> },
         /// Anything streamed.
         Stream { #[pin] inner: UnsyncBoxBody<Bytes, BoxError> },
-        /// A client-facing body timed to its last byte (`telemetry::observe`).
-        Observed { inner: Box<ObservedBody> },
     }
 }
 
@@ -66,7 +63,6 @@ impl std::fmt::Debug for ProxyBody {
                 data.as_ref().map(Bytes::len)
             ),
             Self::Stream { .. } => f.write_str("ProxyBody::Stream"),
-            Self::Observed { inner } => write!(f, "ProxyBody::Observed({inner:?})"),
         }
     }
 }
@@ -82,7 +78,6 @@ impl Body for ProxyBody {
         match self.project() {
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Stream { inner } => inner.poll_frame(cx),
-            ProxyBodyProj::Observed { inner } => inner.poll_frame(cx),
         }
     }
 
@@ -90,7 +85,6 @@ impl Body for ProxyBody {
         match self {
             Self::Full { data } => data.is_none(),
             Self::Stream { inner } => inner.is_end_stream(),
-            Self::Observed { inner } => inner.is_end_stream(),
         }
     }
 
@@ -100,7 +94,6 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Self::Stream { inner } => inner.size_hint(),
-            Self::Observed { inner } => inner.size_hint(),
         }
     }
 }

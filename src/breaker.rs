@@ -352,7 +352,7 @@ where
         let upstream = req.extensions().get::<Arc<Route>>().map(|r| r.upstream);
         let client = req
             .extensions()
-            .get::<crate::stack::ClientAddr>()
+            .get::<crate::http_util::ClientAddr>()
             .map(|c| c.0);
         let pending = match upstream.and_then(|u| self.breakers.get(u)) {
             None => None,

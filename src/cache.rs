@@ -917,7 +917,7 @@ where
             out.extensions_mut().insert(c.clone());
         }
         // The breaker counts a failure against the client whose request caused it.
-        if let Some(c) = extensions.get::<crate::stack::ClientAddr>() {
+        if let Some(c) = extensions.get::<crate::http_util::ClientAddr>() {
             out.extensions_mut().insert(*c);
         }
         out

@@ -663,7 +663,7 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
                         .into(),
                 ));
             }
-            if !crate::route::valid_authority(ch.as_bytes()) {
+            if !crate::http_util::valid_authority(ch.as_bytes()) {
                 return Err(fail(
                     format!("routes[{i}].cache_host"),
                     format!("{ch:?} is not a host name (uri-host [\":\" port])"),

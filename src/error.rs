@@ -42,7 +42,7 @@ pub enum ProxyError {
     #[error("invalid host (RFC 9110 §7.2: uri-host [\":\" port])")]
     InvalidHost,
     /// A method the proxy listener never serves (`CONNECT`, RFC 9110 §9.3.6).
-    #[error("method not implemented by this proxy: {0}")]
+    #[error("method not supported by this proxy: {0}")]
     NotImplemented(&'static str),
     /// The client's request body failed (bad chunk framing, early close).
     #[error("client request body failed")]

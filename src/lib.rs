@@ -11,6 +11,7 @@ pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod http_util;
 pub mod route;
 pub mod server;
 pub mod stack;

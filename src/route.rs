@@ -205,73 +205,7 @@ pub fn strip_port(host: &str) -> &str {
         .map_or(host, |(h, _)| h)
 }
 
-/// Whether `v` is `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal,
-/// IPv4 address or non-empty registered name, never userinfo, `/`, `?`, `#`, whitespace,
-/// control or non-ASCII bytes. Anything else could move a path into another URL's key.
-pub fn valid_authority(v: &[u8]) -> bool {
-    let (host, port) = if v.first() == Some(&b'[') {
-        let Some(end) = v.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        let port = match &v[end + 1..] {
-            [] => &[][..],
-            [b':', p @ ..] => p,
-            _ => return false,
-        };
-        if !ip_literal(&v[1..end]) {
-            return false;
-        }
-        (None, port)
-    } else {
-        match v.iter().rposition(|&b| b == b':') {
-            Some(i) => (Some(&v[..i]), &v[i + 1..]),
-            None => (Some(v), &[][..]),
-        }
-    };
-    // RFC 9110 §4.2.1: an empty host identifier is invalid for http URIs.
-    host.is_none_or(|h| !h.is_empty() && reg_name(h)) && port.iter().all(u8::is_ascii_digit)
-}
-
-fn unreserved_or_sub_delim(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
-}
-
-/// `reg-name = *( unreserved / pct-encoded / sub-delims )` (IPv4 addresses are a subset).
-fn reg_name(v: &[u8]) -> bool {
-    let mut i = 0;
-    while i < v.len() {
-        match v[i] {
-            b'%' => {
-                if !(v.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                    && v.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-                {
-                    return false;
-                }
-                i += 3;
-            }
-            b if unreserved_or_sub_delim(b) => i += 1,
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// The inside of `[...]`: an IPv6 address or `IPvFuture`.
-fn ip_literal(v: &[u8]) -> bool {
-    if let [b'v' | b'V', rest @ ..] = v {
-        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
-            return false;
-        };
-        let (ver, tail) = (&rest[..dot], &rest[dot + 1..]);
-        return !ver.is_empty()
-            && ver.iter().all(u8::is_ascii_hexdigit)
-            && !tail.is_empty()
-            && tail
-                .iter()
-                .all(|&b| b == b':' || unreserved_or_sub_delim(b));
-    }
-    std::str::from_utf8(v).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
-}
+pub use crate::http_util::valid_authority;
 
 #[cfg(test)]
 mod tests {

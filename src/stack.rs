@@ -3,12 +3,13 @@
 //! 1. `Proxy` (this file): strict request checks (framing, Host, loops, body size), routing,
 //!    rescue of every error into a status with `Cache-Status`, and `Connection: close` while
 //!    draining. It sees the final status of every request, so metrics sit here too; the body
-//!    goes out wrapped (`telemetry::observe`) to time the request to its last byte.
+//!    goes out wrapped (`stack::observe`) to time the request to its last byte.
 //! 2. `cache::CacheLayer`: hits answer here and never touch coalescing, the breaker or upstream.
 //! 3. `coalesce::CoalesceLayer`: one leader per cache key goes on; followers wait for it.
 //! 4. `breaker::BreakerLayer`: per upstream; sees only upstream outcomes.
 //! 5. `Forward` (this file): forwarding headers, then the pooled upstream client.
 
+mod observe;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -57,7 +58,7 @@ pub struct Runtime {
     /// The cache, for `PURGE` on the proxy listener.
     pub cache: Arc<crate::cache::CacheShared>,
     /// `[admin] purge_token_file`'s token, for `PURGE` from peers outside `purge_allow`.
-    pub purge_token: Option<crate::admin::auth::Secret>,
+    pub purge_token: Option<crate::http_util::Secret>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -76,10 +77,7 @@ pub struct Proxy {
     trace: bool,
 }
 
-/// The client's address after `[server] trusted_proxies` (request extension): the TCP peer,
-/// or, when the peer is a trusted proxy, the nearest untrusted address in `X-Forwarded-For`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub std::net::IpAddr);
+pub use crate::http_util::ClientAddr;
 
 /// The client address of a request from `peer` with `headers`, trusting `trusted` proxies.
 pub fn client_addr(
@@ -349,7 +347,7 @@ impl Service<Request<Incoming>> for Proxy {
                     r.write(0, first_byte, crate::telemetry::access::End::Upgraded);
                 }
             } else if duration.is_some() || record.is_some() {
-                let obs = crate::telemetry::observe::Observation {
+                let obs = observe::Observation {
                     started,
                     duration,
                     access: record,
@@ -362,7 +360,7 @@ impl Service<Request<Incoming>> for Proxy {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse().ok())
                 });
-                res = res.map(|b| crate::telemetry::observe::ObservedBody::wrap(b, length, obs));
+                res = res.map(|b| observe::ObservedBody::wrap(b, length, obs));
             }
             Ok(res)
         };

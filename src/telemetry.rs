@@ -4,7 +4,6 @@
 pub mod access;
 pub mod memory;
 pub mod metrics;
-pub mod observe;
 pub mod trace;
 pub mod window;
 

@@ -344,8 +344,15 @@ async fn a_reader_that_stops_is_cut_off_and_the_others_finish() {
         .route("/big-chunked", download(&body, 0, false))
         .start()
         .await;
-    // The default max_reader_lag (8 MiB).
-    let proxy = TestProxy::with_config(&config(&origin.url(), "", "", "")).await;
+    // A lag wide enough that a reading client starved of CPU by a busy test machine is never
+    // taken for the stopped one (the stopped reader stalls a few MiB in, far behind it).
+    let proxy = TestProxy::with_config(&config(
+        &origin.url(),
+        "[coalesce]\nmax_reader_lag = \"24MiB\"",
+        "",
+        "",
+    ))
+    .await;
     for (i, path) in ["/big", "/big-chunked"].into_iter().enumerate() {
         let url = proxy.url(path);
         let before = origin.hits(path);

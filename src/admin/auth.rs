@@ -6,34 +6,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use ring::digest::{SHA256, digest};
-use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 
-/// A token kept only as its digest.
-#[derive(Clone)]
-pub struct Secret([u8; 32]);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl Secret {
-    /// The digest of `token`.
-    pub fn new(token: &str) -> Self {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-        Self(out)
-    }
-
-    /// Whether `given` is the token: equal-length digests compared in constant time.
-    pub fn matches(&self, given: &str) -> bool {
-        bool::from(Self::new(given).0.ct_eq(&self.0))
-    }
-}
+pub use crate::http_util::Secret;
 
 /// What a caller may do on the admin listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

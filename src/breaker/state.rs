@@ -36,14 +36,15 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
+        use crate::config::file::breaker_defaults as d;
         Self {
-            window: Duration::from_secs(10),
-            failure_rate: 0.5,
-            min_requests: 20,
-            consecutive_failures: 5,
-            open_duration: Duration::from_secs(30),
-            max_open_duration: Duration::from_secs(300),
-            half_open_probes: 1,
+            window: d::WINDOW,
+            failure_rate: d::FAILURE_RATE,
+            min_requests: d::MIN_REQUESTS,
+            consecutive_failures: d::CONSECUTIVE_FAILURES,
+            open_duration: d::OPEN_DURATION,
+            max_open_duration: d::MAX_OPEN_DURATION,
+            half_open_probes: d::HALF_OPEN_PROBES,
             max_client_share: 1.0,
         }
     }

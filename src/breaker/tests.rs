@@ -15,8 +15,8 @@ use super::{BreakerLayer, Breakers, CircuitBreaker};
 use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::error::{ProxyError, TimeoutPhase};
+use crate::http_util::ClientAddr;
 use crate::route::Router;
-use crate::stack::ClientAddr;
 
 /// Trips after 3 connect failures in a row (or half of 3 requests failing, one client may count
 /// fully), open 30 s at first, at most 60 s.

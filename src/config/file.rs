@@ -490,21 +490,41 @@ pub struct BreakerSection {
     pub max_client_share: f64,
 }
 
+/// The circuit breaker's defaults, written once: the upstreams' `[upstreams.breaker]` and the
+/// state machine (`breaker::state::BreakerConfig`) both read them.
+pub mod breaker_defaults {
+    use std::time::Duration;
+
+    /// Rolling window of the failure rate.
+    pub const WINDOW: Duration = Duration::from_secs(10);
+    /// Counted failures over requests that open the breaker.
+    pub const FAILURE_RATE: f64 = 0.5;
+    /// Requests in the window before the rate is judged.
+    pub const MIN_REQUESTS: u32 = 20;
+    /// Consecutive connect failures that open the breaker.
+    pub const CONSECUTIVE_FAILURES: u32 = 5;
+    /// First open period.
+    pub const OPEN_DURATION: Duration = Duration::from_secs(30);
+    /// Longest open period (it doubles with repeated trips).
+    pub const MAX_OPEN_DURATION: Duration = Duration::from_secs(300);
+    /// Requests let through to probe a half-open breaker.
+    pub const HALF_OPEN_PROBES: u32 = 1;
+}
+
 impl Default for BreakerSection {
-    /// The state machine's defaults (`BreakerConfig::default`, the one place they are written),
-    /// plus what only an upstream has: failure statuses and a per-client cap (the machine's own
+    /// The state machine's defaults ([`breaker_defaults`], the one place they are written), plus
+    /// what only an upstream has: failure statuses and a per-client cap (the machine's own
     /// default is no cap, for the Redis tier, which has no clients).
     fn default() -> Self {
-        let m = crate::breaker::state::BreakerConfig::default();
         Self {
             enabled: true,
-            window: m.window,
-            failure_rate: m.failure_rate,
-            min_requests: m.min_requests,
-            consecutive_failures: m.consecutive_failures,
-            open_duration: m.open_duration,
-            max_open_duration: m.max_open_duration,
-            half_open_probes: m.half_open_probes,
+            window: breaker_defaults::WINDOW,
+            failure_rate: breaker_defaults::FAILURE_RATE,
+            min_requests: breaker_defaults::MIN_REQUESTS,
+            consecutive_failures: breaker_defaults::CONSECUTIVE_FAILURES,
+            open_duration: breaker_defaults::OPEN_DURATION,
+            max_open_duration: breaker_defaults::MAX_OPEN_DURATION,
+            half_open_probes: breaker_defaults::HALF_OPEN_PROBES,
             failure_statuses: vec![502, 503, 504],
             max_client_share: 0.2,
         }

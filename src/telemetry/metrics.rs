@@ -486,11 +486,8 @@ impl Metrics {
     }
 
     /// Takes the data listener's counters (before [`Self::render`]).
-    pub fn observe_server(&self, lifecycle: &crate::server::Lifecycle) {
-        set_counter(
-            &self.h2_streams_reset,
-            lifecycle.h2_streams_reset.load(Ordering::Relaxed),
-        );
+    pub fn observe_server(&self, h2_streams_reset: u64) {
+        set_counter(&self.h2_streams_reset, h2_streams_reset);
     }
 
     /// Refreshes the values owned by other components, then renders the text format.

@@ -1,4 +1,4 @@
-//! A response body that times its request to the last byte: when the body ends, fails, or is
+//! The per-request observation: a response body that times its request to the last byte: when the body ends, fails, or is
 //! dropped early (the client went away), it observes `seawall_request_duration_seconds` and
 //! writes the access log line with the bytes actually sent. Only wrapped when something
 //! observes it.
@@ -11,13 +11,13 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus::Histogram;
 use tokio::time::Instant;
 
-use super::access::{End, Record};
 use crate::body::ProxyBody;
 use crate::error::BoxError;
+use crate::telemetry::access::{End, Record};
 
 /// What to do when the body ends.
 #[derive(Debug)]
-pub struct Observation {
+pub(super) struct Observation {
     /// When the request arrived.
     pub started: Instant,
     /// The last-byte histogram of the request's route and cache status.
@@ -28,9 +28,9 @@ pub struct Observation {
     pub head: bool,
 }
 
-/// The wrapper (boxed inside `ProxyBody::Observed`).
+/// The wrapper (boxed inside `ProxyBody::Stream`).
 #[derive(Debug)]
-pub struct ObservedBody {
+pub(super) struct ObservedBody {
     body: ProxyBody,
     sent: u64,
     /// The declared length: hyper stops at it without asking the body whether it is over.
@@ -40,15 +40,13 @@ pub struct ObservedBody {
 
 impl ObservedBody {
     /// `body` of `length` bytes (when known), observed as `obs` says.
-    pub fn wrap(body: ProxyBody, length: Option<u64>, obs: Observation) -> ProxyBody {
-        ProxyBody::Observed {
-            inner: Box::new(Self {
-                body,
-                sent: 0,
-                length,
-                obs: Some(obs),
-            }),
-        }
+    pub(super) fn wrap(body: ProxyBody, length: Option<u64>, obs: Observation) -> ProxyBody {
+        ProxyBody::stream(Self {
+            body,
+            sent: 0,
+            length,
+            obs: Some(obs),
+        })
     }
 
     fn finish(&mut self, end: End) {
@@ -63,19 +61,32 @@ impl ObservedBody {
             a.write(self.sent, total, end);
         }
     }
+}
 
-    /// Whether the body is known to be over.
-    pub fn is_end_stream(&self) -> bool {
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
     }
 
-    /// The wrapped body's size hint.
-    pub fn size_hint(&self) -> SizeHint {
+    fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
 
     /// Polls the wrapped body, counting bytes and finishing at its end.
-    pub fn poll_frame(
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        this.poll_counted(cx)
+    }
+}
+
+impl ObservedBody {
+    fn poll_counted(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
