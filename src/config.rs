@@ -681,7 +681,7 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             }
         }
         if let Some(v) = &r.vary_language
-            && crate::route::VaryLanguage::parse(v).is_none()
+            && VaryLanguage::parse(v).is_none()
         {
             return Err(fail(
                 format!("routes[{i}].vary_language"),
@@ -796,4 +796,27 @@ fn redis_url_host(url: &str) -> Option<&str> {
     let authority = rest.split('/').next()?;
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     (!host.is_empty()).then_some(host)
+}
+
+/// How `Vary: Accept-Language` selects a stored variant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VaryLanguage {
+    /// By the request's `Accept-Language`, case and whitespace normalised and ranges ordered
+    /// by q-value.
+    #[default]
+    AcceptLanguage,
+    /// By the stored `Content-Language`: a variant serves every request whose most preferred
+    /// language range is that language.
+    ContentLanguage,
+}
+
+impl VaryLanguage {
+    /// From the config value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accept-language" => Some(Self::AcceptLanguage),
+            "content-language" => Some(Self::ContentLanguage),
+            _ => None,
+        }
+    }
 }

@@ -8,28 +8,7 @@ use http::HeaderName;
 
 use crate::config::Config;
 
-/// How `Vary: Accept-Language` selects a stored variant.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum VaryLanguage {
-    /// By the request's `Accept-Language`, case and whitespace normalised and ranges ordered
-    /// by q-value.
-    #[default]
-    AcceptLanguage,
-    /// By the stored `Content-Language`: a variant serves every request whose most preferred
-    /// language range is that language.
-    ContentLanguage,
-}
-
-impl VaryLanguage {
-    /// From the config value.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "accept-language" => Some(Self::AcceptLanguage),
-            "content-language" => Some(Self::ContentLanguage),
-            _ => None,
-        }
-    }
-}
+pub use crate::config::VaryLanguage;
 
 /// Per-route cache rules.
 #[derive(Clone, Debug)]
