@@ -194,13 +194,8 @@ async fn readyz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    let rt = s.rt.load();
-    s.metrics.observe_server(
-        s.lifecycle
-            .h2_streams_reset
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
-    let text = s.metrics.render(&s.cache, &s.coalesce, &rt.breakers);
+    // Components read their own atomics while the registry is gathered.
+    let text = crate::telemetry::metrics::render(&s.metrics.registry);
     (
         [(
             header::CONTENT_TYPE,

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin;
+use crate::breaker::metrics::UpstreamMetrics;
 use crate::breaker::{BreakerLayer, Breakers};
 use crate::cache::store::redis::SharedTier;
 use crate::cache::{CacheLayer, CacheShared};
@@ -22,8 +23,7 @@ use crate::coalesce::{CoalesceLayer, CoalesceShared};
 use crate::config::{Config, FileConfig};
 use crate::route::Router;
 use crate::server::{self, Lifecycle, Phase};
-use crate::stack::{Forward, Proxy, Runtime};
-use crate::telemetry::metrics::Metrics;
+use crate::stack::{Forward, Proxy, RequestMetrics, Runtime};
 use crate::telemetry::window::Window;
 use crate::upstream::Upstreams;
 
@@ -35,7 +35,7 @@ pub struct AppState {
     /// Coalescing (kept across reloads).
     pub coalesce: Arc<CoalesceShared>,
     /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The current config generation.
     pub rt: Arc<ArcSwap<Runtime>>,
     /// Drain phase.
@@ -63,12 +63,55 @@ pub struct AppState {
     pub breaker_overrides: Mutex<BTreeMap<String, bool>>,
 }
 
+/// Every component's metrics, registered on one registry that `GET /metrics` renders; the
+/// handles here are those recorded outside their component or rebound on reload.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    /// The registry.
+    pub(crate) registry: prometheus::Registry,
+    /// Request metrics (the outer service records them).
+    pub(crate) requests: Arc<RequestMetrics>,
+    /// Upstream outcomes (the breaker and the forwarder record them).
+    pub(crate) upstreams: Arc<UpstreamMetrics>,
+    /// Purges by kind: the cache's counter, counted where purges are asked for.
+    pub(crate) purges: prometheus::IntCounterVec,
+    /// Config reloads by result: the app's, counted by `AppState::reload`.
+    pub(crate) config_reloads: prometheus::IntCounterVec,
+}
+
+/// Registers the metrics built once per process on `registry` (the breakers' follow the
+/// running generation and are registered once it exists).
+fn register_metrics(
+    registry: prometheus::Registry,
+    cache: &Arc<CacheShared>,
+    coalesce: &Arc<CoalesceShared>,
+) -> prometheus::Result<Metrics> {
+    let purges = crate::cache::metrics::purges(&registry)?;
+    crate::cache::metrics::register(&registry, cache, coalesce)?;
+    Ok(Metrics {
+        requests: Arc::new(RequestMetrics::new(&registry, purges.clone())?),
+        upstreams: Arc::new(UpstreamMetrics::new(&registry)?),
+        purges,
+        config_reloads: crate::telemetry::metrics::counter_vec(
+            &registry,
+            "seawall_config_reloads_total",
+            "Config reloads by result.",
+            &["result"],
+        )?,
+        registry,
+    })
+}
+
 fn build_runtime(
     config: Arc<Config>,
     state_parts: (&Arc<CacheShared>, &Arc<CoalesceShared>, &Arc<Metrics>),
 ) -> anyhow::Result<Runtime> {
     let (cache, coalesce, metrics) = state_parts;
-    let recorded = config.raw.telemetry.metrics.then(|| metrics.clone());
+    let recorded = config
+        .raw
+        .telemetry
+        .metrics
+        .then(|| metrics.upstreams.clone());
     let upstreams = Arc::new(Upstreams::new(&config).map_err(|e| anyhow::anyhow!(e))?);
     let breakers = Arc::new(Breakers::new(&config));
     let svc = tower::ServiceBuilder::new()
@@ -77,12 +120,14 @@ fn build_runtime(
         .layer(BreakerLayer::new(breakers.clone(), recorded.clone()))
         .service(Forward::new(&config, upstreams.clone(), recorded));
     let router = Router::new(&config);
-    metrics.bind(
+    metrics.requests.bind(
         &router
             .routes()
             .iter()
             .map(|r| r.name.clone())
             .collect::<Vec<_>>(),
+    );
+    metrics.upstreams.bind(
         &config
             .raw
             .upstreams
@@ -499,21 +544,26 @@ pub async fn start_with_token(
     let admin_auth = admin::auth::Tokens::new(&admin_token, read_token.as_deref());
     crate::telemetry::memory::warn_if_over_limit(config.raw.cache.max_size);
     let slot = std::env::var("SEAWALL_SLOT").unwrap_or_else(|_| "none".into());
-    let metrics =
-        Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), &slot).map_err(|e| anyhow::anyhow!(e))?);
+    let registry = crate::telemetry::metrics::registry(env!("CARGO_PKG_VERSION"), &slot)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let cache = Arc::new(CacheShared::new(&config));
     if let Some(r) = &config.raw.cache.redis {
-        let tier = SharedTier::new(r, cache.targeted().to_vec(), &metrics.registry)?;
+        let tier = SharedTier::new(r, cache.targeted().to_vec(), &registry)?;
         cache.set_tier(tier.clone());
         tier.start(Arc::downgrade(&cache));
         tracing::info!(replica = tier.replica(), "Shared tier on Redis enabled.");
     }
     let coalesce = Arc::new(CoalesceShared::new(
         &config,
-        Some(metrics.coalesce_wait.clone()),
+        Some(crate::cache::metrics::coalesce_wait(&registry).map_err(|e| anyhow::anyhow!(e))?),
     ));
+    let metrics =
+        Arc::new(register_metrics(registry, &cache, &coalesce).map_err(|e| anyhow::anyhow!(e))?);
     let rt = build_runtime(config.clone(), (&cache, &coalesce, &metrics))?;
     let lifecycle = Arc::new(Lifecycle::new());
+    lifecycle
+        .register_metrics(&metrics.registry)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let window = Arc::new(Window::new());
     let state = Arc::new(AppState {
         cache,
@@ -532,6 +582,12 @@ pub async fn start_with_token(
         pending_restart: Mutex::new(BTreeMap::new()),
         breaker_overrides: Mutex::new(BTreeMap::new()),
     });
+    // The breakers are rebuilt on reload: the scrape reads the running generation's.
+    let rt = state.rt.clone();
+    crate::breaker::metrics::register_breakers(&metrics.registry, move || {
+        rt.load().breakers.clone()
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -558,7 +614,7 @@ pub async fn start_with_token(
     let proxy = Proxy::new(
         state.rt.clone(),
         lifecycle.clone(),
-        Some(metrics),
+        Some(metrics.requests.clone()),
         Some(window),
     )
     .with_tracing(crate::telemetry::trace::wanted(&config.raw.telemetry));

@@ -4,6 +4,7 @@
 //! It follows the backend's health, not one client's: only failures to connect count in a
 //! run; other failures count through the rate, capped per client address (`ClientAddr`).
 
+pub(crate) mod metrics;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -23,7 +24,7 @@ use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::route::Route;
-use crate::telemetry::metrics::{Metrics, UpstreamOutcome};
+use metrics::{UpstreamMetrics, UpstreamOutcome};
 use state::{Admission, Breaker, BreakerConfig, Snapshot, StateKind, Transition};
 
 /// One upstream's breaker with what operators read about it.
@@ -227,12 +228,12 @@ impl Breakers {
 #[derive(Clone, Debug)]
 pub struct BreakerLayer {
     breakers: Arc<Breakers>,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<UpstreamMetrics>>,
 }
 
 impl BreakerLayer {
     /// A layer over the shared breakers.
-    pub fn new(breakers: Arc<Breakers>, metrics: Option<Arc<Metrics>>) -> Self {
+    pub(crate) fn new(breakers: Arc<Breakers>, metrics: Option<Arc<UpstreamMetrics>>) -> Self {
         Self { breakers, metrics }
     }
 }
@@ -253,7 +254,7 @@ impl<S> Layer<S> for BreakerLayer {
 pub struct CircuitBreaker<S> {
     inner: S,
     breakers: Arc<Breakers>,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<UpstreamMetrics>>,
 }
 
 /// Releases a probe slot when a request ends without an outcome (client gone).

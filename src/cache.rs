@@ -7,6 +7,7 @@ pub mod date;
 pub mod entry;
 pub mod fill;
 pub mod key;
+pub(crate) mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod store;

@@ -20,6 +20,7 @@ use tower::{Service, ServiceExt};
 
 use crate::body::ProxyBody;
 use crate::config::file::ServerSection;
+use crate::telemetry::metrics::{OnScrape, set_counter};
 use sniff::{ConnState, Sniff};
 
 /// Lifecycle phase shared by the listener, the connections and `/readyz`.
@@ -62,6 +63,19 @@ impl Lifecycle {
             epoch: AtomicU64::new(0),
             h2_streams_reset: Arc::default(),
         }
+    }
+
+    /// Registers `seawall_h2_streams_reset_total`, read from the listener's counter at scrape
+    /// time.
+    pub(crate) fn register_metrics(&self, r: &prometheus::Registry) -> prometheus::Result<()> {
+        let h2_streams_reset = prometheus::IntCounter::new(
+            "seawall_h2_streams_reset_total",
+            "HTTP/2 request streams the client reset (RST_STREAM) before their response ended.",
+        )?;
+        let resets = self.h2_streams_reset.clone();
+        OnScrape::register(r, vec![Box::new(h2_streams_reset.clone())], move || {
+            set_counter(&h2_streams_reset, resets.load(Ordering::Relaxed));
+        })
     }
 
     /// Begins the shutdown that ends in exit (`Draining`, never cancelled).

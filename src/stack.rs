@@ -28,13 +28,15 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::body::ProxyBody;
+use crate::breaker::metrics::{UpstreamMetrics, UpstreamOutcome};
 use crate::config::Config;
 use crate::error::{BoxError, ProxyError};
 use crate::route::{Route, Router};
 use crate::server::{ConnInfo, Lifecycle, Phase};
-use crate::telemetry::metrics::{CacheClass, Metrics, Served, UpstreamOutcome};
+use crate::telemetry::metrics::{CacheClass, Served};
 use crate::telemetry::window::Window;
 use crate::upstream::{Upstreams, headers};
+pub(crate) use observe::RequestMetrics;
 
 /// The inner stack, spelled out (cloning it per request is a few reference counts, where a
 /// boxed service would allocate): cache → coalesce → breaker → forward.
@@ -72,7 +74,7 @@ impl std::fmt::Debug for Runtime {
 pub struct Proxy {
     rt: Arc<ArcSwap<Runtime>>,
     lifecycle: Arc<Lifecycle>,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<RequestMetrics>>,
     window: Option<Arc<Window>>,
     trace: bool,
 }
@@ -116,10 +118,10 @@ pub struct UpstreamElapsed(pub std::time::Duration);
 
 impl Proxy {
     /// A proxy over the swappable runtime.
-    pub fn new(
+    pub(crate) fn new(
         rt: Arc<ArcSwap<Runtime>>,
         lifecycle: Arc<Lifecycle>,
-        metrics: Option<Arc<Metrics>>,
+        metrics: Option<Arc<RequestMetrics>>,
         window: Option<Arc<Window>>,
     ) -> Self {
         Self {
@@ -501,7 +503,7 @@ pub struct Forward {
 #[derive(Debug)]
 struct ForwardShared {
     upstreams: Arc<Upstreams>,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<UpstreamMetrics>>,
     via_name: Arc<str>,
     via: HeaderValue,
     trusted: Arc<[IpNet]>,
@@ -511,7 +513,11 @@ struct ForwardShared {
 
 impl Forward {
     /// A forwarder for `cfg`'s upstreams.
-    pub fn new(cfg: &Config, upstreams: Arc<Upstreams>, metrics: Option<Arc<Metrics>>) -> Self {
+    pub(crate) fn new(
+        cfg: &Config,
+        upstreams: Arc<Upstreams>,
+        metrics: Option<Arc<UpstreamMetrics>>,
+    ) -> Self {
         let shared = ForwardShared {
             upstreams,
             metrics,

@@ -1,19 +1,23 @@
-//! The per-request observation: a response body that times its request to the last byte: when the body ends, fails, or is
+//! The per-request observation: the request metrics (recorded at the response head), and a
+//! response body that times its request to the last byte: when the body ends, fails, or is
 //! dropped early (the client went away), it observes `seawall_request_duration_seconds` and
 //! writes the access log line with the bytes actually sent. Only wrapped when something
 //! observes it.
-
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use prometheus::Histogram;
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, Registry};
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::BoxError;
 use crate::telemetry::access::{End, Record};
+use crate::telemetry::metrics::{CacheClass, Served, StaleReason, counter_vec, latency_vec};
 
 /// What to do when the body ends.
 #[derive(Debug)]
@@ -122,5 +126,170 @@ impl Drop for ObservedBody {
                 };
             self.finish(end);
         }
+    }
+}
+
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Pre-resolved handles of one route.
+#[derive(Debug)]
+struct RouteHandles {
+    requests: Vec<[IntCounter; 5]>,
+    duration: Vec<Histogram>,
+    first_byte: Vec<Histogram>,
+    coalesced: IntCounter,
+    stale: Vec<IntCounter>,
+}
+
+/// The request metrics. Per-route label handles are resolved once (at start and on reload),
+/// so the hot path only bumps atomics.
+pub(crate) struct RequestMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    first_byte: HistogramVec,
+    coalesced: IntCounterVec,
+    stale_served: IntCounterVec,
+    /// The cache's purge counter, for `PURGE` requests that succeed.
+    pub(crate) purges: IntCounterVec,
+    routes: ArcSwap<Vec<RouteHandles>>,
+    no_route: RouteHandles,
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").finish_non_exhaustive()
+    }
+}
+
+impl RequestMetrics {
+    /// Registers the request metrics on `r`; `purges` counts HTTP `PURGE`s.
+    pub(crate) fn new(r: &Registry, purges: IntCounterVec) -> prometheus::Result<Self> {
+        let requests = counter_vec(
+            r,
+            "seawall_requests_total",
+            "Requests by route, cache status and status class.",
+            &["route", "cache_status", "code_class"],
+        )?;
+        let duration = latency_vec(
+            r,
+            "seawall_request_duration_seconds",
+            "Time to the last byte sent (or the client going away), by route and cache status.",
+            &["route", "cache_status"],
+        )?;
+        let first_byte = latency_vec(
+            r,
+            "seawall_response_first_byte_seconds",
+            "Time to the response head, by route and cache status.",
+            &["route", "cache_status"],
+        )?;
+        let coalesced = counter_vec(
+            r,
+            "seawall_coalesced_requests_total",
+            "Requests served from another request's upstream fetch.",
+            &["route"],
+        )?;
+        let stale_served = counter_vec(
+            r,
+            "seawall_stale_served_total",
+            "Stale responses served, by reason.",
+            &["route", "reason"],
+        )?;
+        let no_route = route_handles(
+            &requests,
+            &duration,
+            &first_byte,
+            &coalesced,
+            &stale_served,
+            "_none",
+        );
+        Ok(Self {
+            requests,
+            duration,
+            first_byte,
+            coalesced,
+            stale_served,
+            purges,
+            routes: ArcSwap::from_pointee(Vec::new()),
+            no_route,
+        })
+    }
+
+    /// Resolves handles for the current routes (at start and on reload).
+    pub(crate) fn bind(&self, routes: &[String]) {
+        let r = routes
+            .iter()
+            .map(|name| {
+                route_handles(
+                    &self.requests,
+                    &self.duration,
+                    &self.first_byte,
+                    &self.coalesced,
+                    &self.stale_served,
+                    name,
+                )
+            })
+            .collect();
+        self.routes.store(Arc::new(r));
+    }
+
+    /// Records one request at its response head (`first_byte` after it started); returns the
+    /// histogram that times it to its last byte, observed when the body ends.
+    pub(crate) fn request(
+        &self,
+        route: Option<usize>,
+        served: Option<Served>,
+        status: u16,
+        first_byte: Duration,
+    ) -> Histogram {
+        let routes = self.routes.load();
+        let h = route.and_then(|i| routes.get(i)).unwrap_or(&self.no_route);
+        let served = served.unwrap_or(Served {
+            class: CacheClass::Uncacheable,
+            stale: None,
+            collapsed: false,
+        });
+        let class = ((status / 100) as usize).clamp(1, 5) - 1;
+        let c = served.class as usize;
+        h.requests[c][class].inc();
+        h.first_byte[c].observe(first_byte.as_secs_f64());
+        if served.collapsed {
+            h.coalesced.inc();
+        }
+        if let Some(s) = served.stale {
+            h.stale[s as usize].inc();
+        }
+        h.duration[c].clone()
+    }
+}
+
+fn route_handles(
+    requests: &IntCounterVec,
+    duration: &HistogramVec,
+    first_byte: &HistogramVec,
+    coalesced: &IntCounterVec,
+    stale: &IntCounterVec,
+    name: &str,
+) -> RouteHandles {
+    RouteHandles {
+        requests: CacheClass::ALL
+            .iter()
+            .map(|c| {
+                let h = |i: usize| requests.with_label_values(&[name, c.as_str(), CODE_CLASSES[i]]);
+                [h(0), h(1), h(2), h(3), h(4)]
+            })
+            .collect(),
+        duration: CacheClass::ALL
+            .iter()
+            .map(|c| duration.with_label_values(&[name, c.as_str()]))
+            .collect(),
+        first_byte: CacheClass::ALL
+            .iter()
+            .map(|c| first_byte.with_label_values(&[name, c.as_str()]))
+            .collect(),
+        coalesced: coalesced.with_label_values(&[name]),
+        stale: StaleReason::ALL
+            .iter()
+            .map(|s| stale.with_label_values(&[name, s.as_str()]))
+            .collect(),
     }
 }
