@@ -1,5 +1,5 @@
 //! Seawall: a caching reverse proxy for slow backends. `stack` shows the request path;
-//! `app` wires the parts; `config` documents every setting.
+//! `app` wires the parts, `state` is what they share; `config` documents every setting.
 
 pub mod admin;
 pub mod app;
@@ -15,8 +15,10 @@ pub mod http_util;
 pub mod route;
 pub mod server;
 pub mod stack;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;
+pub mod warm;
 
 /// The commit this binary was built from (`build.rs`: git, else `SEAWALL_COMMIT`, else `unknown`).
 pub const COMMIT: &str = env!("SEAWALL_BUILD_COMMIT");

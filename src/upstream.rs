@@ -4,7 +4,10 @@
 //! response body has ended (hyper-util's legacy client spent a task, a channel and several
 //! keyed map operations per request on the same).
 
+mod forward;
 pub mod headers;
+
+pub use forward::{Forward, UpstreamElapsed};
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -1189,7 +1189,7 @@ async fn tag_purge_follows_the_tags_of_the_stored_response() {
 
     // Stale: the next request refetches and the new response (tagged new-tag) replaces it.
     run.state
-        .cache
+        .cache()
         .clock
         .advance(std::time::Duration::from_secs(5));
     let (_, _, body) = get(&proxy.url("/tt")).await;

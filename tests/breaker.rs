@@ -171,7 +171,7 @@ async fn stale_copies_are_served_while_open_but_not_past_must_revalidate() {
     proxy
         .running()
         .state
-        .cache
+        .cache()
         .clock
         .advance(Duration::from_secs(5));
 

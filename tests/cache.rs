@@ -714,7 +714,7 @@ async fn surrogate_key_and_cache_tag_are_stripped_but_indexed() {
     assert!(!h.contains_key("cache-tag"), "{h:?}");
     assert_eq!(origin.hits("/t"), 1);
 
-    let store = &proxy.running().state.cache.store;
+    let store = &proxy.running().state.cache().store;
     let key = key_of(&proxy, "/t");
     for tag in ["prod-1", "cat-2", "blue", "green"] {
         assert_eq!(store.keys_for_tag(tag), vec![key.clone()], "{tag}");
@@ -1628,7 +1628,7 @@ async fn store_stays_within_max_size() {
     settle(&proxy).await;
     assert_eq!(origin.total_hits(), N as u64);
 
-    let store = &proxy.running().state.cache.store;
+    let store = &proxy.running().state.cache().store;
     store.run_pending_tasks();
     assert_eq!(store.capacity(), 1024 * 1024);
     assert!(
@@ -1709,7 +1709,7 @@ async fn cache_host_aliases_share_entries() {
         proxy
             .running()
             .state
-            .cache
+            .cache()
             .store
             .variants("http://shop.internal/ch")
             .is_some()

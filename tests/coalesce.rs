@@ -32,7 +32,7 @@ const STREAMED_COLLAPSED: &str = "seawall; fwd=uri-miss; collapsed";
 static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn stats(proxy: &TestProxy) -> &seawall::coalesce::CoalesceStats {
-    &proxy.running().state.coalesce.stats
+    &proxy.running().state.coalesce().stats
 }
 
 fn load(c: &AtomicU64) -> u64 {
@@ -356,7 +356,7 @@ async fn leaders_503_with_a_stale_copy_gives_followers_the_stale_copy() {
     proxy
         .running()
         .state
-        .cache
+        .cache()
         .clock
         .advance(Duration::from_secs(20));
     let answers = leader_then_followers(&origin, "/sie", &url, N - 1).await;
@@ -401,7 +401,7 @@ async fn concurrent_revalidations_share_one_conditional_request() {
     proxy
         .running()
         .state
-        .cache
+        .cache()
         .clock
         .advance(Duration::from_secs(61));
 

@@ -216,7 +216,7 @@ async fn a_response_that_is_personal_by_its_own_fields_marks_the_key_and_is_coun
         let passes = proxy
             .running()
             .state
-            .coalesce
+            .coalesce()
             .stats
             .hit_for_pass
             .load(Ordering::SeqCst);
@@ -224,7 +224,7 @@ async fn a_response_that_is_personal_by_its_own_fields_marks_the_key_and_is_coun
         let after = proxy
             .running()
             .state
-            .coalesce
+            .coalesce()
             .stats
             .hit_for_pass
             .load(Ordering::SeqCst);
@@ -510,7 +510,7 @@ async fn a_client_that_leaves_before_the_head_cancels_the_fetch() {
         proxy
             .running()
             .state
-            .lifecycle
+            .lifecycle()
             .h2_streams_reset
             .load(Ordering::SeqCst)
             >= 1
@@ -572,7 +572,7 @@ async fn a_fetch_followers_wait_for_outlives_its_leaders_client() {
     let url = format!("http://{}/f", proxy.addr);
     let follower = tokio::spawn(async move { get_with(&url, &[("host", "a")]).await });
     wait_until("the follower waits", || {
-        proxy.running().state.coalesce.waiters() > 0
+        proxy.running().state.coalesce().waiters() > 0
     })
     .await;
     leader.shutdown().await.unwrap();
@@ -625,7 +625,7 @@ async fn fetches_a_connection_leaves_behind_count_against_its_stream_limit() {
                 proxy
                     .running()
                     .state
-                    .lifecycle
+                    .lifecycle()
                     .h2_streams_reset
                     .load(Ordering::SeqCst)
                     > i as u64

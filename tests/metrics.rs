@@ -295,7 +295,7 @@ async fn breaker_state_transitions_and_stale_serving_are_exported() {
     proxy
         .running()
         .state
-        .cache
+        .cache()
         .clock
         .advance(std::time::Duration::from_secs(5));
 

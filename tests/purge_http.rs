@@ -242,7 +242,7 @@ async fn a_soft_purge_marks_stale_and_keeps_the_copy() {
         (1.into(), true.into()),
         "{v}"
     );
-    let variants = proxy.running().state.cache.store.variants(&key).unwrap();
+    let variants = proxy.running().state.cache().store.variants(&key).unwrap();
     assert_eq!(variants.entries.len(), 1, "the copy is kept");
     let (_, headers, _) = get(&proxy.url("/s")).await;
     assert!(!cache_status(&headers).contains("; hit"), "{headers:?}");

@@ -184,7 +184,7 @@ async fn an_early_hints_response_is_neither_stored_nor_merged() {
     let stored = proxy
         .running()
         .state
-        .cache
+        .cache()
         .store
         .variants(&cache_support::key_of(&proxy, "/eh"))
         .unwrap();

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::config::Config;
+use crate::state::load_secret;
 
-pub use crate::http_util::Secret;
+pub(crate) use crate::http_util::Secret;
 
 /// What a caller may do on the admin listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Everything.
     Full,
     /// `GET` under `/admin/` except the export.
@@ -22,14 +23,14 @@ pub enum Role {
 
 /// The admin listener's tokens.
 #[derive(Clone, Debug)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     full: Secret,
     read: Option<Secret>,
 }
 
 impl Tokens {
     /// The full token and an optional read-only one.
-    pub fn new(full: &str, read: Option<&str>) -> Self {
+    pub(crate) fn new(full: &str, read: Option<&str>) -> Self {
         Self {
             full: Secret::new(full),
             read: read.map(Secret::new),
@@ -37,7 +38,7 @@ impl Tokens {
     }
 
     /// The role `given` grants; both digests are always computed and compared.
-    pub fn role(&self, given: &str) -> Option<Role> {
+    pub(crate) fn role(&self, given: &str) -> Option<Role> {
         let full = self.full.matches(given);
         let read = self.read.as_ref().is_some_and(|r| r.matches(given));
         if full {
@@ -50,33 +51,8 @@ impl Tokens {
     }
 }
 
-/// A non-empty, trimmed secret from the variable `env`, else from the file at `file` (`key`
-/// names it in errors).
-pub fn load_secret(
-    env: Option<&str>,
-    file: Option<&str>,
-    key: &str,
-) -> anyhow::Result<Option<String>> {
-    if let Some(var) = env
-        && let Ok(t) = std::env::var(var)
-        && !t.trim().is_empty()
-    {
-        return Ok(Some(t.trim().to_string()));
-    }
-    match file {
-        Some(path) => {
-            let t = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {key} {path}"))?;
-            let t = t.trim().to_string();
-            anyhow::ensure!(!t.is_empty(), "{key} {path} is empty");
-            Ok(Some(t))
-        }
-        None => Ok(None),
-    }
-}
-
 /// The configured full token (`SEAWALL_ADMIN_TOKEN`, else `[admin] token_file`).
-pub fn configured_token(config: &Config) -> anyhow::Result<Option<String>> {
+pub(crate) fn configured_token(config: &Config) -> anyhow::Result<Option<String>> {
     load_secret(
         Some("SEAWALL_ADMIN_TOKEN"),
         config.raw.admin.token_file.as_deref(),
@@ -85,7 +61,7 @@ pub fn configured_token(config: &Config) -> anyhow::Result<Option<String>> {
 }
 
 /// The read-only token (`SEAWALL_ADMIN_READ_TOKEN`, else `[admin] read_token_file`).
-pub fn configured_read_token(config: &Config) -> anyhow::Result<Option<String>> {
+pub(crate) fn configured_read_token(config: &Config) -> anyhow::Result<Option<String>> {
     load_secret(
         Some("SEAWALL_ADMIN_READ_TOKEN"),
         config.raw.admin.read_token_file.as_deref(),
@@ -95,7 +71,7 @@ pub fn configured_read_token(config: &Config) -> anyhow::Result<Option<String>> 
 
 /// Refuses an admin listener reachable from other hosts without a configured token: a
 /// generated token would be known only to this host. Same words for `run` and `check`.
-pub fn check_exposure(config: &Config, token_configured: bool) -> anyhow::Result<()> {
+pub(crate) fn check_exposure(config: &Config, token_configured: bool) -> anyhow::Result<()> {
     if !token_configured && !config.admin_listen.ip().is_loopback() {
         anyhow::bail!(
             "server.admin_listen {} is not a loopback address and no admin token is set (SEAWALL_ADMIN_TOKEN or admin.token_file)",
@@ -128,7 +104,7 @@ fn uid() -> String {
 
 /// Where the generated token lives: `$XDG_RUNTIME_DIR/seawall/admin-token`, else
 /// `seawall-<uid>/admin-token` in the system's temporary directory.
-pub fn token_path() -> PathBuf {
+pub(crate) fn token_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d).join("seawall").join("admin-token"),
         None => std::env::temp_dir()
@@ -138,7 +114,7 @@ pub fn token_path() -> PathBuf {
 }
 
 /// A random token: 32 bytes from the system's generator, URL-safe base64.
-pub fn generate() -> anyhow::Result<String> {
+pub(crate) fn generate() -> anyhow::Result<String> {
     use base64::Engine as _;
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 32];
@@ -177,7 +153,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes `token` to `path` with mode 0600 (replacing an older file).
-pub fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
+pub(crate) fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| anyhow::anyhow!("{} has no directory", path.display()))?;
@@ -199,7 +175,7 @@ pub fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
 
 /// The full token: the configured one, else a generated one, logged once at WARN and written
 /// to [`token_path`] for `seawall warm` and the demo.
-pub fn full_token(config: &Config, configured: Option<String>) -> anyhow::Result<String> {
+pub(crate) fn full_token(config: &Config, configured: Option<String>) -> anyhow::Result<String> {
     check_exposure(config, configured.is_some())?;
     if let Some(t) = configured {
         return Ok(t);
@@ -223,7 +199,7 @@ pub fn full_token(config: &Config, configured: Option<String>) -> anyhow::Result
 
 /// The token a local client (`seawall warm`, the demo's hints) should send: the variable,
 /// else the generated file.
-pub fn local_token() -> Option<String> {
+pub(crate) fn local_token() -> Option<String> {
     load_secret(Some("SEAWALL_ADMIN_TOKEN"), None, "")
         .ok()
         .flatten()

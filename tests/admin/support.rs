@@ -91,7 +91,7 @@ pub fn key_for(host: &str, path_and_query: &str) -> String {
 /// Whether a request with `headers` finds a stored variant under `key`.
 pub fn is_stored(running: &Running, key: &str, headers: &HeaderMap) -> bool {
     matches!(
-        running.state.cache.store.lookup(key, headers),
+        running.state.cache().store.lookup(key, headers),
         Lookup::Hit(_)
     )
 }

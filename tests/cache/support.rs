@@ -46,7 +46,7 @@ pub fn config(origin_url: &str, top: &str, upstream_extra: &str, route_extra: &s
 /// response it sends afterwards would arrive already aged (RFC 9111 §4.2.3 apparent age).
 /// Routes wrapped in [`dated`] stamp the proxy's clock instead, as if time passed for both.
 #[derive(Clone, Default)]
-pub struct OriginDate(Arc<std::sync::OnceLock<Arc<seawall::app::AppState>>>);
+pub struct OriginDate(Arc<std::sync::OnceLock<Arc<seawall::state::AppState>>>);
 
 impl OriginDate {
     /// Follows `proxy`'s clock from now on.
@@ -59,7 +59,7 @@ impl OriginDate {
         let t = self
             .0
             .get()
-            .map_or_else(std::time::SystemTime::now, |s| s.cache.clock.now());
+            .map_or_else(std::time::SystemTime::now, |s| s.cache().clock.now());
         httpdate::fmt_http_date(t)
     }
 }
@@ -90,7 +90,7 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// storable, its entry is in the store (the flight is removed only after that).
 pub async fn settle(proxy: &TestProxy) {
     let st = proxy.running().state.clone();
-    wait_until("no flights in progress", || st.coalesce.flights() == 0).await;
+    wait_until("no flights in progress", || st.coalesce().flights() == 0).await;
 }
 
 /// The primary cache key of `path_and_query` requested through `proxy` with the default Host.
@@ -107,7 +107,7 @@ pub fn is_stored(proxy: &TestProxy, path_and_query: &str) -> bool {
     proxy
         .running()
         .state
-        .cache
+        .cache()
         .store
         .variants(&key_of(proxy, path_and_query))
         .is_some()
@@ -126,7 +126,7 @@ pub fn stored_body(proxy: &TestProxy, path_and_query: &str) -> Option<Bytes> {
     proxy
         .running()
         .state
-        .cache
+        .cache()
         .store
         .variants(&key_of(proxy, path_and_query))
         .and_then(|v| v.entries.first().map(|e| e.body.clone()))
@@ -137,7 +137,7 @@ pub fn advance(proxy: &TestProxy, secs: u64) {
     proxy
         .running()
         .state
-        .cache
+        .cache()
         .clock
         .advance(Duration::from_secs(secs));
 }

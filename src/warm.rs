@@ -1,28 +1,42 @@
-//! Warm-up without the origin: `GET /admin/cache/export` streams the hottest entries whole
-//! (NDJSON); `POST /admin/cache/warm` imports them from a peer, or fetches a URL list through
-//! this instance's own cache; jobs report progress; `[warmup]` gates readiness at startup.
+//! Warm-up without the origin: imports a peer's hottest entries (its `GET /admin/cache/export`,
+//! NDJSON), or fetches a URL list through this instance's own cache; jobs report progress.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Json, Response};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
 use futures_util::StreamExt;
+use http::header;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::{ApiError, bad, parse_json};
-use crate::app::AppState;
 use crate::body::ProxyBody;
-use crate::cache::ops::{self, Record};
+use crate::cache::CacheShared;
+use crate::cache::ops::Record;
 use crate::config::file::WarmupSection;
+use crate::stack::Runtime;
+
+/// What a warm-up touches, and nothing more (never the whole application state).
+#[derive(Clone, Debug)]
+pub(crate) struct Handles {
+    /// Where imported entries go.
+    pub(crate) cache: Arc<CacheShared>,
+    /// The current generation, for its routing table (keys follow `cache_host` aliases).
+    pub(crate) rt: Arc<ArcSwap<Runtime>>,
+    /// The admin token, sent to a peer's export (replicas share it).
+    pub(crate) token: Option<String>,
+    /// This instance's data listener, which URL warm-ups fetch through (`None` before bind).
+    pub(crate) data_addr: Option<SocketAddr>,
+    /// The job table.
+    pub(crate) jobs: Arc<Jobs>,
+}
 
 /// One warm-up job.
 #[derive(Debug, Default, Serialize)]
@@ -105,68 +119,8 @@ impl Job {
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct ExportQuery {
-    top: Option<usize>,
-}
-
-/// `GET /admin/cache/export?top=N`: one JSON record per line, hottest first.
-pub(super) async fn export(
-    State(s): State<Arc<AppState>>,
-    Query(q): Query<ExportQuery>,
-) -> Response {
-    let records = ops::export(&s.cache, q.top.unwrap_or(1000));
-    let lines = futures_util::stream::iter(records.into_iter().map(|r| {
-        let mut line = serde_json::to_vec(&r).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(Bytes::from(line))
-    }));
-    (
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(lines),
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WarmBody {
-    from: Option<String>,
-    top: Option<usize>,
-    urls: Option<Vec<String>>,
-    concurrency: Option<usize>,
-}
-
-/// `POST /admin/cache/warm`.
-pub(super) async fn start(
-    State(s): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    let b: WarmBody = parse_json(&body)?;
-    let id = match (b.from, b.urls) {
-        (Some(from), None) => spawn_peer(&s, from, b.top.unwrap_or(1000)),
-        (None, Some(urls)) => spawn_urls(&s, urls, b.concurrency.unwrap_or(8).max(1)),
-        _ => {
-            return Err(bad(
-                "name either from (a peer's admin URL, with top) or urls",
-            ));
-        }
-    };
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))))
-}
-
-/// `GET /admin/cache/warm/{id}`.
-pub(super) async fn progress(
-    State(s): State<Arc<AppState>>,
-    Path(id): Path<u64>,
-) -> Result<Json<Value>, ApiError> {
-    s.jobs
-        .view(id)
-        .map(|v| Json(serde_json::to_value(v).unwrap_or(Value::Null)))
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no warm-up job {id}")))
-}
-
-fn spawn_peer(s: &Arc<AppState>, from: String, top: usize) -> u64 {
+/// Starts importing `top` entries from the peer at `from`; returns the job id.
+pub(crate) fn spawn_peer(s: &Handles, from: String, top: usize) -> u64 {
     let (id, job) = s.jobs.create("peer");
     let st = s.clone();
     tokio::spawn(async move {
@@ -184,7 +138,7 @@ fn spawn_peer(s: &Arc<AppState>, from: String, top: usize) -> u64 {
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PEER_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn import_from_peer(s: &AppState, job: &Job, from: &str, top: usize) -> Result<(), String> {
+async fn import_from_peer(s: &Handles, job: &Job, from: &str, top: usize) -> Result<(), String> {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_connect_timeout(Some(PEER_CONNECT_TIMEOUT));
     let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build(connector);
@@ -195,7 +149,7 @@ async fn import_from_peer(s: &AppState, job: &Job, from: &str, top: usize) -> Re
     let mut req = http::Request::get(&url)
         .body(ProxyBody::empty())
         .map_err(|e| e.to_string())?;
-    if let Some(t) = &s.admin_token
+    if let Some(t) = &s.token
         && let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {t}"))
     {
         req.headers_mut().insert(header::AUTHORIZATION, v);
@@ -232,7 +186,7 @@ async fn import_from_peer(s: &AppState, job: &Job, from: &str, top: usize) -> Re
     }
 }
 
-fn import_line(s: &AppState, job: &Job, line: &[u8]) {
+fn import_line(s: &Handles, job: &Job, line: &[u8]) {
     let line = line.trim_ascii();
     if line.is_empty() {
         return;
@@ -248,7 +202,8 @@ fn import_line(s: &AppState, job: &Job, line: &[u8]) {
     }
 }
 
-fn spawn_urls(s: &Arc<AppState>, urls: Vec<String>, concurrency: usize) -> u64 {
+/// Starts fetching `urls` through the data listener; returns the job id.
+pub(crate) fn spawn_urls(s: &Handles, urls: Vec<String>, concurrency: usize) -> u64 {
     let (id, job) = s.jobs.create("urls");
     job.total.store(urls.len() as u64, Ordering::Relaxed);
     let st = s.clone();
@@ -261,12 +216,12 @@ fn spawn_urls(s: &Arc<AppState>, urls: Vec<String>, concurrency: usize) -> u64 {
 
 /// Fetches each URL through this instance's data listener, so the cache stores it.
 async fn fetch_urls(
-    s: &AppState,
+    s: &Handles,
     job: &Job,
     urls: Vec<String>,
     concurrency: usize,
 ) -> Result<(), String> {
-    let addr = *s.data_addr.get().ok_or("data listener not bound")?;
+    let addr = s.data_addr.ok_or("data listener not bound")?;
     let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build_http();
     futures_util::stream::iter(urls)
         .for_each_concurrent(concurrency, |u| {
@@ -305,16 +260,18 @@ async fn fetch_urls(
     Ok(())
 }
 
-/// `[warmup]`: not ready until the warm-up finishes or times out.
-pub fn startup_warmup(s: Arc<AppState>, w: WarmupSection) {
+/// `[warmup]`: starts the job; the future ends when it finishes or times out (readiness
+/// waits for it).
+pub(crate) fn startup_warmup(s: &Handles, w: WarmupSection) -> impl Future<Output = ()> + use<> {
     let id = match &w.from {
-        Some(from) => spawn_peer(&s, from.clone(), w.top),
-        None => spawn_urls(&s, w.urls.clone(), w.concurrency),
+        Some(from) => spawn_peer(s, from.clone(), w.top),
+        None => spawn_urls(s, w.urls.clone(), w.concurrency),
     };
-    tokio::spawn(async move {
+    let jobs = s.jobs.clone();
+    async move {
         let deadline = tokio::time::Instant::now() + w.timeout;
         loop {
-            let view = s.jobs.view(id).unwrap_or_default();
+            let view = jobs.view(id).unwrap_or_default();
             if view.state != "running" {
                 match &w.from {
                     // An unreachable or empty peer: start cold at once, and say so.
@@ -341,6 +298,5 @@ pub fn startup_warmup(s: Arc<AppState>, w: WarmupSection) {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        s.warm.store(true, Ordering::Relaxed);
-    });
+    }
 }
