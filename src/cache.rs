@@ -793,7 +793,7 @@ where
             // target.
             _ => return self.unsafe_method(req, &route).await,
         }
-        if crate::stack::is_upgrade(&req) {
+        if crate::http_util::is_upgrade(&req) {
             return self.pass(req, "upgrade").await;
         }
         if !req.body().is_end_stream() {
@@ -914,7 +914,7 @@ where
         if let Some(r) = extensions.get::<Arc<Route>>() {
             out.extensions_mut().insert(r.clone());
         }
-        if let Some(c) = extensions.get::<crate::server::ConnInfo>() {
+        if let Some(c) = extensions.get::<crate::http_util::conn::ConnInfo>() {
             out.extensions_mut().insert(c.clone());
         }
         // The breaker counts a failure against the client whose request caused it.
@@ -1288,7 +1288,7 @@ where
         route: &Arc<Route>,
     ) -> Response<ProxyBody> {
         let primary = key::primary_key(&req, &route.cache);
-        let host = crate::stack::request_host(&req).map(str::to_string);
+        let host = crate::http_util::request_host(&req).map(str::to_string);
         match self.inner.clone().oneshot(req).await {
             Ok(res) => {
                 // RFC 9111 §4.4: a non-error response invalidates the target and same-origin

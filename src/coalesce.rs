@@ -774,9 +774,9 @@ where
 }
 
 /// The client connection a request came in on.
-fn conn_of<B>(req: &Request<B>) -> Option<Arc<crate::server::sniff::ConnState>> {
+fn conn_of<B>(req: &Request<B>) -> Option<Arc<crate::http_util::conn::ConnState>> {
     req.extensions()
-        .get::<crate::server::ConnInfo>()
+        .get::<crate::http_util::conn::ConnInfo>()
         .map(|c| c.state.clone())
 }
 

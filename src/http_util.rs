@@ -1,6 +1,11 @@
 //! Small HTTP helpers below every component: what a valid authority is, the client address a
-//! request carries once trusted proxies are accounted for, and tokens compared as digests.
+//! request carries once trusted proxies are accounted for, tokens compared as digests, and what a connection tells its requests.
 
+pub mod conn;
+
+use std::net::IpAddr;
+
+use http::{HeaderValue, Request, header};
 use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 
@@ -99,4 +104,29 @@ impl Secret {
     pub fn matches(&self, given: &str) -> bool {
         bool::from(Self::new(given).0.ct_eq(&self.0))
     }
+}
+
+/// The request's host: `Host`, else the URI authority (HTTP/2).
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// Whether a request asks for a protocol upgrade (WebSocket and friends).
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// An IP address as a header value.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }

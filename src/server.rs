@@ -151,16 +151,7 @@ impl Default for Lifecycle {
     }
 }
 
-/// Per-connection facts handed to every request in its extensions.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// What the IO sniffer saw.
-    pub state: Arc<ConnState>,
-    /// The client's IP as a header value, formatted once per connection (`X-Forwarded-For`).
-    pub peer_value: http::HeaderValue,
-}
+pub use crate::http_util::conn::ConnInfo;
 
 /// Counts an HTTP/2 request dropped before its response head.
 struct StreamGuard {
@@ -314,7 +305,7 @@ fn spawn_conn<S>(
     let info = ConnInfo {
         peer,
         state: state.clone(),
-        peer_value: crate::upstream::headers::ip_value(peer.ip()),
+        peer_value: crate::http_util::ip_value(peer.ip()),
     };
     let svc = svc.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {

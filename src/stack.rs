@@ -17,8 +17,6 @@ pub use proxy::{Proxy, client_addr};
 
 use std::sync::Arc;
 
-use http::{Request, header};
-
 use crate::breaker::metrics::UpstreamMetrics;
 use crate::breaker::{BreakerLayer, Breakers};
 use crate::cache::{CacheLayer, CacheShared};
@@ -59,25 +57,7 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// The request's host: `Host`, else the URI authority (HTTP/2).
-pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-}
-
-/// Whether a request asks for a protocol upgrade (WebSocket and friends).
-pub fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
+pub use crate::http_util::{is_upgrade, request_host};
 
 /// Every component's metrics, registered on one registry that `GET /metrics` renders; the
 /// handles here are those recorded outside their component or rebound on reload.

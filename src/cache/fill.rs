@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::{BoxError, ProxyError};
-use crate::server::sniff::ConnState;
+use crate::http_util::conn::ConnState;
 
 /// How far the pump may run ahead of the fastest reader once nothing is kept for storing.
 const WINDOW: u64 = 1 << 20;

@@ -18,9 +18,9 @@ use crate::body::ProxyBody;
 use crate::breaker::metrics::{UpstreamMetrics, UpstreamOutcome};
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::http_util::conn::ConnInfo;
+use crate::http_util::is_upgrade;
 use crate::route::Route;
-use crate::server::ConnInfo;
-use crate::stack::is_upgrade;
 
 /// Time spent upstream, for the access log (response extension).
 #[derive(Clone, Copy, Debug)]

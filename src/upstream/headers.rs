@@ -136,10 +136,7 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 /// (`proto=`): the one place a TLS listener will change.
 const CLIENT_PROTO: &str = "http";
 
-/// An IP address as a header value.
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
-}
+pub use crate::http_util::ip_value;
 
 /// Sets `X-Forwarded-For/Proto/Host` for a request received from `peer`.
 pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[IpNet], host: Option<&str>) {
