@@ -72,9 +72,9 @@ fn benches(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"));
     let router = Router::new(&cfg);
     let shared = Arc::new(CacheShared::new(&cfg));
-    let coalesce = Arc::new(seawall::coalesce::CoalesceShared::new(&cfg, None));
+    let coalesce = Arc::new(seawall::cache::coalesce::CoalesceShared::new(&cfg, None));
     let svc = CacheLayer::new(shared.clone())
-        .layer(seawall::coalesce::CoalesceLayer::new(coalesce).layer(origin()));
+        .layer(seawall::cache::coalesce::CoalesceLayer::new(coalesce).layer(origin()));
 
     // Prime one entry through the real miss path, then wait for the fill to store it.
     rt.block_on(async {

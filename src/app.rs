@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::cache::CacheShared;
+use crate::cache::coalesce::CoalesceShared;
 use crate::cache::store::redis::SharedTier;
-use crate::coalesce::CoalesceShared;
 use crate::config::Config;
 use crate::server::{self, Lifecycle, Phase};
 use crate::stack::{Metrics, Proxy, Runtime, Shared};

@@ -7,7 +7,6 @@ pub mod body;
 pub mod breaker;
 pub mod cache;
 pub mod cli;
-pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use crate::breaker::metrics::UpstreamMetrics;
 use crate::breaker::{BreakerLayer, Breakers};
+use crate::cache::coalesce::{CoalesceLayer, CoalesceShared};
 use crate::cache::{CacheLayer, CacheShared};
-use crate::coalesce::{CoalesceLayer, CoalesceShared};
 use crate::config::Config;
 use crate::http_util::Secret;
 use crate::route::Router;
@@ -29,7 +29,7 @@ use crate::upstream::{Forward, Upstreams};
 /// The inner stack, spelled out (cloning it per request is a few reference counts, where a
 /// boxed service would allocate): cache → coalesce → breaker → forward.
 pub type Inner =
-    crate::cache::Cache<crate::coalesce::Coalesce<crate::breaker::CircuitBreaker<Forward>>>;
+    crate::cache::Cache<crate::cache::coalesce::Coalesce<crate::breaker::CircuitBreaker<Forward>>>;
 
 /// Everything one config generation needs; swapped whole on reload.
 pub struct Runtime {

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use crate::cache::CacheShared;
-use crate::coalesce::CoalesceShared;
+use crate::cache::coalesce::CoalesceShared;
 use crate::config::{Config, FileConfig};
 use crate::http_util::Secret;
 use crate::server::{Lifecycle, Phase};

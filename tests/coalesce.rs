@@ -31,7 +31,7 @@ const STREAMED_COLLAPSED: &str = "seawall; fwd=uri-miss; collapsed";
 /// The thousand-client tests take the machine; the others share it.
 static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-fn stats(proxy: &TestProxy) -> &seawall::coalesce::CoalesceStats {
+fn stats(proxy: &TestProxy) -> &seawall::cache::coalesce::CoalesceStats {
     &proxy.running().state.coalesce().stats
 }
 

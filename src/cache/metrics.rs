@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::CacheShared;
-use crate::coalesce::{CoalesceShared, HIT_FOR_PASS_REASONS};
+use crate::cache::coalesce::{CoalesceShared, HIT_FOR_PASS_REASONS};
 use crate::telemetry::metrics::{OnScrape, counter_vec, gauge, latency_buckets, set_counter};
 
 /// Registers `seawall_coalesce_wait_seconds`, which coalescing observes (built before it).

@@ -13,7 +13,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::{Cache, CacheLayer, CacheShared};
 use crate::body::ProxyBody;
-use crate::coalesce::{Coalesce, CoalesceLayer, CoalesceShared};
+use crate::cache::coalesce::{Coalesce, CoalesceLayer, CoalesceShared};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::route::Router;

@@ -24,14 +24,10 @@ use tracing::Instrument as _;
 use crate::body::ProxyBody;
 use crate::cache::entry::Entry as Stored;
 use crate::cache::fill::{Fill, FillLimits};
+use crate::cache::plan::{Collapsed, FetchPlan, Share, SharedHit, SharedStep};
 use crate::cache::policy::NotStorable;
-use crate::cache::{FetchPlan, Share, SharedHit, SharedStep};
 use crate::config::Config;
 use crate::error::ProxyError;
-
-/// Marks a response that a follower received from another request's fetch.
-#[derive(Clone, Copy, Debug)]
-pub struct Collapsed;
 
 /// Counters for metrics and the admin API.
 #[derive(Debug, Default)]
