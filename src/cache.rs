@@ -1,6 +1,8 @@
 //! The HTTP cache layer (RFC 9111 shared cache, RFC 9211 `Cache-Status`). Hits are answered
 //! here from memory; misses and revalidations go below with a `FetchPlan` that the coalescing
-//! layer uses to share the fetch and to store the complete response.
+//! phase (`coalesce`) uses to share the fetch and to store the complete response. This file is
+//! the service and its decision tree; `shared` holds the state and clock, `outcome` the
+//! `Cache-Status` vocabulary, `respond` the RFC 9110 responders, `plan` the miss contract.
 
 pub mod cache_control;
 pub mod coalesce;
@@ -10,17 +12,19 @@ pub mod fill;
 pub mod key;
 pub(crate) mod metrics;
 pub mod ops;
+mod outcome;
 pub mod plan;
 pub mod policy;
+mod respond;
+mod shared;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -31,275 +35,18 @@ use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument as _;
 
 use crate::body::ProxyBody;
-use crate::config::Config;
 use crate::error::ProxyError;
 use crate::route::Route;
-use crate::telemetry::metrics::{CacheClass, Served, StaleReason};
+use crate::telemetry::metrics::CacheClass;
 use cache_control::CacheControl;
 use entry::Entry;
 use plan::{Collapsed, FetchPlan, Share, SharedHit};
 use policy::{Decision, Revalidate};
-use store::redis::SharedTier;
-use store::{Lookup, Store};
+use store::Lookup;
 
-/// Wall clock for freshness, with an offset tests can advance (production never does).
-#[derive(Debug, Default)]
-pub struct Clock {
-    offset_ms: AtomicI64,
-}
-
-impl Clock {
-    /// Now, plus the offset.
-    pub fn now(&self) -> SystemTime {
-        let off = self.offset_ms.load(Ordering::Relaxed);
-        let now = SystemTime::now();
-        if off >= 0 {
-            now + Duration::from_millis(off as u64)
-        } else {
-            now - Duration::from_millis(off.unsigned_abs())
-        }
-    }
-
-    /// Moves the clock forward (tests).
-    pub fn advance(&self, d: Duration) {
-        self.offset_ms
-            .fetch_add(d.as_millis() as i64, Ordering::Relaxed);
-    }
-}
-
-/// Counters for metrics and the admin API.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    /// Fresh hits.
-    pub hits: AtomicU64,
-    /// Misses (nothing usable stored).
-    pub misses: AtomicU64,
-    /// Stale responses served (SWR, stale-if-error, max-stale, circuit open).
-    pub stale: AtomicU64,
-    /// Revalidated with 304.
-    pub revalidated: AtomicU64,
-    /// Requests that bypassed the cache.
-    pub bypass: AtomicU64,
-    /// Responses stored.
-    pub stored: AtomicU64,
-}
-
-/// Cache state shared by every request and kept across reloads.
-pub struct CacheShared {
-    /// The store.
-    pub store: Store,
-    /// Kill switch (false: plain proxy).
-    pub enabled: AtomicBool,
-    /// Name in `Cache-Status`.
-    pub name: Arc<str>,
-    max_object_size: u64,
-    pub(crate) targeted: Vec<HeaderName>,
-    strip_downstream: Vec<HeaderName>,
-    /// Request fields shared fetches drop: the built-in list plus the configured ones.
-    unkeyed: Vec<HeaderName>,
-    x_cache: bool,
-    /// The freshness clock.
-    pub clock: Clock,
-    refreshing: Mutex<HashSet<Arc<str>>>,
-    /// Counters.
-    pub stats: CacheStats,
-    tier: std::sync::OnceLock<Arc<SharedTier>>,
-}
-
-impl std::fmt::Debug for CacheShared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheShared")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Request headers that origins commonly honour without naming them in `Vary`; they are not
-/// forwarded on fetches whose response is shared, so nobody can poison an entry with them.
-/// `[cache] unkeyed_request_headers` adds to this list; nothing removes from it.
-pub const BUILTIN_UNKEYED_REQUEST_HEADERS: [&str; 15] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-forwarded-scheme",
-    "x-forwarded-port",
-    "x-forwarded-server",
-    "x-host",
-    "x-forwarded-prefix",
-    "x-forwarded-ssl",
-    "front-end-https",
-    "x-url-scheme",
-    "x-forwarded-path",
-    "x-original-host",
-];
-
-impl CacheShared {
-    /// From `[cache]`.
-    pub fn new(cfg: &Config) -> Self {
-        let c = &cfg.raw.cache;
-        let targeted: Vec<HeaderName> = c
-            .targeted_fields
-            .iter()
-            .filter_map(|f| HeaderName::from_bytes(f.as_bytes()).ok())
-            .collect();
-        // Seawall's own targeted fields stop here; CDN-Cache-Control is for the next CDN.
-        let mut strip_downstream: Vec<HeaderName> = targeted
-            .iter()
-            .filter(|n| n.as_str() != "cdn-cache-control")
-            .cloned()
-            .collect();
-        let mut unkeyed: Vec<HeaderName> = BUILTIN_UNKEYED_REQUEST_HEADERS
-            .iter()
-            .map(|n| HeaderName::from_static(n))
-            .collect();
-        for n in &c.unkeyed_request_headers {
-            if let Ok(n) = HeaderName::from_bytes(n.as_bytes())
-                && !unkeyed.contains(&n)
-            {
-                unkeyed.push(n);
-            }
-        }
-        if c.strip_tag_headers {
-            strip_downstream.push(HeaderName::from_static("surrogate-key"));
-            strip_downstream.push(HeaderName::from_static("cache-tag"));
-        }
-        Self {
-            store: Store::new(c.max_size, c.max_variants),
-            enabled: AtomicBool::new(c.enabled),
-            name: c.name.as_str().into(),
-            max_object_size: c.max_object_size,
-            targeted,
-            strip_downstream,
-            unkeyed,
-            x_cache: c.x_cache_header,
-            clock: Clock::default(),
-            refreshing: Mutex::new(HashSet::new()),
-            stats: CacheStats::default(),
-            tier: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The shared tier, when `[cache.redis]` is configured.
-    pub fn tier(&self) -> Option<&Arc<SharedTier>> {
-        self.tier.get()
-    }
-
-    /// Attaches the shared tier (once, at start).
-    pub fn set_tier(&self, tier: Arc<SharedTier>) {
-        let _ = self.tier.set(tier);
-    }
-
-    /// Configured targeted Cache-Control fields.
-    pub fn targeted(&self) -> &[HeaderName] {
-        &self.targeted
-    }
-
-    /// Builds the stored entry for a complete response.
-    fn make_entry(
-        &self,
-        plan: &FetchPlan,
-        status: StatusCode,
-        res: &HeaderMap,
-        body: Bytes,
-        response_time: SystemTime,
-    ) -> (Arc<Entry>, Duration) {
-        let cc = policy::effective_cc(res, &self.targeted);
-        let fresh = policy::freshness(
-            status,
-            &plan.req_headers,
-            res,
-            cc,
-            plan.request_time,
-            response_time,
-            &plan.route.cache,
-        );
-        // Seawall-only fields stay stored (export and refresh need them) and are stripped
-        // from every response in `decorate`.
-        // Header values parsed by hyper are slices of its read buffer: copy them, or every
-        // stored entry would keep a whole connection buffer alive (and the weigher would lie).
-        let mut headers = HeaderMap::with_capacity(res.len());
-        for (k, v) in res {
-            if k == header::AGE {
-                continue;
-            }
-            let owned = HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone());
-            headers.append(k.clone(), owned);
-        }
-        let ae = plan.route.cache.normalize_accept_encoding;
-        let fields = key::vary_fields(res).unwrap_or_default();
-        let mut vary = key::vary_key(&plan.req_headers, &fields, ae);
-        if plan.route.cache.vary_language == crate::route::VaryLanguage::ContentLanguage
-            && let Some(v) = key::content_language_variant(res)
-        {
-            for (name, value) in &mut vary {
-                if *name == header::ACCEPT_LANGUAGE {
-                    *value = Some(v.clone());
-                }
-            }
-        }
-        let e = Entry {
-            key: plan.primary.clone(),
-            status,
-            vary,
-            normalise_ae: ae,
-            tags: entry::tags_of(res),
-            headers,
-            body,
-            fresh,
-            stored_at: response_time,
-            hits: AtomicU64::new(0),
-        };
-        let has_validators = e.etag().is_some() || e.last_modified().is_some();
-        let keep = policy::keep_for(
-            &e.fresh,
-            has_validators,
-            plan.route.cache.stale_if_unreachable,
-        );
-        (Arc::new(e), keep)
-    }
-
-    /// RFC 9111 §4.3.4: a 304 updates the stored headers (except Content-Length) and freshness.
-    fn refresh(
-        &self,
-        old: &Arc<Entry>,
-        plan: &FetchPlan,
-        res: &HeaderMap,
-        response_time: SystemTime,
-    ) -> Arc<Entry> {
-        let mut headers = old.headers.clone();
-        for name in res.keys() {
-            // A cookie on a 304 is for the client that revalidated, not for everyone.
-            if name == header::CONTENT_LENGTH
-                || (name == header::SET_COOKIE && !plan.route.cache.cache_set_cookie)
-            {
-                continue;
-            }
-            headers.remove(name);
-            for v in res.get_all(name) {
-                headers.append(name.clone(), v.clone());
-            }
-        }
-        let (new, keep) =
-            self.make_entry(plan, old.status, &headers, old.body.clone(), response_time);
-        // The variant stays the one the stored response was selected by.
-        let new = Arc::new(Entry {
-            key: new.key.clone(),
-            status: new.status,
-            headers: new.headers.clone(),
-            body: new.body.clone(),
-            fresh: new.fresh.clone(),
-            vary: old.vary.clone(),
-            normalise_ae: old.normalise_ae,
-            tags: new.tags.clone(),
-            stored_at: new.stored_at,
-            hits: AtomicU64::new(old.hits.load(Ordering::Relaxed)),
-        });
-        self.store.replace(old, new.clone(), keep);
-        new
-    }
-}
+use outcome::{CACHE_STATUS, Outcome};
+use respond::{answer_conditional, answer_conditional_to, answer_range};
+pub use shared::{BUILTIN_UNKEYED_REQUEST_HEADERS, CacheShared, CacheStats, Clock};
 
 /// The layer.
 #[derive(Clone, Debug)]
@@ -330,131 +77,6 @@ pub struct Cache<S> {
     inner: S,
     shared: Arc<CacheShared>,
 }
-
-/// How a response was produced, rendered as `Cache-Status` and `X-Cache`.
-#[derive(Clone, Debug)]
-enum Outcome {
-    Hit {
-        ttl: i64,
-        detail: Option<&'static str>,
-    },
-    Miss {
-        fwd: &'static str,
-        stored: bool,
-        detail: Option<&'static str>,
-    },
-    Revalidated {
-        fwd: &'static str,
-        status: u16,
-        stored: bool,
-    },
-    StaleOnError {
-        status: Option<u16>,
-        detail: &'static str,
-    },
-    Bypass(&'static str),
-}
-
-impl Outcome {
-    fn render(&self, name: &str, collapsed: bool) -> String {
-        use std::fmt::Write as _;
-        let mut s = String::with_capacity(64);
-        s.push_str(name);
-        match self {
-            Self::Hit { ttl, detail } => {
-                let _ = write!(s, "; hit; ttl={ttl}");
-                if let Some(d) = detail {
-                    let _ = write!(s, "; detail={d}");
-                }
-            }
-            Self::Miss {
-                fwd,
-                stored,
-                detail,
-            } => {
-                s.push_str("; fwd=");
-                s.push_str(fwd);
-                if *stored {
-                    s.push_str("; stored");
-                }
-                if let Some(d) = detail {
-                    s.push_str("; detail=");
-                    s.push_str(d);
-                }
-            }
-            Self::Revalidated {
-                fwd,
-                status,
-                stored,
-            } => {
-                let _ = write!(s, "; fwd={fwd}; fwd-status={status}");
-                if *stored {
-                    s.push_str("; stored");
-                }
-            }
-            Self::StaleOnError { status, detail } => {
-                s.push_str("; fwd=stale");
-                if let Some(st) = status {
-                    let _ = write!(s, "; fwd-status={st}");
-                }
-                s.push_str("; detail=");
-                s.push_str(detail);
-            }
-            Self::Bypass(reason) => {
-                s.push_str("; fwd=bypass; detail=");
-                s.push_str(reason);
-            }
-        }
-        if collapsed {
-            s.push_str("; collapsed");
-        }
-        s
-    }
-
-    fn served(&self, collapsed: bool) -> Served {
-        let (class, stale) = match self {
-            Self::Hit {
-                detail: None | Some("shared"),
-                ..
-            } => (CacheClass::Hit, None),
-            Self::Hit {
-                detail: Some("max-stale"),
-                ..
-            } => (CacheClass::Stale, Some(StaleReason::MaxStale)),
-            Self::Hit {
-                detail: Some("circuit-open"),
-                ..
-            } => (CacheClass::Stale, Some(StaleReason::CircuitOpen)),
-            Self::Hit { .. } => (CacheClass::Stale, Some(StaleReason::StaleWhileRevalidate)),
-            Self::StaleOnError { .. } => (CacheClass::Stale, Some(StaleReason::StaleIfError)),
-            Self::Revalidated { status: 304, .. } => (CacheClass::Revalidated, None),
-            Self::Miss { .. } | Self::Revalidated { .. } => (CacheClass::Miss, None),
-            // A cacheable request the open breaker kept from the origin is still a miss.
-            Self::Bypass("circuit-open") => (CacheClass::Miss, None),
-            Self::Bypass(_) => (CacheClass::Uncacheable, None),
-        };
-        Served {
-            class,
-            stale,
-            collapsed,
-        }
-    }
-
-    fn x_cache(&self) -> &'static str {
-        match self {
-            Self::Hit {
-                detail: None | Some("shared"),
-                ..
-            } => "HIT",
-            Self::Hit { .. } | Self::StaleOnError { .. } => "STALE",
-            Self::Revalidated { status: 304, .. } => "REVALIDATED",
-            Self::Miss { .. } | Self::Revalidated { .. } => "MISS",
-            Self::Bypass(_) => "BYPASS",
-        }
-    }
-}
-
-const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 type BoxFut = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
@@ -1168,132 +790,4 @@ fn same_origin_key(loc: &str, host: Option<&str>, route: &Route) -> Option<Arc<s
         uri.query(),
         &route.cache.ignore_query_params,
     ))
-}
-
-/// RFC 9110 §13.1–13.2: answers a client's `If-None-Match` / `If-Modified-Since` on a 200.
-fn answer_conditional(req: &Request<ProxyBody>, res: Response<ProxyBody>) -> Response<ProxyBody> {
-    answer_conditional_to(req.method(), req.headers(), res)
-}
-
-/// [`answer_conditional`] for a request given by its method and header fields.
-fn answer_conditional_to(
-    method: &Method,
-    h: &HeaderMap,
-    mut res: Response<ProxyBody>,
-) -> Response<ProxyBody> {
-    if res.status() != StatusCode::OK || !(method == Method::GET || method == Method::HEAD) {
-        return res;
-    }
-    let not_modified = if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
-    {
-        res.headers()
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|etag| policy::none_match(inm, etag))
-    } else if let Some(ims) = h
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(date::parse_http_date)
-    {
-        res.headers()
-            .get(header::LAST_MODIFIED)
-            .and_then(|v| v.to_str().ok())
-            .and_then(date::parse_http_date)
-            .is_some_and(|lm| lm <= ims)
-    } else {
-        false
-    };
-    if not_modified {
-        *res.status_mut() = StatusCode::NOT_MODIFIED;
-        *res.body_mut() = ProxyBody::empty();
-        for n in [
-            header::CONTENT_LENGTH,
-            header::CONTENT_TYPE,
-            header::CONTENT_ENCODING,
-            header::CONTENT_LANGUAGE,
-            header::CONTENT_RANGE,
-            header::TRANSFER_ENCODING,
-        ] {
-            res.headers_mut().remove(n);
-        }
-    }
-    res
-}
-
-/// Single byte ranges from a stored 200 (RFC 9110 §14); anything else gets the full 200.
-fn answer_range(
-    req: &Request<ProxyBody>,
-    mut res: Response<ProxyBody>,
-    body: &Bytes,
-) -> Response<ProxyBody> {
-    let Some(range) = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return res;
-    };
-    if let Some(ir) = req
-        .headers()
-        .get(header::IF_RANGE)
-        .and_then(|v| v.to_str().ok())
-    {
-        let etag = res
-            .headers()
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok());
-        let lm = res
-            .headers()
-            .get(header::LAST_MODIFIED)
-            .and_then(|v| v.to_str().ok());
-        // If-Range needs a strong match.
-        let matches = if ir.starts_with('"') {
-            etag == Some(ir)
-        } else {
-            lm == Some(ir)
-        };
-        if !matches {
-            return res;
-        }
-    }
-    let len = body.len() as u64;
-    let Some(spec) = range.trim().strip_prefix("bytes=") else {
-        return res;
-    };
-    if spec.contains(',') {
-        return res;
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return res;
-    };
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => match n.parse::<u64>() {
-            Ok(n) if n > 0 => (len.saturating_sub(n), len.saturating_sub(1)),
-            _ => return res,
-        },
-        (s, "") => match s.parse::<u64>() {
-            Ok(s) => (s, len.saturating_sub(1)),
-            _ => return res,
-        },
-        (s, e) => match (s.parse::<u64>(), e.parse::<u64>()) {
-            (Ok(s), Ok(e)) if s <= e => (s, e.min(len.saturating_sub(1))),
-            _ => return res,
-        },
-    };
-    if start >= len || len == 0 {
-        *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-        *res.body_mut() = ProxyBody::empty();
-        res.headers_mut().remove(header::CONTENT_LENGTH);
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-            res.headers_mut().insert(header::CONTENT_RANGE, v);
-        }
-        return res;
-    }
-    *res.status_mut() = StatusCode::PARTIAL_CONTENT;
-    *res.body_mut() = ProxyBody::full(body.slice(start as usize..=end as usize));
-    res.headers_mut().remove(header::CONTENT_LENGTH);
-    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
-        res.headers_mut().insert(header::CONTENT_RANGE, v);
-    }
-    res
 }
