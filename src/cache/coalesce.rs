@@ -4,6 +4,7 @@
 //! Responses unshareable by their own fields send followers upstream and mark the key
 //! hit-for-pass for a while; one made personal by the leader's request has them elect anew.
 
+mod hit_for_pass;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,8 @@ use crate::cache::plan::{Collapsed, FetchPlan, Share, SharedHit, SharedStep};
 use crate::cache::policy::NotStorable;
 use crate::config::Config;
 use crate::error::ProxyError;
+pub use hit_for_pass::HIT_FOR_PASS_REASONS;
+use hit_for_pass::HitForPass;
 
 /// Counters for metrics and the admin API.
 #[derive(Debug, Default)]
@@ -59,18 +62,6 @@ pub struct CoalesceStats {
     /// Fills given up because their last reader's connection had no stream to spare.
     pub cancelled_stream_limit: Arc<AtomicU64>,
 }
-
-/// The reasons that mark a key hit-for-pass: they come from the response itself, so every
-/// client would get the same answer. A reason that comes from the leader's own request
-/// (`request-no-store`, `authorization`, `no-freshness`, …) never marks a key.
-pub const HIT_FOR_PASS_REASONS: [NotStorable; 6] = [
-    NotStorable::NoStore,
-    NotStorable::Private,
-    NotStorable::SetCookie,
-    NotStorable::VaryStar,
-    NotStorable::VaryNotAllowed,
-    NotStorable::MustUnderstand,
-];
 
 /// How many times one request follows a new leader after a leader's personal response,
 /// before it fetches for itself.
@@ -118,91 +109,6 @@ struct Waiting<'a>(&'a AtomicUsize);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-const HFP_SHARDS: usize = 16;
-
-/// Keys whose last response could not be shared, with their expiry. Sharded maps with lazy
-/// expiry: an insert per unique uncacheable URL must stay O(1) (a full general-purpose cache
-/// stalled requests here doing its housekeeping), and losing entries only costs one queue.
-/// Keys are held as their 64-bit keyed hash, computed once per operation: a collision (about
-/// 1 in 10^10 at the cap) only sends a key's requests upstream uncoalesced for a while.
-struct HitForPass {
-    ttl: Duration,
-    per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
-    shards: Vec<Mutex<HashMap<u64, tokio::time::Instant, KeyHashed>>>,
-}
-
-/// The map hasher of [`HitForPass`]: its keys are hashes already.
-type KeyHashed = std::hash::BuildHasherDefault<PassThrough>;
-
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl std::hash::Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-impl HitForPass {
-    fn new(ttl: Duration, cap: usize) -> Self {
-        Self {
-            ttl,
-            per_shard: (cap / HFP_SHARDS).max(1),
-            hasher: std::collections::hash_map::RandomState::new(),
-            shards: (0..HFP_SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, key: &str) -> (u64, &Mutex<HashMap<u64, tokio::time::Instant, KeyHashed>>) {
-        use std::hash::BuildHasher;
-        // One hasher for the life of the map: each RandomState::new() has other keys.
-        let h = self.hasher.hash_one(key);
-        // The map takes its bucket from the low bits and its tags from the top ones: the shard
-        // comes from bits of neither.
-        (h, &self.shards[(h >> 32) as usize % HFP_SHARDS])
-    }
-
-    fn insert(&self, key: &str) {
-        let now = tokio::time::Instant::now();
-        let (h, shard) = self.shard(key);
-        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= self.per_shard {
-            m.retain(|_, exp| *exp > now);
-            if m.len() >= self.per_shard {
-                m.clear();
-            }
-        }
-        m.insert(h, now + self.ttl);
-    }
-
-    fn contains(&self, key: &str) -> bool {
-        let now = tokio::time::Instant::now();
-        let (h, shard) = self.shard(key);
-        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
-        match m.get(&h) {
-            Some(exp) if *exp > now => true,
-            Some(_) => {
-                m.remove(&h);
-                false
-            }
-            None => false,
-        }
     }
 }
 
