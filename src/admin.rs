@@ -38,7 +38,7 @@ use crate::state::AppState;
 
 /// A JSON error with its status.
 #[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
+pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

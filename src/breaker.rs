@@ -5,7 +5,7 @@
 //! run; other failures count through the rate, capped per client address (`ClientAddr`).
 
 pub(crate) mod metrics;
-pub mod state;
+pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 
@@ -226,7 +226,7 @@ impl Breakers {
 
 /// The layer.
 #[derive(Clone, Debug)]
-pub struct BreakerLayer {
+pub(crate) struct BreakerLayer {
     breakers: Arc<Breakers>,
     metrics: Option<Arc<UpstreamMetrics>>,
 }

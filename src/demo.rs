@@ -19,7 +19,7 @@ use crate::body::ProxyBody;
 
 /// Demo origin settings.
 #[derive(Clone, Debug)]
-pub struct DemoConfig {
+pub(crate) struct DemoConfig {
     /// Added to every response except `/hits`.
     pub latency: Duration,
 }
@@ -34,7 +34,7 @@ impl Default for DemoConfig {
 
 /// Hit counts per path.
 #[derive(Debug, Default)]
-pub struct Hits {
+pub(crate) struct Hits {
     map: Mutex<HashMap<String, u64>>,
 }
 
@@ -46,12 +46,6 @@ impl Hits {
         *n
     }
 
-    /// Hits of one path.
-    pub fn get(&self, path: &str) -> u64 {
-        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(path).copied().unwrap_or(0)
-    }
-
     fn json(&self) -> String {
         let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         serde_json::to_string(&*m).unwrap_or_else(|_| "{}".into())
@@ -60,19 +54,17 @@ impl Hits {
 
 /// A running demo origin.
 #[derive(Debug)]
-pub struct Demo {
+pub(crate) struct Demo {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its hit counter.
-    pub hits: Arc<Hits>,
 }
 
 /// Starts the demo origin on `addr` (use port 0 for any).
-pub async fn start(addr: SocketAddr, cfg: DemoConfig) -> std::io::Result<Demo> {
+pub(crate) async fn start(addr: SocketAddr, cfg: DemoConfig) -> std::io::Result<Demo> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let hits = Arc::new(Hits::default());
-    let h = hits.clone();
+    let h = hits;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -92,7 +84,7 @@ pub async fn start(addr: SocketAddr, cfg: DemoConfig) -> std::io::Result<Demo> {
             });
         }
     });
-    Ok(Demo { addr, hits })
+    Ok(Demo { addr })
 }
 
 fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {

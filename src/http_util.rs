@@ -1,7 +1,7 @@
 //! Small HTTP helpers below every component: what a valid authority is, the client address a
 //! request carries once trusted proxies are accounted for, tokens compared as digests, and what a connection tells its requests.
 
-pub mod conn;
+pub(crate) mod conn;
 
 use std::net::IpAddr;
 
@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 /// The client's address after `[server] trusted_proxies` (request extension): the TCP peer,
 /// or, when the peer is a trusted proxy, the nearest untrusted address in `X-Forwarded-For`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub std::net::IpAddr);
+pub(crate) struct ClientAddr(pub std::net::IpAddr);
 
 /// Whether `v` is `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal,
 /// IPv4 address or non-empty registered name, never userinfo, `/`, `?`, `#`, whitespace,
@@ -107,7 +107,7 @@ impl Secret {
 }
 
 /// The request's host: `Host`, else the URI authority (HTTP/2).
-pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -115,7 +115,7 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// Whether a request asks for a protocol upgrade (WebSocket and friends).
-pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.headers().contains_key(header::UPGRADE)
         && req
             .headers()
@@ -127,6 +127,6 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 /// An IP address as a header value.
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }

@@ -1,23 +1,27 @@
 //! Seawall: a caching reverse proxy for slow backends. `stack` shows the request path;
 //! `app` wires the parts, `state` is what they share; `config` documents every setting.
 
-pub mod admin;
+// Modules are crate-private unless the binary, the tests or the benches need them; within
+// those, anything the outside cannot reach says so.
+#![warn(unreachable_pub)]
+
+pub(crate) mod admin;
 pub mod app;
 pub mod body;
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod cache;
 pub mod cli;
 pub mod config;
-pub mod demo;
+pub(crate) mod demo;
 pub mod error;
-pub mod http_util;
+pub(crate) mod http_util;
 pub mod route;
-pub mod server;
-pub mod stack;
+pub(crate) mod server;
+pub(crate) mod stack;
 pub mod state;
 pub mod telemetry;
-pub mod upstream;
-pub mod warm;
+pub(crate) mod upstream;
+pub(crate) mod warm;
 
 /// The commit this binary was built from (`build.rs`: git, else `SEAWALL_COMMIT`, else `unknown`).
 pub const COMMIT: &str = env!("SEAWALL_BUILD_COMMIT");

@@ -1,7 +1,7 @@
 //! Data-plane accept loop: HTTP/1.1 + h2c on one listener, connection cap, idle timeout,
 //! slowloris and rapid-reset guards, and the drain phases that graceful shutdown walks through.
 
-pub mod sniff;
+pub(crate) mod sniff;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -151,7 +151,7 @@ impl Default for Lifecycle {
     }
 }
 
-pub use crate::http_util::conn::ConnInfo;
+pub(crate) use crate::http_util::conn::ConnInfo;
 
 /// Counts an HTTP/2 request dropped before its response head.
 struct StreamGuard {
@@ -191,7 +191,7 @@ fn builder(cfg: &ServerSection, keep_alive: bool) -> auto::Builder<TokioExecutor
 
 /// Serves `listener` until the lifecycle reaches `Closing`, then waits for the connections
 /// (the caller bounds that wait with the grace period).
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
     svc: S,
     cfg: ServerSection,

@@ -13,7 +13,7 @@ mod observe;
 mod proxy;
 
 pub(crate) use observe::RequestMetrics;
-pub use proxy::{Proxy, client_addr};
+pub(crate) use proxy::Proxy;
 
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ use crate::upstream::{Forward, Upstreams};
 
 /// The inner stack, spelled out (cloning it per request is a few reference counts, where a
 /// boxed service would allocate): cache → coalesce → breaker → forward.
-pub type Inner =
+pub(crate) type Inner =
     crate::cache::Cache<crate::cache::coalesce::Coalesce<crate::breaker::CircuitBreaker<Forward>>>;
 
 /// Everything one config generation needs; swapped whole on reload.
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-pub use crate::http_util::{is_upgrade, request_host};
+pub(crate) use crate::http_util::request_host;
 
 /// Every component's metrics, registered on one registry that `GET /metrics` renders; the
 /// handles here are those recorded outside their component or rebound on reload.
@@ -103,7 +103,7 @@ impl Metrics {
 /// What every config generation shares with the ones before and after it: a reload swaps the
 /// stack around these, never these.
 #[derive(Clone, Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The cache.
     pub cache: Arc<CacheShared>,
     /// Coalescing.
@@ -125,7 +125,7 @@ pub struct Shared {
 ///
 /// `Proxy` (checks, routing, rescue, observation) wraps this from outside (`app`), over the
 /// swappable `Runtime`, so a reload replaces everything built here at once.
-pub fn build(
+pub(crate) fn build(
     config: Arc<Config>,
     shared: &Shared,
     purge_token: Option<Secret>,

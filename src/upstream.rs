@@ -8,11 +8,11 @@
 mod balance;
 mod body;
 mod forward;
-pub mod headers;
+pub(crate) mod headers;
 mod pool;
 mod retry;
 
-pub use forward::{Forward, UpstreamElapsed};
+pub(crate) use forward::{Forward, UpstreamElapsed};
 use pool::{IdleConn, tls_config};
 
 use std::collections::VecDeque;
@@ -72,10 +72,6 @@ impl std::fmt::Debug for Upstream {
             .finish_non_exhaustive()
     }
 }
-
-/// Where a request should go; put in request extensions by routing.
-#[derive(Clone, Copy, Debug)]
-pub struct UpstreamIdx(pub usize);
 
 /// All upstreams, indexed like `Config::raw.upstreams`.
 #[derive(Debug)]

@@ -40,7 +40,7 @@ pub(crate) struct Handles {
 
 /// One warm-up job.
 #[derive(Debug, Default, Serialize)]
-pub struct JobView {
+pub(crate) struct JobView {
     /// Id.
     pub id: u64,
     /// `peer` or `urls`.
@@ -71,7 +71,7 @@ struct Job {
 
 /// The job table.
 #[derive(Debug, Default)]
-pub struct Jobs {
+pub(crate) struct Jobs {
     next: AtomicU64,
     map: Mutex<HashMap<u64, Arc<Job>>>,
 }
@@ -92,7 +92,7 @@ impl Jobs {
     }
 
     /// A job's progress.
-    pub fn view(&self, id: u64) -> Option<JobView> {
+    pub(crate) fn view(&self, id: u64) -> Option<JobView> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let j = map.get(&id)?;
         let (state, error) = j.state.lock().unwrap_or_else(|e| e.into_inner()).clone();

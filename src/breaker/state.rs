@@ -15,7 +15,7 @@ const MAX_CLIENTS_PER_BUCKET: usize = 1024;
 
 /// Tuning knobs for a [`Breaker`].
 #[derive(Clone, Debug)]
-pub struct BreakerConfig {
+pub(crate) struct BreakerConfig {
     /// Length of the rolling window used for the failure rate.
     pub window: Duration,
     /// Failure ratio (0.0–1.0) within the window that trips the breaker.
@@ -236,7 +236,7 @@ impl Window {
 /// counted with no client above `share` of them. The top `k` clients are capped at `share·F`
 /// and the rest counted in full, so `F = (backend + rest) / (1 − k·share)`; the first `k`
 /// whose caps are consistent wins.
-pub fn counted(backend: f64, clients: &mut [u64], share: f64) -> f64 {
+pub(crate) fn counted(backend: f64, clients: &mut [u64], share: f64) -> f64 {
     clients.sort_unstable_by(|a, b| b.cmp(a));
     let total: f64 = clients.iter().map(|&n| n as f64).sum();
     let mut capped_sum = 0.0;
@@ -271,7 +271,7 @@ enum Failure {
 
 /// The circuit-breaker state machine. Not thread-safe by itself.
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     cfg: BreakerConfig,
     kind: StateKind,
     since: Instant,
@@ -288,7 +288,7 @@ pub struct Breaker {
 
 impl Breaker {
     /// Creates a closed breaker with an empty window.
-    pub fn new(cfg: BreakerConfig, now: Instant) -> Self {
+    pub(crate) fn new(cfg: BreakerConfig, now: Instant) -> Self {
         let window = Window::new(cfg.window, now);
         Self {
             cfg,
@@ -305,12 +305,13 @@ impl Breaker {
     }
 
     /// The configuration this breaker was built with.
-    pub fn config(&self) -> &BreakerConfig {
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &BreakerConfig {
         &self.cfg
     }
 
     /// Decides whether a request may proceed; may move Open → HalfOpen.
-    pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
+    pub(crate) fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
         let mut transition = None;
         if self.kind == StateKind::Open {
             if self.forced {
@@ -339,7 +340,7 @@ impl Breaker {
     }
 
     /// Records a successful request; a half-open probe success closes the breaker.
-    pub fn on_success(&mut self, now: Instant, probe: bool) -> Option<Transition> {
+    pub(crate) fn on_success(&mut self, now: Instant, probe: bool) -> Option<Transition> {
         match (self.kind, probe) {
             (StateKind::HalfOpen, true) => {
                 self.release_probe();
@@ -360,13 +361,13 @@ impl Breaker {
     /// Records a failure to reach the backend (connect refused or timed out, TLS handshake):
     /// counted in the run of consecutive failures and in the rate, whoever sent the request.
     /// May trip Closed → Open or HalfOpen → Open.
-    pub fn on_failure(&mut self, now: Instant, probe: bool) -> Option<Transition> {
+    pub(crate) fn on_failure(&mut self, now: Instant, probe: bool) -> Option<Transition> {
         self.failed(now, probe, Failure::Backend)
     }
 
     /// Records a failure status, timeout or reset of a request from `client`: counted only
     /// through the rate, and no client beyond `max_client_share` of the counted failures.
-    pub fn on_request_failure(
+    pub(crate) fn on_request_failure(
         &mut self,
         now: Instant,
         probe: bool,
@@ -420,37 +421,37 @@ impl Breaker {
     }
 
     /// Records a cancelled request: no outcome counted, but its probe slot is freed.
-    pub fn on_cancel(&mut self, probe: bool) {
+    pub(crate) fn on_cancel(&mut self, probe: bool) {
         if probe && self.kind == StateKind::HalfOpen {
             self.release_probe();
         }
     }
 
     /// Opens the breaker until [`Breaker::force_close`] or [`Breaker::reset`].
-    pub fn force_open(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn force_open(&mut self, now: Instant) -> Option<Transition> {
         self.forced = true;
         self.open_until = None;
         self.enter(StateKind::Open, now)
     }
 
     /// Closes the breaker and clears counters, keeping the trip count.
-    pub fn force_close(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn force_close(&mut self, now: Instant) -> Option<Transition> {
         self.close(now)
     }
 
     /// Closes the breaker and clears counters and the trip count.
-    pub fn reset(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn reset(&mut self, now: Instant) -> Option<Transition> {
         self.trips = 0;
         self.close(now)
     }
 
     /// The current state (an elapsed open period only ends at the next `admit`).
-    pub fn state(&self) -> StateKind {
+    pub(crate) fn state(&self) -> StateKind {
         self.kind
     }
 
     /// A copy of the current state and counters.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let (window_requests, window_failures) = self.window.totals();
         Snapshot {
             state: self.kind,

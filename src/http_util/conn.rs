@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 /// Per-connection facts handed to every request in its extensions.
 #[derive(Clone, Debug)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
     /// What the IO sniffer saw.

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub use crate::http_util::conn::ConnState;
+pub(crate) use crate::http_util::conn::ConnState;
 
 /// Line scanner state, carried across reads.
 #[derive(Debug, Default)]
@@ -81,7 +81,7 @@ pin_project_lite::pin_project! {
 
 impl<T> Sniff<T> {
     /// Wraps `io`, reporting into `state`.
-    pub fn new(io: T, state: Arc<ConnState>) -> Self {
+    pub(crate) fn new(io: T, state: Arc<ConnState>) -> Self {
         Self {
             io,
             scan: Scan::default(),

@@ -29,7 +29,7 @@ use crate::upstream::{UpstreamElapsed, headers};
 
 /// The entry service handed to the server.
 #[derive(Clone, Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     rt: Arc<ArcSwap<Runtime>>,
     lifecycle: Arc<Lifecycle>,
     metrics: Option<Arc<RequestMetrics>>,
@@ -40,7 +40,7 @@ pub struct Proxy {
 use crate::http_util::ClientAddr;
 
 /// The client address of a request from `peer` with `headers`, trusting `trusted` proxies.
-pub fn client_addr(
+pub(crate) fn client_addr(
     peer: std::net::IpAddr,
     headers: &http::HeaderMap,
     trusted: &[IpNet],
@@ -88,7 +88,7 @@ impl Proxy {
     }
 
     /// Creates a span per request (exported when a tracer is installed).
-    pub fn with_tracing(mut self, on: bool) -> Self {
+    pub(crate) fn with_tracing(mut self, on: bool) -> Self {
         self.trace = on;
         self
     }

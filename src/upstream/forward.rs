@@ -24,7 +24,7 @@ use crate::route::Route;
 
 /// Time spent upstream, for the access log (response extension).
 #[derive(Clone, Copy, Debug)]
-pub struct UpstreamElapsed(pub std::time::Duration);
+pub(crate) struct UpstreamElapsed(pub std::time::Duration);
 
 /// The innermost service: forwarding headers and the upstream call. One reference count to
 /// clone: the stack is cloned a few times per request.

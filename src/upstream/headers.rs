@@ -27,7 +27,7 @@ fn is_hop(name: &HeaderName) -> bool {
 /// Removes hop-by-hop headers. With `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay
 /// (the tunnel handshake must reach the other side). One pass over the names first, since most
 /// messages carry none and every removal hashes.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let mut remove: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
         if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
@@ -60,7 +60,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Whether `Via` already names this proxy (a loop).
-pub fn via_has(headers: &HeaderMap, via_name: &str) -> bool {
+pub(crate) fn via_has(headers: &HeaderMap, via_name: &str) -> bool {
     headers
         .get_all(header::VIA)
         .iter()
@@ -85,13 +85,13 @@ fn version_token(v: Version) -> &'static str {
 }
 
 /// `Via` for an HTTP/1.1 hop, built once.
-pub fn via_value(via_name: &str) -> HeaderValue {
+pub(crate) fn via_value(via_name: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("1.1 {via_name}"))
         .unwrap_or(HeaderValue::from_static("1.1 seawall"))
 }
 
 /// Appends this hop to `Via`; `prebuilt` is used when there is no earlier hop and the version is 1.1.
-pub fn append_via_fast(
+pub(crate) fn append_via_fast(
     headers: &mut HeaderMap,
     version: Version,
     via_name: &str,
@@ -105,7 +105,7 @@ pub fn append_via_fast(
 }
 
 /// Appends this hop to `Via`.
-pub fn append_via(headers: &mut HeaderMap, version: Version, via_name: &str) {
+pub(crate) fn append_via(headers: &mut HeaderMap, version: Version, via_name: &str) {
     let hop = format!("{} {}", version_token(version), via_name);
     let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(prev) if headers.get_all(header::VIA).iter().count() == 1 => format!("{prev}, {hop}"),
@@ -136,17 +136,24 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 /// (`proto=`): the one place a TLS listener will change.
 const CLIENT_PROTO: &str = "http";
 
-pub use crate::http_util::ip_value;
+#[cfg(test)]
+use crate::http_util::ip_value;
 
 /// Sets `X-Forwarded-For/Proto/Host` for a request received from `peer`.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: &[IpNet], host: Option<&str>) {
+#[cfg(test)]
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: &[IpNet],
+    host: Option<&str>,
+) {
     let host = host.and_then(|h| HeaderValue::from_str(h).ok());
     set_forwarded_with(headers, peer, &ip_value(peer), trusted, host);
 }
 
 /// [`set_forwarded`] with the peer already formatted (`peer_value`, once per connection) and the
 /// host as a header value (moved, not copied).
-pub fn set_forwarded_with(
+pub(crate) fn set_forwarded_with(
     headers: &mut HeaderMap,
     peer: IpAddr,
     peer_value: &HeaderValue,
@@ -246,7 +253,7 @@ fn push_token_or_quoted(out: &mut String, v: &str) {
 
 /// For a request with no known peer (nothing to say `for=`): the client's `Forwarded` and
 /// `X-Forwarded-Prefix` still never reach the origin.
-pub fn drop_client_forwarding(headers: &mut HeaderMap) {
+pub(crate) fn drop_client_forwarding(headers: &mut HeaderMap) {
     headers.remove(header::FORWARDED);
     headers.remove(X_FORWARDED_PREFIX);
 }
@@ -264,7 +271,7 @@ fn set_proto_host(headers: &mut HeaderMap, host: Option<HeaderValue>) {
 }
 
 /// Adds `Date` when the upstream sent none (RFC 9110 §6.6.1: a recipient with a clock adds it).
-pub fn ensure_date(headers: &mut HeaderMap, now: SystemTime) {
+pub(crate) fn ensure_date(headers: &mut HeaderMap, now: SystemTime) {
     if !headers.contains_key(header::DATE)
         && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now))
     {
