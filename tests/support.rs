@@ -280,6 +280,30 @@ impl MockOriginBuilder {
     }
 }
 
+/// A mock origin and a Seawall in front of it: the fixture most tests start from.
+pub struct Scene {
+    /// The origin (counts what reached it).
+    pub origin: MockOrigin,
+    /// The proxy.
+    pub proxy: TestProxy,
+}
+
+impl MockOriginBuilder {
+    /// Starts the origin, then a proxy in front of it on the default test config.
+    pub async fn behind_proxy(self) -> Scene {
+        let origin = self.start().await;
+        let proxy = TestProxy::start(&origin.url()).await;
+        Scene { origin, proxy }
+    }
+
+    /// Starts the origin, then a proxy on the config `config` builds from the origin's URL.
+    pub async fn behind_proxy_with(self, config: impl FnOnce(&str) -> String) -> Scene {
+        let origin = self.start().await;
+        let proxy = TestProxy::with_config(&config(&origin.url())).await;
+        Scene { origin, proxy }
+    }
+}
+
 async fn handle(st: &OriginState, req: Request<Incoming>) -> Response<BoxBody<Bytes, BoxError>> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
