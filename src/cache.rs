@@ -20,6 +20,7 @@ mod shared;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod tests;
+mod view;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,9 +45,20 @@ use plan::{Collapsed, FetchPlan, Share, SharedHit};
 use policy::{Decision, Revalidate};
 use store::Lookup;
 
-use outcome::{CACHE_STATUS, Outcome};
+use outcome::{CACHE_STATUS, Detail, Outcome};
 use respond::{answer_conditional, answer_conditional_to, answer_range};
 pub use shared::{BUILTIN_UNKEYED_REQUEST_HEADERS, CacheShared, CacheStats, Clock};
+
+/// What the decision tree knows about a cacheable request once it has looked it up; each
+/// branch (miss, revalidation, background refresh) takes it whole and it becomes the plan.
+#[derive(Clone)]
+struct LookupCtx {
+    route: Arc<Route>,
+    /// The primary key (the entry's key before variants).
+    primary: Arc<str>,
+    req_cc: CacheControl,
+    now: SystemTime,
+}
 
 /// The layer.
 #[derive(Clone, Debug)]
@@ -144,7 +156,7 @@ where
         let s = &self.shared.stats;
         match outcome {
             Outcome::Hit {
-                detail: None | Some("shared"),
+                detail: None | Some(Detail::Shared),
                 ..
             } => &s.hits,
             Outcome::Hit { .. } | Outcome::StaleOnError { .. } => &s.stale,
@@ -162,18 +174,18 @@ where
             tracing::error!(invariant = what, "Internal invariant failed.");
         }
         let outcome = match e {
-            ProxyError::CircuitOpen { .. } => Outcome::Bypass("circuit-open"),
+            ProxyError::CircuitOpen { .. } => Outcome::Bypass(Detail::CircuitOpen),
             _ => Outcome::Miss {
                 fwd,
                 stored: false,
-                detail: Some(e.reason()),
+                detail: Some(Detail::Error(e.reason())),
             },
         };
         let res = e.to_response(&outcome.render(&self.shared.name, false));
         self.decorate(res, &outcome)
     }
 
-    async fn pass(&self, req: Request<ProxyBody>, reason: &'static str) -> Response<ProxyBody> {
+    async fn pass(&self, req: Request<ProxyBody>, reason: Detail) -> Response<ProxyBody> {
         match self.inner.clone().oneshot(req).await {
             Ok(res) => self.decorate(res, &Outcome::Bypass(reason)),
             Err(e) => {
@@ -185,42 +197,46 @@ where
 
     async fn handle(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
         let Some(route) = req.extensions().get::<Arc<Route>>().cloned() else {
-            return self.pass(req, "no-route").await;
+            return self.pass(req, Detail::NoRoute).await;
         };
         if !self.shared.enabled.load(Ordering::Relaxed) {
-            return self.pass(req, "cache-disabled").await;
+            return self.pass(req, Detail::CacheDisabled).await;
         }
         if !route.cache.enabled {
-            return self.pass(req, "route-disabled").await;
+            return self.pass(req, Detail::RouteDisabled).await;
         }
         match *req.method() {
             Method::GET | Method::HEAD => {}
             // RFC 9110 §9.2.1: only these are known to be safe. CONNECT names no resource.
             Method::OPTIONS | Method::TRACE | Method::CONNECT => {
-                return self.pass(req, "method").await;
+                return self.pass(req, Detail::Method).await;
             }
             // RFC 9111 §4.4: any other method, extension methods included, may change the
             // target.
             _ => return self.unsafe_method(req, &route).await,
         }
         if crate::http_util::is_upgrade(&req) {
-            return self.pass(req, "upgrade").await;
+            return self.pass(req, Detail::Upgrade).await;
         }
         if !req.body().is_end_stream() {
-            return self.pass(req, "request-body").await;
+            return self.pass(req, Detail::RequestBody).await;
         }
         // Dropped parameters that could hide others: the key would not say what the origin
         // answered, so the request is neither stored nor collapsed with others.
         if let Some(q) = req.uri().query()
             && key::ambiguous_query(q, &route.cache.ignore_query_params)
         {
-            return self.pass(req, "ambiguous-query").await;
+            return self.pass(req, Detail::AmbiguousQuery).await;
         }
         let now = self.shared.clock.now();
-        let req_cc = policy::request_cc(req.headers());
-        let primary = key::primary_key(&req, &route.cache);
-        match self.shared.store.lookup(&primary, req.headers()) {
-            Lookup::Hit(entry) => match policy::evaluate(&entry.fresh, &req_cc, now) {
+        let cx = LookupCtx {
+            req_cc: policy::request_cc(req.headers()),
+            primary: key::primary_key(&req, &route.cache),
+            route,
+            now,
+        };
+        match self.shared.store.lookup(&cx.primary, req.headers()) {
+            Lookup::Hit(entry) => match policy::evaluate(&entry.fresh, &cx.req_cc, now) {
                 Decision::Fresh => {
                     let ttl = policy::ttl_secs(&entry.fresh, now);
                     self.serve(&req, &entry, now, Outcome::Hit { ttl, detail: None })
@@ -233,19 +249,12 @@ where
                         now,
                         Outcome::Hit {
                             ttl,
-                            detail: Some("max-stale"),
+                            detail: Some(Detail::MaxStale),
                         },
                     )
                 }
                 Decision::StaleWhileRevalidate => {
-                    self.refresh_in_background(
-                        &req,
-                        &route,
-                        &entry,
-                        primary.clone(),
-                        req_cc.clone(),
-                        now,
-                    );
+                    self.refresh_in_background(&req, &cx, &entry);
                     let ttl = policy::ttl_secs(&entry.fresh, now);
                     self.serve(
                         &req,
@@ -253,20 +262,19 @@ where
                         now,
                         Outcome::Hit {
                             ttl,
-                            detail: Some("stale-while-revalidate"),
+                            detail: Some(Detail::StaleWhileRevalidate),
                         },
                     )
                 }
                 Decision::Revalidate(why) => {
-                    if req_cc.only_if_cached {
+                    if cx.req_cc.only_if_cached {
                         return self.error(ProxyError::OnlyIfCached, "stale");
                     }
-                    self.revalidate(req, route, entry, primary, req_cc, why, now)
-                        .await
+                    self.revalidate(req, cx, entry, why).await
                 }
             },
             lookup => {
-                if req_cc.only_if_cached {
+                if cx.req_cc.only_if_cached {
                     return self.error(ProxyError::OnlyIfCached, "uri-miss");
                 }
                 let fwd = if matches!(lookup, Lookup::VaryMiss) {
@@ -274,7 +282,7 @@ where
                 } else {
                     "uri-miss"
                 };
-                self.miss(req, route, primary, req_cc, fwd, now).await
+                self.miss(req, cx, fwd).await
             }
         }
     }
@@ -334,24 +342,20 @@ where
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn plan(
         &self,
         req_headers: HeaderMap,
-        route: &Arc<Route>,
+        cx: LookupCtx,
         key: Arc<str>,
-        primary: Arc<str>,
-        req_cc: CacheControl,
         conditional: bool,
-        now: SystemTime,
     ) -> Arc<FetchPlan> {
         Arc::new(FetchPlan {
             key,
-            primary,
-            route: route.clone(),
+            primary: cx.primary,
+            route: cx.route,
             req_headers,
-            req_cc,
-            request_time: now,
+            req_cc: cx.req_cc,
+            request_time: cx.now,
             conditional,
             shared: self.shared.clone(),
         })
@@ -360,11 +364,8 @@ where
     async fn miss(
         &self,
         req: Request<ProxyBody>,
-        route: Arc<Route>,
-        primary: Arc<str>,
-        req_cc: CacheControl,
+        cx: LookupCtx,
         fwd: &'static str,
-        now: SystemTime,
     ) -> Response<ProxyBody> {
         // HEAD and Range misses pass through as they are (the stored GET serves them later).
         if req.method() == Method::HEAD || req.headers().contains_key(header::RANGE) {
@@ -383,15 +384,8 @@ where
         // The plan keeps the client's headers (moved); the fetch gets the one copy.
         let (parts, _) = req.into_parts();
         let mut up = self.fetch_request_from(&parts, &parts.headers);
-        let plan = self.plan(
-            parts.headers,
-            &route,
-            primary.clone(),
-            primary,
-            req_cc,
-            false,
-            now,
-        );
+        let key = cx.primary.clone();
+        let plan = self.plan(parts.headers, cx, key, false);
         up.extensions_mut().insert(plan.clone());
         match self.inner.clone().oneshot(up).await {
             Ok(res) if res.extensions().get::<SharedHit>().is_some() => {
@@ -404,7 +398,7 @@ where
             Ok(res) => {
                 let share = res.extensions().get::<Share>().copied();
                 let detail = match share {
-                    Some(Share::Personal(r)) => Some(r.as_str()),
+                    Some(Share::Personal(r)) => Some(Detail::NotStorable(r)),
                     _ => None,
                 };
                 let declared = res
@@ -430,23 +424,19 @@ where
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn revalidate(
         &self,
         req: Request<ProxyBody>,
-        route: Arc<Route>,
+        cx: LookupCtx,
         entry: Arc<Entry>,
-        primary: Arc<str>,
-        req_cc: CacheControl,
         why: Revalidate,
-        now: SystemTime,
     ) -> Response<ProxyBody> {
         let fwd = if why == Revalidate::Request {
             "request"
         } else {
             "stale"
         };
-        let (up, plan) = self.conditional_request(&req, &route, &entry, primary, req_cc, now);
+        let (up, plan) = self.conditional_request(&req, cx, &entry);
         match self.inner.clone().oneshot(up).await {
             // Another replica refreshed it: its copy is in memory now too.
             Ok(res) if res.extensions().get::<SharedHit>().is_some() => {
@@ -498,7 +488,7 @@ where
                     self.shared.clock.now(),
                     Outcome::StaleOnError {
                         status: Some(status),
-                        detail: "stale-if-error",
+                        detail: Detail::StaleIfError,
                     },
                 )
             }
@@ -541,7 +531,7 @@ where
         let ttl = policy::ttl_secs(&entry.fresh, now);
         let outcome = Outcome::Hit {
             ttl,
-            detail: Some("shared"),
+            detail: Some(Detail::Shared),
         };
         self.serve(req, entry, now, outcome)
     }
@@ -588,9 +578,9 @@ where
             .get::<Arc<Route>>()
             .map_or(Duration::ZERO, |r| r.cache.stale_if_unreachable);
         let stale = if failure && policy::stale_if_error_ok(&entry.fresh, now) {
-            Some("stale-if-error")
+            Some(Detail::StaleIfError)
         } else if unreachable && policy::stale_if_unreachable_ok(&entry.fresh, window, now) {
-            Some("stale-if-unreachable")
+            Some(Detail::StaleIfUnreachable)
         } else {
             None
         };
@@ -598,7 +588,7 @@ where
             let outcome = match e {
                 ProxyError::CircuitOpen { .. } => Outcome::Hit {
                     ttl: policy::ttl_secs(&entry.fresh, now),
-                    detail: Some("circuit-open"),
+                    detail: Some(Detail::CircuitOpen),
                 },
                 _ => Outcome::StaleOnError {
                     status: None,
@@ -617,14 +607,11 @@ where
     fn conditional_request(
         &self,
         req: &Request<ProxyBody>,
-        route: &Arc<Route>,
+        cx: LookupCtx,
         entry: &Arc<Entry>,
-        primary: Arc<str>,
-        req_cc: CacheControl,
-        now: SystemTime,
     ) -> (Request<ProxyBody>, Arc<FetchPlan>) {
         let mut up = self.fetch_request(req);
-        let mut key = String::from(&*primary);
+        let mut key = String::from(&*cx.primary);
         let mut conditional = false;
         if let Some(etag) = entry.etag() {
             up.headers_mut().insert(header::IF_NONE_MATCH, etag.clone());
@@ -639,28 +626,13 @@ where
             key.push_str(lm.to_str().unwrap_or(""));
             conditional = true;
         }
-        let plan = self.plan(
-            req.headers().clone(),
-            route,
-            key.into(),
-            primary,
-            req_cc,
-            conditional,
-            now,
-        );
+        let plan = self.plan(req.headers().clone(), cx, key.into(), conditional);
         up.extensions_mut().insert(plan.clone());
         (up, plan)
     }
 
-    fn refresh_in_background(
-        &self,
-        req: &Request<ProxyBody>,
-        route: &Arc<Route>,
-        entry: &Arc<Entry>,
-        primary: Arc<str>,
-        req_cc: CacheControl,
-        now: SystemTime,
-    ) {
+    fn refresh_in_background(&self, req: &Request<ProxyBody>, cx: &LookupCtx, entry: &Arc<Entry>) {
+        let primary = cx.primary.clone();
         {
             let mut r = self
                 .shared
@@ -671,7 +643,7 @@ where
                 return;
             }
         }
-        let (up, plan) = self.conditional_request(req, route, entry, primary.clone(), req_cc, now);
+        let (up, plan) = self.conditional_request(req, cx.clone(), entry);
         let inner = self.inner.clone();
         let shared = self.shared.clone();
         let entry = entry.clone();
@@ -726,7 +698,7 @@ where
                         }
                     }
                 }
-                self.decorate(res, &Outcome::Bypass("method"))
+                self.decorate(res, &Outcome::Bypass(Detail::Method))
             }
             Err(e) => {
                 let status = format!("{}; fwd=bypass; detail={}", self.shared.name, e.reason());

@@ -2,7 +2,6 @@
 //! kill switch; and the warm-up endpoints (export, import jobs and their progress).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -11,34 +10,13 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, bad, parse_json, unix};
+use super::{ApiError, bad, parse_json};
 use crate::cache::ops::{self, Selector};
 use crate::state::AppState;
 use crate::warm;
 
 pub(super) async fn cache_stats(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    let c = &s.cache;
-    c.store.run_pending_tasks();
-    let st = &c.stats;
-    let ev = &c.store.evictions;
-    Json(json!({
-        "enabled": c.enabled.load(Ordering::Relaxed),
-        "entries": c.store.entry_count(),
-        "bytes": c.store.weighted_size(),
-        "capacity": c.store.capacity(),
-        "evictions": {
-            "size": ev.size.load(Ordering::Relaxed),
-            "expired": ev.expired.load(Ordering::Relaxed),
-            "explicit": ev.explicit.load(Ordering::Relaxed),
-        },
-        "hits": st.hits.load(Ordering::Relaxed),
-        "misses": st.misses.load(Ordering::Relaxed),
-        "stale": st.stale.load(Ordering::Relaxed),
-        "revalidated": st.revalidated.load(Ordering::Relaxed),
-        "bypass": st.bypass.load(Ordering::Relaxed),
-        "stored": st.stored.load(Ordering::Relaxed),
-        "inflight_fill_bytes": s.coalesce.inflight_bytes(),
-    }))
+    Json(s.cache.stats_view(s.coalesce.inflight_bytes()))
 }
 
 #[derive(Deserialize)]
@@ -96,18 +74,18 @@ pub(super) async fn entry(
     let url = q.url.ok_or_else(|| bad("missing url"))?;
     if url.starts_with('/') {
         // A path, as purge takes it: that path and query on every host.
-        let mut found: Vec<Value> = s
+        let mut found: Vec<_> = s
             .cache
             .matching_keys(&Selector::Path(url.clone()))
             .iter()
-            .filter_map(|k| entry_view(&s, k))
+            .filter_map(|k| s.cache.entry_view(k))
             .collect();
         return match found.len() {
             0 => Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!("{url} is not stored on any host"),
             )),
-            1 => Ok(Json(found.remove(0))),
+            1 => Ok(Json(json!(found.remove(0)))),
             _ => Ok(Json(json!({"matches": found}))),
         };
     }
@@ -118,53 +96,10 @@ pub(super) async fn entry(
         .ok_or_else(|| {
             bad("url must be absolute (http://host/path) or a path (/path, on every host)")
         })?;
-    entry_view(&s, &key)
-        .map(Json)
+    s.cache
+        .entry_view(&key)
+        .map(|v| Json(json!(v)))
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{key} is not stored")))
-}
-
-/// One key's stored variants in full, or `None` when nothing is stored under it.
-fn entry_view(s: &AppState, key: &str) -> Option<Value> {
-    let vs = s.cache.store.variants(key)?;
-    let now = s.cache.clock.now();
-    let variants: Vec<Value> = vs
-        .entries
-        .iter()
-        .map(|e| {
-            let f = &e.fresh;
-            let headers: Vec<(String, String)> = e
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                .collect();
-            json!({
-                "status": e.status.as_u16(),
-                "headers": headers,
-                "size": e.weight(),
-                "body_bytes": e.body.len(),
-                "hits": e.hits.load(Ordering::Relaxed),
-                "stored_at": unix(e.stored_at),
-                "vary": e.vary.iter().map(|(k, v)| json!({"field": k.as_str(), "value": v})).collect::<Vec<_>>(),
-                "validators": {
-                    "etag": e.etag().and_then(|v| v.to_str().ok()),
-                    "last_modified": e.last_modified().and_then(|v| v.to_str().ok()),
-                },
-                "policy": {
-                    "lifetime_secs": f.lifetime.as_secs(),
-                    "age_secs": crate::cache::policy::current_age(f, now).as_secs(),
-                    "ttl_secs": crate::cache::policy::ttl_secs(f, now),
-                    "heuristic": f.heuristic,
-                    "no_cache": f.cc.no_cache,
-                    "must_revalidate": f.cc.must_revalidate || f.cc.proxy_revalidate,
-                    "stale_while_revalidate": f.cc.stale_while_revalidate,
-                    "stale_if_error": f.cc.stale_if_error.or(f.route_stale_if_error.map(|d| d.as_secs())),
-                    "immutable": f.cc.immutable,
-                },
-                "tags": e.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    Some(json!({"key": key, "variants": variants}))
 }
 
 #[derive(Deserialize, Default)]
@@ -319,13 +254,13 @@ fn shared_report(r: crate::cache::store::redis::SharedPurge) -> Value {
 }
 
 pub(super) async fn disable(State(s): State<Arc<AppState>>) -> Json<Value> {
-    s.cache.enabled.store(false, Ordering::Relaxed);
+    s.cache.set_enabled(false);
     tracing::warn!("Cache disabled through the admin API (plain proxy).");
     Json(json!({"enabled": false}))
 }
 
 pub(super) async fn enable(State(s): State<Arc<AppState>>) -> Json<Value> {
-    s.cache.enabled.store(true, Ordering::Relaxed);
+    s.cache.set_enabled(true);
     tracing::info!("Cache enabled through the admin API.");
     Json(json!({"enabled": true}))
 }

@@ -94,8 +94,7 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse 
             json!({"upstream": b.upstream, "state": st.as_str()})
         })
         .collect();
-    let cs = &s.coalesce.stats;
-    let cache_on = s.cache.enabled.load(Ordering::Relaxed);
+    let cache_on = s.cache.is_enabled();
     if !cache_on {
         alerts.push(json!({"name": "cache_disabled", "severity": "warning", "message": "the cache is disabled (kill switch): every request goes to the origin"}));
     }
@@ -115,13 +114,7 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse 
         "latency_p95_ms": recent.latency_p95_ms,
         "recent": recent,
         "since_start": total,
-        "coalesced": {
-            "requests": cs.coalesced.load(Ordering::Relaxed),
-            "leaders": cs.leaders.load(Ordering::Relaxed),
-            "waiter_limit": cs.waiter_cap.load(Ordering::Relaxed),
-            "wait_timeouts": cs.wait_timeouts.load(Ordering::Relaxed),
-            "hit_for_pass": cs.hit_for_pass.load(Ordering::Relaxed),
-        },
+        "coalesced": s.coalesce.view(),
         "breakers": breakers,
         "components": {
             "cache": if cache_on { "ok" } else { "disabled" },

@@ -32,6 +32,16 @@ use crate::error::ProxyError;
 pub use hit_for_pass::HIT_FOR_PASS_REASONS;
 use hit_for_pass::HitForPass;
 
+/// The coalescing counters operators see (`GET /admin/status`, `coalesced`).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct CoalesceView {
+    requests: u64,
+    leaders: u64,
+    waiter_limit: u64,
+    wait_timeouts: u64,
+    hit_for_pass: u64,
+}
+
 /// Counters for metrics and the admin API.
 #[derive(Debug, Default)]
 pub struct CoalesceStats {
@@ -137,6 +147,18 @@ impl std::fmt::Debug for CoalesceShared {
 }
 
 impl CoalesceShared {
+    /// The counters operators see.
+    pub(crate) fn view(&self) -> CoalesceView {
+        let cs = &self.stats;
+        CoalesceView {
+            requests: cs.coalesced.load(Ordering::Relaxed),
+            leaders: cs.leaders.load(Ordering::Relaxed),
+            waiter_limit: cs.waiter_cap.load(Ordering::Relaxed),
+            wait_timeouts: cs.wait_timeouts.load(Ordering::Relaxed),
+            hit_for_pass: cs.hit_for_pass.load(Ordering::Relaxed),
+        }
+    }
+
     /// From `[coalesce]` and the upstreams' total timeouts.
     pub fn new(cfg: &Config, wait_hist: Option<prometheus::Histogram>) -> Self {
         let c = &cfg.raw.coalesce;

@@ -3,19 +3,79 @@
 
 use http::HeaderName;
 
+use super::policy::NotStorable;
+
 use crate::telemetry::metrics::{CacheClass, Served, StaleReason};
+
+/// Why a response was produced the way it was: `Cache-Status`'s `detail` (RFC 9211 §2.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Detail {
+    /// Answered from the shared tier.
+    Shared,
+    /// Stale, within the client's `max-stale`.
+    MaxStale,
+    /// Stale while one background refresh runs (RFC 5861).
+    StaleWhileRevalidate,
+    /// Stale because the origin failed (RFC 5861).
+    StaleIfError,
+    /// Stale because the origin could not be reached (`stale_if_unreachable`).
+    StaleIfUnreachable,
+    /// The upstream's breaker is open.
+    CircuitOpen,
+    /// Passed: no route matched.
+    NoRoute,
+    /// Passed: the kill switch is off.
+    CacheDisabled,
+    /// Passed: the route does not cache.
+    RouteDisabled,
+    /// Passed: a method the cache does not serve.
+    Method,
+    /// Passed: a protocol upgrade.
+    Upgrade,
+    /// Passed: a request with a body.
+    RequestBody,
+    /// Passed: ignored query parameters that could cloak others.
+    AmbiguousQuery,
+    /// Why the response could not be stored.
+    NotStorable(NotStorable),
+    /// The error that ended the exchange (`ProxyError::reason`, a closed set).
+    Error(&'static str),
+}
+
+impl Detail {
+    /// The `detail` token.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::MaxStale => "max-stale",
+            Self::StaleWhileRevalidate => "stale-while-revalidate",
+            Self::StaleIfError => "stale-if-error",
+            Self::StaleIfUnreachable => "stale-if-unreachable",
+            Self::CircuitOpen => "circuit-open",
+            Self::NoRoute => "no-route",
+            Self::CacheDisabled => "cache-disabled",
+            Self::RouteDisabled => "route-disabled",
+            Self::Method => "method",
+            Self::Upgrade => "upgrade",
+            Self::RequestBody => "request-body",
+            Self::AmbiguousQuery => "ambiguous-query",
+            Self::NotStorable(r) => r.as_str(),
+            Self::Error(reason) => reason,
+        }
+    }
+}
 
 /// How a response was produced, rendered as `Cache-Status` and `X-Cache`.
 #[derive(Clone, Debug)]
 pub(super) enum Outcome {
     Hit {
         ttl: i64,
-        detail: Option<&'static str>,
+        detail: Option<Detail>,
     },
     Miss {
         fwd: &'static str,
         stored: bool,
-        detail: Option<&'static str>,
+        detail: Option<Detail>,
     },
     Revalidated {
         fwd: &'static str,
@@ -24,9 +84,9 @@ pub(super) enum Outcome {
     },
     StaleOnError {
         status: Option<u16>,
-        detail: &'static str,
+        detail: Detail,
     },
-    Bypass(&'static str),
+    Bypass(Detail),
 }
 
 impl Outcome {
@@ -38,7 +98,7 @@ impl Outcome {
             Self::Hit { ttl, detail } => {
                 let _ = write!(s, "; hit; ttl={ttl}");
                 if let Some(d) = detail {
-                    let _ = write!(s, "; detail={d}");
+                    let _ = write!(s, "; detail={}", d.as_str());
                 }
             }
             Self::Miss {
@@ -53,7 +113,7 @@ impl Outcome {
                 }
                 if let Some(d) = detail {
                     s.push_str("; detail=");
-                    s.push_str(d);
+                    s.push_str(d.as_str());
                 }
             }
             Self::Revalidated {
@@ -72,11 +132,11 @@ impl Outcome {
                     let _ = write!(s, "; fwd-status={st}");
                 }
                 s.push_str("; detail=");
-                s.push_str(detail);
+                s.push_str(detail.as_str());
             }
             Self::Bypass(reason) => {
                 s.push_str("; fwd=bypass; detail=");
-                s.push_str(reason);
+                s.push_str(reason.as_str());
             }
         }
         if collapsed {
@@ -88,15 +148,15 @@ impl Outcome {
     pub(super) fn served(&self, collapsed: bool) -> Served {
         let (class, stale) = match self {
             Self::Hit {
-                detail: None | Some("shared"),
+                detail: None | Some(Detail::Shared),
                 ..
             } => (CacheClass::Hit, None),
             Self::Hit {
-                detail: Some("max-stale"),
+                detail: Some(Detail::MaxStale),
                 ..
             } => (CacheClass::Stale, Some(StaleReason::MaxStale)),
             Self::Hit {
-                detail: Some("circuit-open"),
+                detail: Some(Detail::CircuitOpen),
                 ..
             } => (CacheClass::Stale, Some(StaleReason::CircuitOpen)),
             Self::Hit { .. } => (CacheClass::Stale, Some(StaleReason::StaleWhileRevalidate)),
@@ -104,7 +164,7 @@ impl Outcome {
             Self::Revalidated { status: 304, .. } => (CacheClass::Revalidated, None),
             Self::Miss { .. } | Self::Revalidated { .. } => (CacheClass::Miss, None),
             // A cacheable request the open breaker kept from the origin is still a miss.
-            Self::Bypass("circuit-open") => (CacheClass::Miss, None),
+            Self::Bypass(Detail::CircuitOpen) => (CacheClass::Miss, None),
             Self::Bypass(_) => (CacheClass::Uncacheable, None),
         };
         Served {
@@ -117,7 +177,7 @@ impl Outcome {
     pub(super) fn x_cache(&self) -> &'static str {
         match self {
             Self::Hit {
-                detail: None | Some("shared"),
+                detail: None | Some(Detail::Shared),
                 ..
             } => "HIT",
             Self::Hit { .. } | Self::StaleOnError { .. } => "STALE",
