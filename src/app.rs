@@ -24,8 +24,11 @@ use crate::warm;
 /// A started Seawall.
 #[derive(Debug)]
 pub struct Running {
-    /// Data listener address (useful with port 0).
+    /// Cleartext data listener address (useful with port 0); the TLS listener's when
+    /// `server.listen = ""` turned the cleartext one off.
     pub addr: SocketAddr,
+    /// TLS data listener address (`server.listen_tls`), when there is one.
+    pub tls_addr: Option<SocketAddr>,
     /// Admin listener address.
     pub admin_addr: SocketAddr,
     /// Lifecycle phase.
@@ -54,11 +57,20 @@ impl Running {
     }
 }
 
+/// What `preflight` found that does not stop a start.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// The configured admin token (`None`: one is generated at start).
+    pub admin_token: Option<String>,
+    /// Findings to report (a TLS certificate expired or ending within 14 days).
+    pub warnings: Vec<String>,
+}
+
 /// What `run` refuses before it binds anything; `seawall check` calls the same function, so
 /// both say it in the same words: an unreadable or empty token file (admin, read-only, purge),
-/// an admin listener off loopback without a configured token. Returns the configured admin
-/// token (`None`: one is generated at start).
-pub fn preflight(config: &Config) -> anyhow::Result<Option<String>> {
+/// an admin listener off loopback without a configured token, a TLS certificate or key that
+/// cannot be read or does not match (the message names the file).
+pub fn preflight(config: &Config) -> anyhow::Result<Preflight> {
     let token = admin::auth::configured_token(config)?;
     admin::auth::check_exposure(config, token.is_some())?;
     admin::auth::configured_read_token(config)?;
@@ -67,12 +79,20 @@ pub fn preflight(config: &Config) -> anyhow::Result<Option<String>> {
         config.raw.admin.purge_token_file.as_deref(),
         "admin.purge_token_file",
     )?;
-    Ok(token)
+    let mut warnings = Vec::new();
+    if config.listen_tls.is_some() {
+        let certs = server::tls::Certificates::load(&config.raw.tls)?;
+        warnings = certs.expiry_warnings(std::time::SystemTime::now());
+    }
+    Ok(Preflight {
+        admin_token: token,
+        warnings,
+    })
 }
 
-/// Binds both listeners and starts serving.
+/// Binds the listeners and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let token = preflight(&config)?;
+    let token = preflight(&config)?.admin_token;
     start_with_token(config, token).await
 }
 
@@ -132,15 +152,49 @@ pub async fn start_with_token(
     })
     .map_err(|e| anyhow::anyhow!(e))?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot bind server.listen {}", config.listen))?;
+    let tls = match config.listen_tls {
+        Some(_) => {
+            let certs = server::tls::Certificates::load(&config.raw.tls)?;
+            for w in certs.expiry_warnings(std::time::SystemTime::now()) {
+                tracing::warn!(warning = %w, "TLS certificate expiring.");
+            }
+            let tls = server::TlsServer::new(&config.raw.tls, certs, &metrics.registry)?;
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
+    let listener = match config.listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot bind server.listen {a}"))?,
+        ),
+        None => None,
+    };
+    let tls_listener = match config.listen_tls {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot bind server.listen_tls {a}"))?,
+        ),
+        None => None,
+    };
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot bind server.admin_listen {}", config.admin_listen))?;
-    let addr = listener.local_addr()?;
+    let plain_addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let tls_addr = tls_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    let addr = plain_addr
+        .or(tls_addr)
+        .context("no data listener (server.listen and server.listen_tls are both off)")?;
     let admin_addr = admin_listener.local_addr()?;
-    let _ = state.data_addr.set(addr);
+    // Warm-up fetches go through the cleartext listener only.
+    if let Some(a) = plain_addr {
+        let _ = state.data_addr.set(a);
+    }
 
     let admin_app = admin::router(state.clone(), admin_auth);
     let admin_task = tokio::spawn(async move {
@@ -161,14 +215,26 @@ pub async fn start_with_token(
         Some(window),
     )
     .with_tracing(crate::telemetry::trace::wanted(&config.raw.telemetry));
-    let server_task = tokio::spawn(server::serve(
-        listener,
-        proxy,
-        config.raw.server.clone(),
-        lifecycle.clone(),
-    ));
+    // One accept loop per listener, the same connection handling behind both.
+    let mut server_tasks = Vec::new();
+    for (l, tls) in [(listener, None), (tls_listener, tls)] {
+        if let Some(l) = l {
+            server_tasks.push(tokio::spawn(server::serve(
+                l,
+                proxy.clone(),
+                config.raw.server.clone(),
+                lifecycle.clone(),
+                tls,
+            )));
+        }
+    }
     state.serving.store(true, Ordering::Relaxed);
-    tracing::info!(listen = %addr, admin = %admin_addr, "Seawall is serving.");
+    tracing::info!(
+        listen = ?plain_addr,
+        listen_tls = ?tls_addr,
+        admin = %admin_addr,
+        "Seawall is serving."
+    );
     if let Some(w) = config.raw.warmup.clone() {
         // Readiness waits for the warm-up: the engine only reports when it is over.
         let over = warm::startup_warmup(&state.warm_handles(), w);
@@ -193,10 +259,17 @@ pub async fn start_with_token(
             tokio::time::sleep(drain_delay).await;
             tracing::info!(grace = ?grace, "Closing the listener; waiting for in-flight requests.");
             lifecycle.advance(Phase::Closing);
-            let clean = match server_task.await {
-                Ok(conns) => tokio::time::timeout(grace, conns.wait()).await.is_ok(),
-                Err(_) => false,
+            let waits = async {
+                let mut clean = true;
+                for t in server_tasks {
+                    match t.await {
+                        Ok(conns) => conns.wait().await,
+                        Err(_) => clean = false,
+                    }
+                }
+                clean
             };
+            let clean = tokio::time::timeout(grace, waits).await.unwrap_or(false);
             admin_task.abort();
             if let Some(t) = tier {
                 t.stop().await;
@@ -206,6 +279,7 @@ pub async fn start_with_token(
     };
     Ok(Running {
         addr,
+        tls_addr,
         admin_addr,
         lifecycle,
         state,

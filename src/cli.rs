@@ -162,9 +162,16 @@ pub fn check(named: Option<&Path>) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = crate::app::preflight(&c) {
-        eprintln!("error: {e:#}");
-        return 2;
+    let pre = match crate::app::preflight(&c) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
+    // Not findings that fail the check: a certificate about to expire still serves.
+    for w in &pre.warnings {
+        eprintln!("warning: {w}");
     }
     let name = c
         .source

@@ -35,8 +35,10 @@ pub struct Config {
     pub raw: FileConfig,
     /// Where it came from, for reloads.
     pub source: Option<PathBuf>,
-    /// Data listener.
-    pub listen: SocketAddr,
+    /// Cleartext data listener (`None`: `server.listen = ""`, off).
+    pub listen: Option<SocketAddr>,
+    /// TLS data listener (`server.listen_tls`; `None`: off).
+    pub listen_tls: Option<SocketAddr>,
     /// Admin listener.
     pub admin_listen: SocketAddr,
     /// Peers whose `X-Forwarded-For` is trusted.
@@ -156,14 +158,38 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             )
         })
     };
-    let listen = addr("server.listen", &raw.server.listen)?;
+    let listen = match raw.server.listen.as_str() {
+        "" => None,
+        v => Some(addr("server.listen", v)?),
+    };
+    let listen_tls = match raw.server.listen_tls.as_deref() {
+        None => None,
+        Some(v) => Some(addr("server.listen_tls", v)?),
+    };
+    if listen.is_none() && listen_tls.is_none() {
+        return Err(fail(
+            "server.listen".into(),
+            "is \"\" and server.listen_tls is not set: at least one data listener is needed".into(),
+        ));
+    }
     let admin_listen = addr("server.admin_listen", &raw.server.admin_listen)?;
-    if listen == admin_listen && listen.port() != 0 {
+    let same = |a: Option<SocketAddr>, b: SocketAddr| a == Some(b) && b.port() != 0;
+    if same(listen, admin_listen) {
         return Err(fail(
             "server.admin_listen".into(),
             "must differ from server.listen".into(),
         ));
     }
+    if let Some(t) = listen_tls
+        && (same(listen, t) || same(Some(admin_listen), t))
+    {
+        return Err(fail(
+            "server.listen_tls".into(),
+            "must differ from server.listen and server.admin_listen".into(),
+        ));
+    }
+    let mut warnings = Vec::new();
+    validate_tls(&raw.tls, listen_tls.is_some(), &mut warnings).map_err(|(k, m)| fail(k, m))?;
     if !matches!(raw.log.format.as_str(), "text" | "json") {
         return Err(fail(
             "log.format".into(),
@@ -468,12 +494,73 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         raw,
         source: None,
         listen,
+        listen_tls,
         admin_listen,
         trusted_proxies,
         purge_allow,
         endpoints,
-        warnings: Vec::new(),
+        warnings,
     })
+}
+
+/// `[tls]` as far as it can be judged without reading files (those are read by
+/// `app::preflight`): versions, the SNI policy, the certificate list and its host patterns.
+fn validate_tls(
+    tls: &file::TlsSection,
+    listening: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), (String, String)> {
+    let bad = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
+    if !matches!(tls.min_version.as_str(), "1.2" | "1.3") {
+        return bad("tls.min_version", "must be \"1.2\" or \"1.3\"");
+    }
+    if !matches!(tls.unknown_sni.as_str(), "default" | "refuse") {
+        return bad("tls.unknown_sni", "must be \"default\" or \"refuse\"");
+    }
+    if tls.handshake_timeout.is_zero() {
+        return bad("tls.handshake_timeout", "must be greater than 0");
+    }
+    if listening && tls.certificates.is_empty() {
+        return bad(
+            "server.listen_tls",
+            "needs at least one [[tls.certificates]] entry (cert_file, key_file)",
+        );
+    }
+    if !listening && !tls.certificates.is_empty() {
+        warnings.push(
+            "tls.certificates are configured but server.listen_tls is not set: no TLS listener"
+                .into(),
+        );
+    }
+    if tls.certificates.iter().filter(|c| c.default).count() > 1 {
+        return bad(
+            "tls.certificates",
+            "at most one entry may say default = true",
+        );
+    }
+    for (i, c) in tls.certificates.iter().enumerate() {
+        if c.cert_file.is_empty() || c.key_file.is_empty() {
+            return Err((
+                format!("tls.certificates[{i}]"),
+                "needs cert_file and key_file".into(),
+            ));
+        }
+        for (j, h) in c.hosts.iter().flatten().enumerate() {
+            if crate::http_util::conn::HostPattern::parse(h).is_none() {
+                return Err((
+                    format!("tls.certificates[{i}].hosts[{j}]"),
+                    format!("{h:?} is neither a host name nor *.domain (one label)"),
+                ));
+            }
+        }
+        if c.hosts.as_ref().is_some_and(Vec::is_empty) {
+            return Err((
+                format!("tls.certificates[{i}].hosts"),
+                "must not be empty (leave it out to use the certificate's names)".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Maps a byte offset to (line, dotted key) by reading the text around it.

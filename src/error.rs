@@ -41,6 +41,10 @@ pub enum ProxyError {
     /// `Host`, `:authority` or an absolute-form authority that is not `uri-host [":" port]`.
     #[error("invalid host (RFC 9110 §7.2: uri-host [\":\" port])")]
     InvalidHost,
+    /// A TLS connection's certificate does not cover the request's host (RFC 9110 §15.5.20):
+    /// the client should ask on a connection made for that host.
+    #[error("misdirected request: this connection's certificate does not cover the requested host")]
+    Misdirected,
     /// A method the proxy listener never serves (`CONNECT`, RFC 9110 §9.3.6).
     #[error("method not supported by this proxy: {0}")]
     NotImplemented(&'static str),
@@ -95,6 +99,7 @@ impl ProxyError {
             Self::Loop => StatusCode::LOOP_DETECTED,
             Self::BadRequest(_) | Self::InvalidHost | Self::ClientBody => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect(_) | Self::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) | Self::WaitTimeout | Self::OnlyIfCached => {
@@ -116,6 +121,7 @@ impl ProxyError {
             Self::BadRequest(_) => "bad-request",
             Self::InvalidHost => "invalid-host",
             Self::NotImplemented(_) => "not-implemented",
+            Self::Misdirected => "misdirected",
             Self::ClientBody => "client-body",
             Self::BodyTooLarge => "body-too-large",
             Self::UpstreamConnect(_) => "upstream-refused",

@@ -1,7 +1,8 @@
-//! Data-plane accept loop: HTTP/1.1 + h2c on one listener, connection cap, idle timeout,
-//! slowloris and rapid-reset guards, and the drain phases that graceful shutdown walks through.
+//! Data-plane accept loops: HTTP/1.1 + h2c in cleartext, HTTP/2 or HTTP/1.1 by ALPN over TLS
+//! (`tls`), connection cap, idle timeout, slowloris and rapid-reset guards, and the drain phases.
 
 pub(crate) mod sniff;
+pub(crate) mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::body::ProxyBody;
 use crate::config::file::ServerSection;
 use crate::telemetry::metrics::{OnScrape, set_counter};
 use sniff::{ConnState, Sniff};
+pub(crate) use tls::TlsServer;
 
 /// Lifecycle phase shared by the listener, the connections and `/readyz`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,12 +192,14 @@ fn builder(cfg: &ServerSection, keep_alive: bool) -> auto::Builder<TokioExecutor
 }
 
 /// Serves `listener` until the lifecycle reaches `Closing`, then waits for the connections
-/// (the caller bounds that wait with the grace period).
+/// (the caller bounds that wait with the grace period). With `tls`, each connection's task
+/// runs the TLS handshake first, so a slow handshake never holds up the accept loop.
 pub(crate) async fn serve<S>(
     listener: TcpListener,
     svc: S,
     cfg: ServerSection,
     lifecycle: Arc<Lifecycle>,
+    tls: Option<Arc<TlsServer>>,
 ) -> TaskTracker
 where
     S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
@@ -209,6 +213,16 @@ where
     let normal = builder(&cfg, true);
     let draining = builder(&cfg, false);
     let mut phase = lifecycle.subscribe();
+    let listener_ctx = |b: &auto::Builder<TokioExecutor>, rx, one_shot: bool| Listener {
+        builder: b.clone(),
+        svc: svc.clone(),
+        rx,
+        idle_timeout: cfg.keepalive_timeout,
+        stream_limit: cfg.http2_max_concurrent_streams as usize,
+        one_shot,
+        resets: lifecycle.h2_streams_reset.clone(),
+        tls: tls.clone(),
+    };
     loop {
         if *phase.borrow() == Phase::Closing {
             break;
@@ -236,12 +250,7 @@ where
             stream,
             peer,
             Some(permit),
-            &svc,
-            b,
-            phase.clone(),
-            &cfg,
-            !serving,
-            &lifecycle.h2_streams_reset,
+            listener_ctx(b, phase.clone(), !serving),
         );
     }
     // Connections the kernel already completed would be reset if the listener just went away:
@@ -263,32 +272,35 @@ where
             stream,
             peer,
             None,
-            &svc,
-            &draining,
-            phase.clone(),
-            &cfg,
-            true,
-            &lifecycle.h2_streams_reset,
+            listener_ctx(&draining, phase.clone(), true),
         );
     }
     conns.close();
     conns
 }
 
-/// Serves one connection. `one_shot` connections (accepted while draining) answer one HTTP/1
-/// request with `Connection: close` and are never shut down before their request was read.
-#[allow(clippy::too_many_arguments)]
+/// What every connection of one listener is served with.
+struct Listener<S> {
+    builder: auto::Builder<TokioExecutor>,
+    svc: S,
+    rx: watch::Receiver<Phase>,
+    idle_timeout: Duration,
+    stream_limit: usize,
+    /// Accepted while draining: answer one HTTP/1 request with `Connection: close`, and never
+    /// shut down before that request was read.
+    one_shot: bool,
+    resets: Arc<AtomicU64>,
+    tls: Option<Arc<TlsServer>>,
+}
+
+/// Serves one connection in its own task: the TLS handshake first on a TLS listener (HTTP/2
+/// when ALPN chose `h2`, else HTTP/1.1), then the same HTTP serving as a cleartext one.
 fn spawn_conn<S>(
     conns: &TaskTracker,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    svc: &S,
-    b: &auto::Builder<TokioExecutor>,
-    mut rx: watch::Receiver<Phase>,
-    cfg: &ServerSection,
-    one_shot: bool,
-    resets: &Arc<AtomicU64>,
+    l: Listener<S>,
 ) where
     S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
         + Clone
@@ -297,17 +309,60 @@ fn spawn_conn<S>(
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let state = Arc::new(ConnState::counting_resets_in(resets.clone()));
-    state
-        .stream_limit
-        .store(cfg.http2_max_concurrent_streams as usize, Ordering::Relaxed);
+    conns.spawn(async move {
+        let _permit = permit;
+        match l.tls.clone() {
+            None => serve_conn(stream, peer, None, l).await,
+            Some(tls) => {
+                let Some((stream, facts)) = tls.handshake(stream, peer).await else {
+                    return;
+                };
+                let mut l = l;
+                l.builder = if facts.alpn == "h2" {
+                    l.builder.http2_only()
+                } else {
+                    l.builder.http1_only()
+                };
+                serve_conn(stream, peer, Some(Arc::new(facts)), l).await;
+            }
+        }
+    });
+}
+
+/// Serves HTTP on one (cleartext or decrypted) stream until it ends, the drain closes it or
+/// it stays idle past the keep-alive timeout.
+async fn serve_conn<I, S>(
+    io: I,
+    peer: SocketAddr,
+    tls: Option<Arc<crate::http_util::conn::TlsConn>>,
+    l: Listener<S>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let Listener {
+        builder: b,
+        svc,
+        mut rx,
+        idle_timeout,
+        stream_limit,
+        one_shot,
+        resets,
+        tls: _,
+    } = l;
+    let state = Arc::new(ConnState::counting_resets_in(resets));
+    state.stream_limit.store(stream_limit, Ordering::Relaxed);
     let state_for_requests = state.clone();
     let info = ConnInfo {
         peer,
         state: state.clone(),
         peer_value: crate::http_util::ip_value(peer.ip()),
+        tls,
     };
-    let svc = svc.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
         let h2 = req.version() == http::Version::HTTP_2;
@@ -325,51 +380,46 @@ fn spawn_conn<S>(
             res
         }
     });
-    let b = b.clone();
-    let idle_timeout = cfg.keepalive_timeout;
-    conns.spawn(async move {
-        let _permit = permit;
-        let io = TokioIo::new(Sniff::new(stream, state.clone()));
-        let conn = b.serve_connection_with_upgrades(io, service);
-        tokio::pin!(conn);
-        let mut watching = true;
-        let mut shut = false;
-        let tick = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, peer = %peer, "Connection ended with an error.");
-                    }
-                    break;
+    let io = TokioIo::new(Sniff::new(io, state.clone()));
+    let conn = b.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut watching = true;
+    let mut shut = false;
+    let tick = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, peer = %peer, "Connection ended with an error.");
                 }
-                c = rx.changed(), if watching => {
-                    if c.is_err() {
-                        watching = false;
-                        continue;
-                    }
-                    let p = *rx.borrow();
-                    let h2 = state.h2.load(std::sync::atomic::Ordering::Relaxed);
-                    // A one-shot HTTP/1 connection closes by itself after its answer; shutting
-                    // it down early would reset a request already on the wire.
-                    let closes_itself = one_shot && !h2;
-                    if !shut
-                        && !closes_itself
-                        && (p == Phase::Closing || p == Phase::Drained || (p == Phase::Draining && h2))
-                    {
-                        shut = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+                break;
+            }
+            c = rx.changed(), if watching => {
+                if c.is_err() {
+                    watching = false;
+                    continue;
                 }
-                // Its client stopped reading a shared body and fell too far behind.
-                _ = state.close.notified() => break,
-                _ = tokio::time::sleep(tick), if !shut => {
-                    if state.idle_for() >= idle_timeout {
-                        shut = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+                let p = *rx.borrow();
+                let h2 = state.h2.load(std::sync::atomic::Ordering::Relaxed);
+                // A one-shot HTTP/1 connection closes by itself after its answer; shutting
+                // it down early would reset a request already on the wire.
+                let closes_itself = one_shot && !h2;
+                if !shut
+                    && !closes_itself
+                    && (p == Phase::Closing || p == Phase::Drained || (p == Phase::Draining && h2))
+                {
+                    shut = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            // Its client stopped reading a shared body and fell too far behind.
+            _ = state.close.notified() => break,
+            _ = tokio::time::sleep(tick), if !shut => {
+                if state.idle_for() >= idle_timeout {
+                    shut = true;
+                    conn.as_mut().graceful_shutdown();
                 }
             }
         }
-    });
+    }
 }

@@ -102,6 +102,11 @@ fn restart_keys() -> Vec<(&'static str, Pin)> {
         ("server.listen", |f, r| {
             f.server.listen.clone_from(&r.server.listen)
         }),
+        ("server.listen_tls", |f, r| {
+            f.server.listen_tls.clone_from(&r.server.listen_tls)
+        }),
+        // Certificates are read once at start: reloading them is not implemented yet.
+        ("tls", |f, r| f.tls.clone_from(&r.tls)),
         ("server.admin_listen", |f, r| {
             f.server.admin_listen.clone_from(&r.server.admin_listen)
         }),
@@ -214,6 +219,7 @@ fn pin_restart_keys(running: &Config, mut file: Config) -> (Config, BTreeMap<Str
         }
     }
     file.listen = running.listen;
+    file.listen_tls = running.listen_tls;
     file.admin_listen = running.admin_listen;
     (file, pending)
 }

@@ -143,6 +143,7 @@ fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
         }
     }
     for (section, key) in [
+        ("server", "listen_tls"),
         ("coalesce", "wait_timeout"),
         ("admin", "token_file"),
         ("admin", "read_token_file"),

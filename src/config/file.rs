@@ -24,6 +24,9 @@ pub struct FileConfig {
     /// Admin listener settings.
     #[serde(default)]
     pub admin: AdminSection,
+    /// TLS termination on `server.listen_tls`: certificates by SNI, versions, handshake.
+    #[serde(default)]
+    pub tls: TlsSection,
     /// Traces (OpenTelemetry over OTLP, e.g. to Jaeger).
     #[serde(default)]
     pub telemetry: TelemetrySection,
@@ -42,8 +45,12 @@ pub struct FileConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
-    /// Data listener address.
+    /// Data listener address (cleartext HTTP/1.1 and h2c); `""` turns it off.
     pub listen: String,
+    /// TLS data listener address (HTTP/2 or HTTP/1.1 by ALPN, certificates from `[tls]`);
+    /// absent, no TLS listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_tls: Option<String>,
     /// Admin listener address (health, metrics, admin API).
     pub admin_listen: String,
     /// Tokio worker threads; 0 means the number of CPUs Seawall may run on.
@@ -86,6 +93,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            listen_tls: None,
             admin_listen: "127.0.0.1:9091".into(),
             worker_threads: 0,
             max_connections: 10_000,
@@ -103,6 +111,50 @@ impl Default for ServerSection {
             preserve_host: true,
         }
     }
+}
+
+/// `[tls]`: what the TLS listener (`server.listen_tls`) offers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Oldest protocol version offered: `"1.2"` or `"1.3"` (nothing older is ever offered).
+    pub min_version: String,
+    /// A client that has not completed its handshake this long after connecting is closed.
+    #[serde(with = "dur")]
+    pub handshake_timeout: Duration,
+    /// A client without SNI, or naming no configured host: `"default"` (the default
+    /// certificate) or `"refuse"` (the handshake fails).
+    pub unknown_sni: String,
+    /// `[[tls.certificates]]`: chosen by the client's SNI.
+    pub certificates: Vec<TlsCertificateSection>,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            min_version: "1.2".into(),
+            handshake_timeout: Duration::from_secs(10),
+            unknown_sni: "default".into(),
+            certificates: Vec::new(),
+        }
+    }
+}
+
+/// `[[tls.certificates]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificateSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: String,
+    /// Host names served with it: exact names and `*.example.com` (one label); default: the
+    /// DNS names of the certificate's subjectAltName.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// The certificate for clients without SNI or with an unknown name (default: the first).
+    #[serde(default)]
+    pub default: bool,
 }
 
 /// `[log]`.

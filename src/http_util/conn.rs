@@ -16,6 +16,84 @@ pub(crate) struct ConnInfo {
     pub state: Arc<ConnState>,
     /// The client's IP as a header value, formatted once per connection (`X-Forwarded-For`).
     pub peer_value: http::HeaderValue,
+    /// What the TLS handshake settled (`None`: a cleartext connection).
+    pub tls: Option<Arc<TlsConn>>,
+}
+
+/// What a TLS connection's handshake settled, for its requests.
+#[derive(Debug)]
+pub(crate) struct TlsConn {
+    /// The name the client sent in SNI, if any.
+    pub sni: Option<Box<str>>,
+    /// The negotiated ALPN protocol: `"h2"`, `"http/1.1"` or `""` (none).
+    pub alpn: &'static str,
+    /// The host names the connection's certificate serves (`[[tls.certificates]] hosts`).
+    pub names: Arc<[HostPattern]>,
+}
+
+impl TlsConn {
+    /// Whether the connection's certificate serves `host` (no port; any case): a request for
+    /// any other host was misdirected to this connection (RFC 9110 §15.5.20).
+    pub(crate) fn covers(&self, host: &str) -> bool {
+        self.names.iter().any(|p| p.matches(host))
+    }
+}
+
+/// A host a certificate serves: an exact name, or `*.example.com` (exactly one more label).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HostPattern {
+    /// The name, lowercase.
+    Exact(Box<str>),
+    /// The suffix after `*`, lowercase, starting with `.`.
+    Wildcard(Box<str>),
+}
+
+impl HostPattern {
+    /// `a.example.com` or `*.example.com` (a wildcard only as the whole first label, over at
+    /// least two more labels); `None` for anything else.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        };
+        match s.strip_prefix("*.") {
+            Some(rest) if valid_name(rest) && rest.contains('.') => {
+                Some(Self::Wildcard(format!(".{rest}").into()))
+            }
+            Some(_) => None,
+            None if valid_name(&s) => Some(Self::Exact(s.into())),
+            None => None,
+        }
+    }
+
+    /// Whether `host` (no port) is this name, or one label under this wildcard.
+    pub(crate) fn matches(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        match self {
+            Self::Exact(n) => host.eq_ignore_ascii_case(n),
+            Self::Wildcard(suffix) => {
+                let (h, s) = (host.as_bytes(), suffix.as_bytes());
+                h.len() > s.len()
+                    && h[h.len() - s.len()..].eq_ignore_ascii_case(s)
+                    && !h[..h.len() - s.len()].contains(&b'.')
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(n) => f.write_str(n),
+            Self::Wildcard(s) => write!(f, "*{s}"),
+        }
+    }
 }
 
 /// What the sniffer has seen on one connection; shared with the connection's requests.
@@ -93,5 +171,27 @@ impl ConnState {
 impl Default for ConnState {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostPattern;
+
+    #[test]
+    fn host_patterns_match_exact_names_and_one_wildcard_label() {
+        let exact = HostPattern::parse("A.Test").expect("valid");
+        assert!(exact.matches("a.test") && exact.matches("A.TEST."));
+        assert!(!exact.matches("b.a.test"));
+        let wild = HostPattern::parse("*.wild.test").expect("valid");
+        assert!(wild.matches("x.wild.test") && wild.matches("X.Wild.Test"));
+        assert!(!wild.matches("wild.test") && !wild.matches("a.b.wild.test"));
+        assert!(!wild.matches(".wild.test"));
+        for bad in [
+            "", "*", "*.test", "a.*.test", "x*.test", "a..test", "a b.test",
+        ] {
+            assert_eq!(HostPattern::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(wild.to_string(), "*.wild.test");
     }
 }

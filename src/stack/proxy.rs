@@ -139,6 +139,20 @@ fn check_request(req: &Request<Incoming>, cfg: &Config) -> Result<(), ProxyError
             ));
         }
     }
+    // Routing and cache keys follow Host / :authority, never SNI: a host the connection's
+    // certificate does not cover was sent to the wrong connection (HTTP/2 coalescing, a
+    // client reusing a connection across names).
+    if let Some(tls) = req
+        .extensions()
+        .get::<ConnInfo>()
+        .and_then(|c| c.tls.as_ref())
+        && let Some(host) = crate::http_util::request_host(req)
+        && let Ok(authority) = host.parse::<http::uri::Authority>()
+        && !tls.covers(authority.host())
+    {
+        tracing::debug!(host = %authority.host(), sni = ?tls.sni, "Misdirected request.");
+        return Err(ProxyError::Misdirected);
+    }
     // Fetches this connection's clients left behind count against its stream limit: a client
     // cannot start more work than its streams by resetting them.
     if let Some(info) = req.extensions().get::<ConnInfo>() {

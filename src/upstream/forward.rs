@@ -97,10 +97,13 @@ impl Service<Request<ProxyBody>> for Forward {
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
             };
-            let peer = req
-                .extensions()
-                .get::<ConnInfo>()
-                .map(|c| (c.peer.ip(), c.peer_value.clone()));
+            let peer = req.extensions().get::<ConnInfo>().map(|c| {
+                let proto = match c.tls {
+                    Some(_) => headers::ClientProto::Https,
+                    None => headers::ClientProto::Http,
+                };
+                (c.peer.ip(), c.peer_value.clone(), proto)
+            });
             let version = req.version();
             let h = req.headers_mut();
             headers::strip_hop_by_hop(h, upgrade);
@@ -111,8 +114,8 @@ impl Service<Request<ProxyBody>> for Forward {
             } else {
                 h.remove(header::HOST);
             }
-            if let Some((peer, peer_value)) = peer {
-                headers::set_forwarded_with(h, peer, &peer_value, &this.trusted, host);
+            if let Some((peer, peer_value, proto)) = peer {
+                headers::set_forwarded_with(h, peer, &peer_value, &this.trusted, host, proto);
             } else {
                 headers::drop_client_forwarding(h);
             }

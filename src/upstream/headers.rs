@@ -132,9 +132,24 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
-/// The scheme clients use to reach Seawall, for both `X-Forwarded-Proto` and `Forwarded`
-/// (`proto=`): the one place a TLS listener will change.
-const CLIENT_PROTO: &str = "http";
+/// The scheme a client used to reach Seawall, for both `X-Forwarded-Proto` and `Forwarded`
+/// (`proto=`): `https` on the TLS listener, `http` on the cleartext one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientProto {
+    /// The cleartext listener.
+    Http,
+    /// The TLS listener.
+    Https,
+}
+
+impl ClientProto {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
 
 #[cfg(test)]
 use crate::http_util::ip_value;
@@ -148,7 +163,14 @@ pub(crate) fn set_forwarded(
     host: Option<&str>,
 ) {
     let host = host.and_then(|h| HeaderValue::from_str(h).ok());
-    set_forwarded_with(headers, peer, &ip_value(peer), trusted, host);
+    set_forwarded_with(
+        headers,
+        peer,
+        &ip_value(peer),
+        trusted,
+        host,
+        ClientProto::Http,
+    );
 }
 
 /// [`set_forwarded`] with the peer already formatted (`peer_value`, once per connection) and the
@@ -159,14 +181,22 @@ pub(crate) fn set_forwarded_with(
     peer_value: &HeaderValue,
     trusted: &[IpNet],
     host: Option<HeaderValue>,
+    proto: ClientProto,
 ) {
     let trusted_peer = !trusted.is_empty() && trusted.iter().any(|n| n.contains(&peer));
     // A path prefix for the origin to build links with is Seawall's to set, and it sets none.
     headers.remove(X_FORWARDED_PREFIX);
-    set_forwarded_element(headers, peer, peer_value, trusted_peer, host.as_ref());
+    set_forwarded_element(
+        headers,
+        peer,
+        peer_value,
+        trusted_peer,
+        host.as_ref(),
+        proto,
+    );
     if !trusted_peer || !headers.contains_key(X_FORWARDED_FOR) {
         headers.insert(X_FORWARDED_FOR, peer_value.clone());
-        set_proto_host(headers, host);
+        set_proto_host(headers, host, proto);
         return;
     }
     let prior: Vec<String> = headers
@@ -178,7 +208,7 @@ pub(crate) fn set_forwarded_with(
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    set_proto_host(headers, host);
+    set_proto_host(headers, host, proto);
 }
 
 /// `Forwarded` (RFC 7239): this hop's element `for=<peer>;host=<host>;proto=<proto>`,
@@ -189,6 +219,7 @@ fn set_forwarded_element(
     peer_value: &HeaderValue,
     trusted_peer: bool,
     host: Option<&HeaderValue>,
+    proto: ClientProto,
 ) {
     let mut v = String::with_capacity(64);
     if trusted_peer {
@@ -222,7 +253,7 @@ fn set_forwarded_element(
         push_token_or_quoted(&mut v, h);
     }
     v.push_str(";proto=");
-    v.push_str(CLIENT_PROTO);
+    v.push_str(proto.as_str());
     match HeaderValue::from_str(&v) {
         Ok(value) => {
             headers.insert(header::FORWARDED, value);
@@ -258,8 +289,8 @@ pub(crate) fn drop_client_forwarding(headers: &mut HeaderMap) {
     headers.remove(X_FORWARDED_PREFIX);
 }
 
-fn set_proto_host(headers: &mut HeaderMap, host: Option<HeaderValue>) {
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(CLIENT_PROTO));
+fn set_proto_host(headers: &mut HeaderMap, host: Option<HeaderValue>, proto: ClientProto) {
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto.as_str()));
     match host {
         Some(h) => {
             headers.insert(X_FORWARDED_HOST, h);
