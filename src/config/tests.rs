@@ -371,3 +371,95 @@ fn readme_breaker_defaults_match_the_code() {
         "README breaker defaults differ from BreakerSection::default()"
     );
 }
+
+#[test]
+fn tls_listener_keys_are_validated() {
+    let with_tls = |server: &str, tls: &str| {
+        let src = BASE.replace(
+            "listen = \"127.0.0.1:8080\"\n",
+            &format!("listen = \"127.0.0.1:8080\"\n{server}\n"),
+        );
+        format!("{src}\n[tls]\n{tls}\n")
+    };
+    let cert = "[[tls.certificates]]\ncert_file = \"a.pem\"\nkey_file = \"a-key.pem\"\n";
+
+    let c = Config::parse(
+        &with_tls("listen_tls = \"127.0.0.1:8443\"", cert),
+        "t.toml",
+        env(&[]),
+    )
+    .expect("valid");
+    assert_eq!(c.listen_tls.map(|a| a.port()), Some(8443));
+    assert_eq!(
+        c.raw.tls.handshake_timeout,
+        std::time::Duration::from_secs(10)
+    );
+
+    // The cleartext listener off, the TLS one alone.
+    let src = with_tls("listen_tls = \"127.0.0.1:8443\"", cert)
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"\"");
+    let c = Config::parse(&src, "t.toml", env(&[])).expect("TLS alone");
+    assert_eq!(c.listen, None);
+
+    // Neither listener.
+    let src = BASE.replace("listen = \"127.0.0.1:8080\"", "listen = \"\"");
+    let e = Config::parse(&src, "t.toml", env(&[])).expect_err("no listener");
+    assert_eq!(e.key, "server.listen");
+    assert!(e.message.contains("listen_tls"), "{}", e.message);
+
+    for (server, tls, key) in [
+        ("listen_tls = \"127.0.0.1:8443\"", "", "server.listen_tls"),
+        ("listen_tls = \"nowhere\"", cert, "server.listen_tls"),
+        ("listen_tls = \"127.0.0.1:8080\"", cert, "server.listen_tls"),
+        (
+            "",
+            &format!("min_version = \"1.1\"\n{cert}"),
+            "tls.min_version",
+        ),
+        (
+            "",
+            &format!("unknown_sni = \"maybe\"\n{cert}"),
+            "tls.unknown_sni",
+        ),
+        (
+            "",
+            &format!("handshake_timeout = \"0s\"\n{cert}"),
+            "tls.handshake_timeout",
+        ),
+        (
+            "",
+            &format!("{cert}default = true\n{cert}default = true\n"),
+            "tls.certificates",
+        ),
+        (
+            "",
+            &format!("{cert}hosts = [\"a.test\", \"x.*.test\"]\n"),
+            "tls.certificates[0].hosts[1]",
+        ),
+    ] {
+        let e = Config::parse(&with_tls(server, tls), "t.toml", env(&[]))
+            .expect_err(&format!("{server} / {tls}"));
+        assert_eq!(e.key, key, "{e}");
+    }
+
+    // Certificates without a TLS listener serve nothing: a warning.
+    let c = Config::parse(&with_tls("", cert), "t.toml", env(&[])).expect("valid");
+    assert!(
+        c.warnings.iter().any(|w| w.contains("listen_tls")),
+        "{:?}",
+        c.warnings
+    );
+
+    // The TLS keys are environment settings too.
+    let c = Config::parse(
+        &with_tls("", cert),
+        "t.toml",
+        env(&[
+            ("SEAWALL_SERVER_LISTEN_TLS", "127.0.0.1:9443"),
+            ("SEAWALL_TLS_MIN_VERSION", "1.3"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(c.listen_tls.map(|a| a.port()), Some(9443));
+    assert_eq!(c.raw.tls.min_version, "1.3");
+}

@@ -1,0 +1,606 @@
+//! The TLS listener from outside: certificates chosen by SNI (and refused for unknown names),
+//! ALPN h2 and http/1.1, one cache across TLS and cleartext, 421 for a host the connection's
+//! certificate does not cover, `X-Forwarded-Proto: https`, the handshake timeout under idle
+//! connections, `seawall check` on broken key pairs, and the handshake counter.
+//! Certificates come from a CA that rcgen makes for each test; clients trust only that CA.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support.rs"]
+mod support;
+
+#[path = "admin/support.rs"]
+mod admin_support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use admin_support::{must, parse_exposition, scrape};
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::*;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// A directory removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "seawall-tls-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA and the leaf certificates it issued, written as PEM files into a temp dir.
+struct Pki {
+    dir: TempDir,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// One issued certificate: its files and its DER (what a client sees as the peer's).
+struct Leaf {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    der: Vec<u8>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Seawall test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+        Self {
+            dir: TempDir::new(name),
+            ca,
+        }
+    }
+
+    /// Issues a certificate for `names`, written as `<file>.pem` and `<file>-key.pem`.
+    fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
+        self.leaf_until(file, names, None)
+    }
+
+    /// Like `leaf`, valid until `not_after` (default: rcgen's, far away).
+    fn leaf_until(&self, file: &str, names: &[&str], not_after: Option<SystemTime>) -> Leaf {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        if let Some(t) = not_after {
+            params.not_after = t.into();
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let cert_file = self.dir.0.join(format!("{file}.pem"));
+        let key_file = self.dir.0.join(format!("{file}-key.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        Leaf {
+            cert_file,
+            key_file,
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// A rustls client trusting only this CA, offering `alpn`.
+    fn client(&self, alpn: &[&str], sni: bool) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca.der().to_vec()))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        cfg.enable_sni = sni;
+        TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+/// A `[[tls.certificates]]` entry.
+fn cert_entry(l: &Leaf, extra: &str) -> String {
+    format!(
+        "[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n{extra}\n",
+        l.cert_file.display().to_string(),
+        l.key_file.display().to_string()
+    )
+}
+
+/// A config with both listeners (or only TLS when `server` says `listen = ""`), `[tls]`
+/// settings, the certificate entries and one catch-all route to `origin`.
+fn tls_config(origin: &str, server: &str, tls: &str, certs: &[String]) -> String {
+    format!(
+        "[server]\nlisten_tls = \"127.0.0.1:0\"\n{server}\n\n[tls]\n{tls}\n\n{}\n{}",
+        certs.concat(),
+        upstream_config(origin, "")
+    )
+}
+
+/// The TLS listener's address.
+fn tls_addr(p: &TestProxy) -> SocketAddr {
+    p.running().tls_addr.expect("a TLS listener")
+}
+
+/// Connects and completes the handshake, verifying the certificate for `name`; sends SNI
+/// `name` unless `sni` is false.
+async fn connect(
+    pki: &Pki,
+    addr: SocketAddr,
+    name: &str,
+    sni: bool,
+    alpn: &[&str],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = bounded("tcp connect", TcpStream::connect(addr)).await?;
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    bounded(
+        "tls handshake",
+        pki.client(alpn, sni).connect(server_name, tcp),
+    )
+    .await
+}
+
+fn peer_der(s: &TlsStream<TcpStream>) -> Vec<u8> {
+    s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// GET `path` for `host` over an established TLS stream: HTTP/2 when ALPN chose h2, else
+/// HTTP/1.1.
+async fn tls_get(
+    s: TlsStream<TcpStream>,
+    host: &str,
+    path: &str,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(s);
+    let res = if h2 {
+        let (mut send, conn) = bounded(
+            "h2 handshake",
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(format!("https://{host}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        bounded("h2 request", send.send_request(req)).await.unwrap()
+    } else {
+        let (mut send, conn) = bounded("h1 handshake", hyper::client::conn::http1::handshake(io))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header(http::header::HOST, host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        bounded("h1 request", send.send_request(req)).await.unwrap()
+    };
+    let (parts, body) = res.into_parts();
+    let body = bounded("body", body.collect()).await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// Three certificates: A (a.test, the default), B (b.test) and a wildcard (*.wild.test).
+struct Three {
+    pki: Pki,
+    a: Leaf,
+    b: Leaf,
+    w: Leaf,
+}
+
+fn three(name: &str) -> Three {
+    let pki = Pki::new(name);
+    let a = pki.leaf("a", &["a.test"]);
+    let b = pki.leaf("b", &["b.test"]);
+    let w = pki.leaf("w", &["*.wild.test"]);
+    Three { pki, a, b, w }
+}
+
+impl Three {
+    fn entries(&self) -> Vec<String> {
+        vec![
+            cert_entry(&self.b, ""),
+            cert_entry(&self.a, "default = true"),
+            cert_entry(&self.w, ""),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn sni_chooses_the_certificate_and_no_sni_gets_the_default() {
+    let t = three("sni");
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("hi"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(&origin.url(), "", "", &t.entries())).await;
+    let addr = tls_addr(&proxy);
+    for (name, want) in [
+        ("a.test", &t.a.der),
+        ("b.test", &t.b.der),
+        ("x.wild.test", &t.w.der),
+    ] {
+        let s = connect(&t.pki, addr, name, true, &["http/1.1"])
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&peer_der(&s), want, "{name} got another certificate");
+        let (status, _, body) = tls_get(s, name, "/").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hi"[..]), "{name}");
+    }
+    // Without SNI: the `default = true` entry (A), although B is listed first.
+    let s = connect(&t.pki, addr, "a.test", false, &["http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(peer_der(&s), t.a.der);
+    // An unknown name gets the default too (the client then refuses it: not its name).
+    let e = connect(&t.pki, addr, "unknown.test", true, &["http/1.1"]).await;
+    assert!(
+        e.is_err(),
+        "the default certificate does not name unknown.test"
+    );
+}
+
+#[tokio::test]
+async fn unknown_sni_refuse_fails_the_handshake() {
+    let t = three("refuse");
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("hi"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "",
+        "unknown_sni = \"refuse\"",
+        &t.entries(),
+    ))
+    .await;
+    let addr = tls_addr(&proxy);
+    // The server has no certificate to send: the handshake fails before any verification.
+    let e = connect(&t.pki, addr, "unknown.test", true, &["http/1.1"])
+        .await
+        .expect_err("refused");
+    assert!(!e.to_string().contains("UnknownIssuer"), "{e}");
+    let e = connect(&t.pki, addr, "a.test", false, &["http/1.1"]).await;
+    assert!(e.is_err(), "no SNI is refused too");
+    let s = connect(&t.pki, addr, "b.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(peer_der(&s), t.b.der);
+    assert_eq!(origin.total_hits(), 0);
+}
+
+#[tokio::test]
+async fn alpn_h2_and_http11_both_work_and_tls_only_runs_without_cleartext() {
+    let t = three("alpn");
+    let origin = MockOrigin::new()
+        .route("/v", MockResponse::ok("v"))
+        .start()
+        .await;
+    // `listen = ""`: the TLS listener alone.
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "listen = \"\"",
+        "min_version = \"1.3\"",
+        &t.entries(),
+    ))
+    .await;
+    let addr = tls_addr(&proxy);
+    assert_eq!(proxy.addr, addr, "the only data listener");
+
+    let s = connect(&t.pki, addr, "a.test", true, &["h2", "http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let (status, _, body) = tls_get(s, "a.test", "/v").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"v"[..]));
+
+    let s = connect(&t.pki, addr, "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (status, _, body) = tls_get(s, "a.test", "/v").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"v"[..]));
+
+    // No ALPN at all: HTTP/1.1.
+    let s = connect(&t.pki, addr, "a.test", true, &[]).await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), None);
+    let (status, _, _) = tls_get(s, "a.test", "/v").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.hits("/v"), 3);
+}
+
+#[tokio::test]
+async fn tls_and_cleartext_share_one_cache_entry() {
+    let t = three("cache");
+    let origin = MockOrigin::new()
+        .route(
+            "/c",
+            MockResponse::ok("cached body").header("cache-control", "max-age=300"),
+        )
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(&origin.url(), "", "", &t.entries())).await;
+    let s = connect(&t.pki, tls_addr(&proxy), "a.test", true, &["h2"])
+        .await
+        .unwrap();
+    let (status, headers, tls_body) = tls_get(s, "a.test", "/c").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        cache_status(&headers).contains("stored"),
+        "{}",
+        cache_status(&headers)
+    );
+    let (status, headers, plain_body) = request(
+        Request::get(proxy.url("/c"))
+            .header(http::header::HOST, "a.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        cache_status(&headers).contains("hit"),
+        "{}",
+        cache_status(&headers)
+    );
+    assert_eq!(tls_body, plain_body);
+    assert_eq!(origin.hits("/c"), 1);
+}
+
+#[tokio::test]
+async fn a_host_the_certificate_does_not_cover_gets_421() {
+    let t = three("misdirected");
+    let origin = MockOrigin::new()
+        .route("/m", MockResponse::ok("m"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(&origin.url(), "", "", &t.entries())).await;
+    for alpn in ["http/1.1", "h2"] {
+        let s = connect(&t.pki, tls_addr(&proxy), "a.test", true, &[alpn])
+            .await
+            .unwrap();
+        let (status, headers, _) = tls_get(s, "b.test", "/m").await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{alpn}");
+        assert_eq!(
+            cache_status(&headers),
+            "seawall; fwd=bypass; detail=misdirected",
+            "{alpn}"
+        );
+    }
+    // The covered host on the same kind of connection, with a port: served.
+    let s = connect(&t.pki, tls_addr(&proxy), "x.wild.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    let (status, _, _) = tls_get(s, "x.wild.test:8443", "/m").await;
+    assert_eq!(status, StatusCode::OK);
+    // Cleartext has no certificate to cover anything: any host is routed.
+    let (status, _, _) = request(
+        Request::get(proxy.url("/m"))
+            .header(http::header::HOST, "b.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.hits("/m"), 2);
+}
+
+#[tokio::test]
+async fn the_origin_sees_https_as_the_forwarded_proto() {
+    let t = three("proto");
+    let origin = MockOrigin::new()
+        .route("/p", MockResponse::ok("p"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(&origin.url(), "", "", &t.entries())).await;
+    let s = connect(&t.pki, tls_addr(&proxy), "a.test", true, &["h2"])
+        .await
+        .unwrap();
+    assert_eq!(tls_get(s, "a.test", "/p").await.0, StatusCode::OK);
+    let (status, _, _) = get(&proxy.url("/p")).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = origin.requests("/p");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(header_str(&seen[0], "x-forwarded-proto"), "https");
+    assert!(
+        header_str(&seen[0], "forwarded").ends_with(";proto=https"),
+        "{:?}",
+        seen[0]
+    );
+    assert_eq!(header_str(&seen[1], "x-forwarded-proto"), "http");
+    assert!(header_str(&seen[1], "forwarded").ends_with(";proto=http"));
+}
+
+#[tokio::test]
+async fn silent_clients_are_closed_at_the_handshake_timeout_without_blocking_others() {
+    let t = three("timeout");
+    let origin = MockOrigin::new()
+        .route("/t", MockResponse::ok("t"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "",
+        "handshake_timeout = \"300ms\"",
+        &t.entries(),
+    ))
+    .await;
+    let addr = tls_addr(&proxy);
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(
+            bounded("idle connect", TcpStream::connect(addr))
+                .await
+                .unwrap(),
+        );
+    }
+    // While 200 connections say nothing, a real client is served.
+    let s = connect(&t.pki, addr, "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    let (status, _, body) = tls_get(s, "a.test", "/t").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"t"[..]));
+    // Every silent one is closed by the proxy (EOF or reset) well within 5 s.
+    for mut c in idle {
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("the proxy closed the silent connection within 5 s");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    let s = parse_exposition(&scrape(&proxy.admin_url("/metrics")).await);
+    assert_eq!(
+        must(
+            &s,
+            "seawall_tls_handshakes_total",
+            &[("result", "timeout"), ("version", ""), ("alpn", "")]
+        ),
+        200.0
+    );
+}
+
+#[tokio::test]
+async fn handshake_counter_and_expiry_gauge_are_exported() {
+    let t = three("metrics");
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(&origin.url(), "", "", &t.entries())).await;
+    let addr = tls_addr(&proxy);
+    for alpn in ["h2", "h2", "http/1.1"] {
+        let s = connect(&t.pki, addr, "a.test", true, &[alpn])
+            .await
+            .unwrap();
+        assert_eq!(tls_get(s, "a.test", "/").await.0, StatusCode::OK);
+    }
+    let text = scrape(&proxy.admin_url("/metrics")).await;
+    let s = parse_exposition(&text);
+    let ok = |alpn| {
+        must(
+            &s,
+            "seawall_tls_handshakes_total",
+            &[("result", "ok"), ("version", "1.3"), ("alpn", alpn)],
+        )
+    };
+    assert_eq!(ok("h2"), 2.0, "{text}");
+    assert_eq!(ok("http/1.1"), 1.0, "{text}");
+    // rcgen's default notAfter is 4096-01-01.
+    let expiry = must(
+        &s,
+        "seawall_tls_certificate_expiry_timestamp_seconds",
+        &[("name", "*.wild.test")],
+    );
+    assert!(expiry > 4.0e9, "{expiry}");
+}
+
+/// Runs `seawall <cmd> --config <cfg>` with listeners on port 0 (bounded).
+async fn run_binary(cmd: &str, cfg: &Path) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_seawall"));
+    // Only the settings below: a stray SEAWALL_* variable would be a finding of its own.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SEAWALL_")) {
+        command.env_remove(k);
+    }
+    let out = command
+        .arg(cmd)
+        .arg("--config")
+        .arg(cfg)
+        .env("SEAWALL_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+        .env("SEAWALL_SERVER_LISTEN", "127.0.0.1:0")
+        .env("SEAWALL_SERVER_ADMIN_LISTEN", "127.0.0.1:0")
+        .kill_on_drop(true)
+        .output();
+    bounded(cmd, out).await.unwrap()
+}
+
+#[tokio::test]
+async fn check_and_run_refuse_a_key_that_does_not_match_and_name_unreadable_files() {
+    let pki = Pki::new("check");
+    let a = pki.leaf("a", &["a.test"]);
+    let b = pki.leaf("b", &["b.test"]);
+    let write = |name: &str, cert: &Path, key: &Path| {
+        let cfg = pki.dir.0.join(name);
+        let entry = format!(
+            "[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        std::fs::write(&cfg, tls_config("http://127.0.0.1:9", "", "", &[entry])).unwrap();
+        cfg
+    };
+
+    let good = write("good.toml", &a.cert_file, &a.key_file);
+    let out = run_binary("check", &good).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mismatched = write("mismatch.toml", &a.cert_file, &b.key_file);
+    for cmd in ["check", "run"] {
+        let out = run_binary(cmd, &mismatched).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd} accepted it: {err}");
+        assert!(
+            err.contains(&b.key_file.display().to_string()) && err.contains("does not match"),
+            "{cmd}: {err}"
+        );
+    }
+
+    // Ending in five days: a warning, not an error.
+    let soon = pki.leaf_until(
+        "soon",
+        &["soon.test"],
+        Some(SystemTime::now() + Duration::from_secs(5 * 86_400)),
+    );
+    let expiring = write("expiring.toml", &soon.cert_file, &soon.key_file);
+    let out = run_binary("check", &expiring).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning:")
+            && err.contains(&soon.cert_file.display().to_string())
+            && err.contains("expires in"),
+        "{err}"
+    );
+
+    let missing = pki.dir.0.join("missing.pem");
+    let unreadable = write("unreadable.toml", &missing, &a.key_file);
+    let out = run_binary("check", &unreadable).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&missing.display().to_string()) && err.contains("cannot read"),
+        "{err}"
+    );
+}
