@@ -106,13 +106,23 @@ impl Pki {
 
     /// A rustls client trusting only this CA, offering `alpn`.
     fn client(&self, alpn: &[&str], sni: bool) -> TlsConnector {
+        self.client_with(alpn, sni, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// Like `client`, offering only `versions`.
+    fn client_with(
+        &self,
+        alpn: &[&str],
+        sni: bool,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from(self.ca.der().to_vec()))
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -603,4 +613,92 @@ async fn check_and_run_refuse_a_key_that_does_not_match_and_name_unreadable_file
         err.contains(&missing.display().to_string()) && err.contains("cannot read"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn tls12_is_offered_unless_min_version_is_13() {
+    let t = three("versions");
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    let tls12_only = t
+        .pki
+        .client_with(&["http/1.1"], true, &[&rustls::version::TLS12]);
+    let name = || ServerName::try_from("a.test".to_string()).unwrap();
+
+    let proxy = TestProxy::with_config(&tls_config(&origin.url(), "", "", &t.entries())).await;
+    let tcp = TcpStream::connect(tls_addr(&proxy)).await.unwrap();
+    let s = bounded("tls 1.2", tls12_only.connect(name(), tcp))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(tls_get(s, "a.test", "/").await.0, StatusCode::OK);
+    let m = parse_exposition(&scrape(&proxy.admin_url("/metrics")).await);
+    let ok12 = [("result", "ok"), ("version", "1.2"), ("alpn", "http/1.1")];
+    assert_eq!(must(&m, "seawall_tls_handshakes_total", &ok12), 1.0);
+
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "",
+        "min_version = \"1.3\"",
+        &t.entries(),
+    ))
+    .await;
+    let tcp = TcpStream::connect(tls_addr(&proxy)).await.unwrap();
+    let r = bounded("tls 1.2 refused", tls12_only.connect(name(), tcp)).await;
+    assert!(
+        r.is_err(),
+        "a TLS 1.2 client was served with min_version 1.3"
+    );
+    let m = parse_exposition(&scrape(&proxy.admin_url("/metrics")).await);
+    let error = [("result", "error"), ("version", ""), ("alpn", "")];
+    assert_eq!(must(&m, "seawall_tls_handshakes_total", &error), 1.0);
+}
+
+#[tokio::test]
+async fn decrypted_connections_get_the_header_read_timeout_and_the_drain() {
+    let t = three("conn");
+    let origin = MockOrigin::new()
+        .route("/d", MockResponse::ok("d"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "header_read_timeout = \"300ms\"\ndrain_delay = \"2s\"",
+        "",
+        &t.entries(),
+    ))
+    .await;
+    let addr = tls_addr(&proxy);
+
+    // Handshake done, then half a request head: closed by the header-read timeout (slowloris).
+    let mut s = connect(&t.pki, addr, "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    s.write_all(b"GET /d HTTP/1.1\r\nHost: a.test\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("closed within 5 s");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        r.is_err() || buf.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{r:?} {text:?}"
+    );
+
+    // Draining: still served over TLS, told to close (HTTP/1.1).
+    proxy.shutdown();
+    let s = connect(&t.pki, addr, "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    let (status, headers, _) = tls_get(s, "a.test", "/d").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header_str(&headers, "connection"), "close");
 }
