@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request with request metrics and tracing (10% sampling) on vs off, counted by
 # callgrind: deterministic, unlike req/s on a shared 2-core machine.
-# Usage: benches/overhead.sh [REQUESTS]   (default 2000)
+# Usage: benches/overhead.sh [REQUESTS]   (default 2000; BIN=path measures that binary instead of a fresh release build)
 #   MODE=hit (default): keep-alive cache hits on one stored object.
 #   MODE=pass: pass-through of `no-store` responses, a unique URL per request (the e2e
 #     pass-unique scenario, sequentially on one connection): cache miss, coalescing leader,
@@ -12,8 +12,8 @@ N=${1:-2000}
 MODE=${MODE:-hit}
 case $MODE in hit | pass) ;; *) echo "MODE must be hit or pass" >&2; exit 2 ;; esac
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-cargo build --release --quiet
-BIN=$PWD/target/release/seawall
+[ -n "${BIN:-}" ] || cargo build --release --quiet
+BIN=${BIN:-$PWD/target/release/seawall}
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
