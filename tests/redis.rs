@@ -204,6 +204,67 @@ async fn a_response_stored_by_one_replica_is_a_shared_hit_on_another() {
     assert_eq!(metric_sum(&mb, "seawall_redis_up"), Some(1.0), "{mb}");
 }
 
+/// `/r`: 200 with `ETag: "v1"` fresh for one second; a request that carries the tag is
+/// answered 304 with a new lifetime of a minute.
+fn revalidated(parts: &Parts, _: &Bytes) -> MockResponse {
+    if parts.headers.contains_key("if-none-match") {
+        MockResponse::with_status(304)
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=60")
+            .header("x-refreshed", "yes")
+    } else {
+        MockResponse::ok("r body")
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=1")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_304_on_one_replica_refreshes_the_shared_copy_for_the_others() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let origin = MockOrigin::new().route("/r", revalidated).start().await;
+    let fleet = Fleet::start(&origin.url(), &redis, 2).await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+
+    let (status, h, _) = shared_get(a, "/r").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cache_status(&h), STORED);
+    redis.wait_entry("/r").await;
+
+    // Stale everywhere now; A revalidates and the origin says it is still good for a minute.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, h, body) = shared_get(a, "/r").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "r body");
+    assert_eq!(hv(&h, "x-refreshed"), "yes", "{h:?}");
+    assert_eq!(origin.hits("/r"), 2, "one fill, one revalidation");
+    let revalidation = origin.requests("/r");
+    assert!(revalidation[1].contains_key("if-none-match"));
+
+    // The refreshed head reaches Redis behind the response.
+    let k = entry_key("/r");
+    let poll = Poll::new("the refreshed head written to Redis", EVENTUALLY);
+    while !redis
+        .cli_bytes(&["HGET", &k, "-"])
+        .await
+        .windows(11)
+        .any(|w| w == b"x-refreshed")
+    {
+        poll.tick().await;
+    }
+
+    // B never held /r: it reads the refreshed copy from Redis, fresh, without the origin.
+    let (status, h, body) = shared_get(b, "/r").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "r body");
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+    assert!(ttl_of(&cs) > 30, "the new lifetime, not the old one: {cs}");
+    assert_eq!(hv(&h, "x-refreshed"), "yes");
+    assert_eq!(origin.hits("/r"), 2, "B did not contact the origin");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nine_hundred_clients_on_three_replicas_make_one_origin_request() {
     const PER_REPLICA: usize = 300;
