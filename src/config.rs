@@ -211,15 +211,27 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
                 return Err(fail(key.into(), "must be greater than 0".into()));
             }
         }
-        if r.write_queue == 0 || r.purge_stream_max_len == 0 || r.breaker_failures == 0 {
+        if r.write_queue == 0
+            || r.purge_stream_max_len == 0
+            || r.breaker_failures == 0
+            || r.journal_max == 0
+        {
             let key = if r.write_queue == 0 {
                 "cache.redis.write_queue"
             } else if r.purge_stream_max_len == 0 {
                 "cache.redis.purge_stream_max_len"
-            } else {
+            } else if r.breaker_failures == 0 {
                 "cache.redis.breaker_failures"
+            } else {
+                "cache.redis.journal_max"
             };
             return Err(fail(key.into(), "must be at least 1".into()));
+        }
+        if r.journal_file.as_deref().is_some_and(str::is_empty) {
+            return Err(fail(
+                "cache.redis.journal_file".into(),
+                "must be a file path (or left out)".into(),
+            ));
         }
     }
     if raw.server.via_name.is_empty() || http::HeaderValue::from_str(&raw.server.via_name).is_err()

@@ -566,6 +566,189 @@ async fn a_replica_that_missed_more_purges_than_the_stream_keeps_marks_its_entri
     assert_eq!(origin.hits("/x"), 2, "the purged /x was fetched again");
 }
 
+/// How long a purge journalled during an outage may take to reach the other replicas once
+/// Redis is back: the tier's breaker open time (500 ms here, up to 4× after repeated trips)
+/// plus a few heartbeats, with room for a debug build on two cores.
+const JOURNAL_DELIVERY: Duration = Duration::from_secs(15);
+
+/// The `seawall_redis_purge_journal_depth` gauge of `proxy`.
+async fn journal_depth(proxy: &TestProxy) -> f64 {
+    let text = metrics_text(proxy).await;
+    metric_sum(&text, "seawall_redis_purge_journal_depth")
+        .unwrap_or_else(|| panic!("no journal depth gauge:\n{text}"))
+}
+
+/// Waits (bounded by [`JOURNAL_DELIVERY`]) until no replica of `replicas` holds `path`.
+async fn wait_dropped_by(replicas: &[&TestProxy], path: &str) {
+    let poll = Poll::new(
+        format!("{path} dropped by every replica after Redis came back"),
+        JOURNAL_DELIVERY,
+    );
+    for r in replicas {
+        while in_l1(r, path).await {
+            poll.tick().await;
+        }
+    }
+}
+
+/// Asserts that a purge answer says the purge was journalled, `depth` deep.
+fn assert_queued(answer: &serde_json::Value, depth: u64) {
+    let shared = &answer["shared"];
+    assert!(shared.is_object(), "{answer}");
+    assert_eq!(shared["queued"], true, "{answer}");
+    assert_eq!(shared["journal_depth"], depth, "{answer}");
+    assert!(shared["error"].is_string(), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purge_accepted_while_redis_is_down_reaches_every_replica_once_it_is_back() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisServer::start().await;
+    let origin = MockOrigin::new()
+        .route("/p", fresh("p", 300))
+        .route("/keep", fresh("keep", 300))
+        .start()
+        .await;
+    let fleet = Fleet::start(&origin.url(), &redis, 3).await;
+    let (a, b, c) = (&fleet[0], &fleet[1], &fleet[2]);
+    redis.wait_heartbeats(3).await;
+    fill_everywhere(&fleet, &redis, &["/p", "/keep"]).await;
+    assert_eq!(journal_depth(a).await, 0.0);
+
+    redis.kill();
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key("/p"))).await;
+    assert_queued(&answer, 1);
+    assert_eq!(answer["purged"], 1, "applied here at once: {answer}");
+    assert!(!in_l1(a, "/p").await);
+    assert_eq!(journal_depth(a).await, 1.0);
+    // Nobody else can hear of it yet.
+    assert!(in_l1(b, "/p").await && in_l1(c, "/p").await);
+
+    redis.restart().await;
+    wait_dropped_by(&[b, c], "/p").await;
+    let poll = Poll::new("A's journal empty", JOURNAL_DELIVERY);
+    while journal_depth(a).await != 0.0 {
+        poll.tick().await;
+    }
+    let text = metrics_text(a).await;
+    assert_eq!(
+        metric_sum(&text, "seawall_redis_purge_journal_oldest_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(in_l1(b, "/keep").await && in_l1(c, "/keep").await);
+    let (status, h, body) = shared_get(c, "/p").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "p");
+    let cs = cache_status(&h);
+    assert!(is_miss(&cs), "{cs}");
+    assert_eq!(origin.hits("/p"), 2, "C fetched /p again");
+    assert_eq!(origin.hits("/keep"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_journalled_purge_survives_a_restart_of_its_replica() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisServer::start().await;
+    let origin = MockOrigin::new().route("/p", fresh("p", 300)).start().await;
+    let dir = unique_dir("seawall-journal-test");
+    let journal = dir.join("purges.jsonl");
+    let a_config = replica_config(&origin.url(), &redis.url(), "a", TIMEOUT).replace(
+        "replica_id = \"a\"\n",
+        &format!(
+            "replica_id = \"a\"\njournal_file = {:?}\n",
+            journal.display().to_string()
+        ),
+    );
+    let a = TestProxy::with_config(&a_config).await;
+    let b =
+        TestProxy::with_config(&replica_config(&origin.url(), &redis.url(), "b", TIMEOUT)).await;
+    redis.wait_heartbeats(2).await;
+    let (status, _, _) = shared_get(&a, "/p").await;
+    assert_eq!(status, StatusCode::OK);
+    redis.wait_entry("/p").await;
+    let (_, h, _) = shared_get(&b, "/p").await;
+    assert!(is_shared_hit(&cache_status(&h)), "{h:?}");
+    wait_l1(&b, "/p", true).await;
+
+    redis.kill();
+    let answer = purge(&a, &format!(r#"{{"url": "{}"}}"#, key("/p"))).await;
+    assert_queued(&answer, 1);
+    let on_disk = std::fs::read_to_string(&journal).unwrap();
+    assert!(on_disk.contains(&key("/p")), "{on_disk}");
+
+    a.shutdown();
+    a.wait().await;
+    let a = TestProxy::with_config(&a_config).await;
+    assert_eq!(journal_depth(&a).await, 1.0, "reloaded from {journal:?}");
+    assert!(in_l1(&b, "/p").await);
+
+    redis.restart().await;
+    wait_dropped_by(&[&b], "/p").await;
+    let poll = Poll::new("the restarted A's journal empty", JOURNAL_DELIVERY);
+    while journal_depth(&a).await != 0.0 {
+        poll.tick().await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        "",
+        "published, then forgotten"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_journal_drops_the_oldest_purge_and_every_replica_marks_its_cache_stale() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisServer::start().await;
+    let origin = MockOrigin::new()
+        .route("/x", fresh("x", 300))
+        .route("/y", fresh("y", 300))
+        .route("/z", fresh("z", 300))
+        .start()
+        .await;
+    let config = |id: &str| {
+        replica_config(&origin.url(), &redis.url(), id, TIMEOUT)
+            .replace("replica_id", "journal_max = 2\nreplica_id")
+    };
+    let fleet = Fleet {
+        replicas: vec![
+            TestProxy::with_config(&config("a")).await,
+            TestProxy::with_config(&config("b")).await,
+        ],
+    };
+    let (a, b) = (&fleet[0], &fleet[1]);
+    redis.wait_heartbeats(2).await;
+    fill_everywhere(&fleet, &redis, &["/x", "/y", "/z"]).await;
+
+    redis.kill();
+    for (p, depth) in [("/x", 1), ("/y", 2), ("/z", 3)] {
+        let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key(p))).await;
+        // The third drops /x's purge: two purges and the gap marker wait.
+        assert_queued(&answer, depth);
+    }
+
+    redis.restart().await;
+    wait_dropped_by(&[b], "/y").await;
+    wait_dropped_by(&[b], "/z").await;
+    let text = metrics_text(b).await;
+    assert!(
+        metric_with(&text, "seawall_redis_purges_applied_total", "source", "gap") >= 1.0,
+        "{text}"
+    );
+    // /x's own purge was dropped, but B trusts nothing it held: /x is not served from memory.
+    assert!(
+        in_l1(b, "/x").await,
+        "a soft purge keeps the entry for stale use"
+    );
+    let (status, h, body) = shared_get(b, "/x").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "x");
+    let cs = cache_status(&h);
+    assert!(!is_l1_hit(&cs), "{cs}");
+    assert_eq!(origin.hits("/x"), 2, "B fetched /x again");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis trouble
 // ---------------------------------------------------------------------------------------------

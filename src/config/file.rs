@@ -209,6 +209,13 @@ pub struct RedisSection {
     /// This replica's name in heartbeats; default: host name, process id and a random suffix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica_id: Option<String>,
+    /// Purges accepted while Redis is unreachable, kept for publishing once it is back; past
+    /// it the oldest are dropped and a gap marker makes every replica mark its cache stale.
+    pub journal_max: usize,
+    /// File the purge journal is appended (and fsynced) to and reloaded from at start, so
+    /// journalled purges survive a restart; unset: memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_file: Option<String>,
 }
 
 impl Default for RedisSection {
@@ -227,6 +234,8 @@ impl Default for RedisSection {
             breaker_failures: 5,
             breaker_open: Duration::from_secs(5),
             replica_id: None,
+            journal_max: 1000,
+            journal_file: None,
         }
     }
 }

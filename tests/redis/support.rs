@@ -95,7 +95,7 @@ impl Poll {
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh directory under the system temp dir.
-fn unique_dir(prefix: &str) -> PathBuf {
+pub fn unique_dir(prefix: &str) -> PathBuf {
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

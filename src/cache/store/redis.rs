@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod codec;
+mod journal;
 mod lock;
 mod purge;
 
@@ -167,6 +168,7 @@ pub struct SharedTier {
     waiters: Mutex<HashMap<Arc<str>, Vec<oneshot::Sender<FillOutcome>>>>,
     bus_up: AtomicBool,
     last_applied: Mutex<Cursor>,
+    journal: journal::Journal,
     nonce: AtomicU64,
     stop: CancellationToken,
 }
@@ -217,6 +219,11 @@ impl SharedTier {
             },
             tokio::time::Instant::now(),
         );
+        let journal = journal::Journal::open(
+            cfg.journal_max,
+            cfg.journal_file.as_deref().map(std::path::Path::new),
+            registry,
+        )?;
         let (tx, rx) = mpsc::channel(cfg.write_queue);
         let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -239,12 +246,13 @@ impl SharedTier {
                 id: StreamId(now_ms, 0),
                 seq: None,
             }),
+            journal,
             nonce: AtomicU64::new(0),
             stop: CancellationToken::new(),
         }))
     }
 
-    /// Starts the writer, the heartbeat and the purge/fill listener.
+    /// Starts the writer, the heartbeat, the purge/fill listener and the journal's drainer.
     pub fn start(self: &Arc<Self>, cache: Weak<CacheShared>) {
         let rx = self
             .writes_rx
@@ -256,6 +264,7 @@ impl SharedTier {
         }
         tokio::spawn(self.clone().heartbeat());
         tokio::spawn(bus::run(self.clone(), cache));
+        tokio::spawn(self.clone().drain_journal());
     }
 
     /// Stops the background tasks and withdraws the heartbeat.

@@ -24,6 +24,10 @@ pub struct PurgeMsg {
     pub soft: bool,
     /// What to purge.
     pub sels: Vec<WireSelector>,
+    /// A gap marker: purges were dropped from a replica's full journal, so this soft purge of
+    /// everything stands in for them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
 }
 
 /// `ops::Selector` on the wire.
@@ -75,6 +79,16 @@ impl PurgeMsg {
                     Selector::All => WireSelector::All,
                 })
                 .collect(),
+            gap: false,
+        }
+    }
+
+    /// The gap marker `origin` publishes after its journal dropped purges: every replica marks
+    /// everything stale, as after a trimmed stream.
+    pub fn gap(origin: &str) -> Self {
+        Self {
+            gap: true,
+            ..Self::new(origin, &[Selector::All], true)
         }
     }
 
@@ -108,6 +122,8 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
                 backoff = Duration::from_millis(100);
                 tier.bus_up.store(true, Ordering::Relaxed);
                 tier.refresh_up();
+                // Redis is back: purges journalled meanwhile go out now, not at the next tick.
+                tier.journal.kick.notify_one();
                 let pending = match replay(&tier, &cache, "replay").await {
                     Ok(()) => false,
                     Err(e) => {
@@ -256,9 +272,16 @@ async fn replay(
                 .and_then(|m| serde_json::from_str::<PurgeMsg>(m).ok())
                 && msg.origin != tier.replica
             {
+                if msg.gap {
+                    tracing::warn!(
+                        from = %msg.origin,
+                        "Shared tier: a replica's purge journal overflowed while Redis was away; marking every cached entry stale."
+                    );
+                }
                 for sel in msg.selectors() {
                     cache.purge(&sel, msg.soft, false);
                 }
+                let source = if msg.gap { "gap" } else { source };
                 tier.metrics.purges.with_label_values(&[source]).inc();
             }
             let mut c = tier.last_applied.lock().unwrap_or_else(|e| e.into_inner());
