@@ -616,8 +616,15 @@ async fn a_purge_accepted_while_redis_is_down_reaches_every_replica_once_it_is_b
     assert_eq!(journal_depth(a).await, 0.0);
 
     redis.kill();
+    // The failing heartbeats open A's tier breaker: the purge is not even tried against Redis.
+    let poll = Poll::new("A's tier breaker open", JOURNAL_DELIVERY);
+    while metric_sum(&metrics_text(a).await, "seawall_redis_rejected_total") == Some(0.0) {
+        poll.tick().await;
+    }
     let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key("/p"))).await;
     assert_queued(&answer, 1);
+    let error = answer["shared"]["error"].as_str().unwrap();
+    assert!(error.contains("breaker open"), "{answer}");
     assert_eq!(answer["purged"], 1, "applied here at once: {answer}");
     assert!(!in_l1(a, "/p").await);
     assert_eq!(journal_depth(a).await, 1.0);
