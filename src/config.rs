@@ -3,6 +3,7 @@
 
 mod env;
 pub mod file;
+pub(crate) mod redis;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -108,7 +109,12 @@ impl Config {
             })?
         };
         let mut raw = raw;
-        if raw.cache.redis.as_ref().is_some_and(|r| r.url.is_empty()) {
+        if raw
+            .cache
+            .redis
+            .as_ref()
+            .is_some_and(|r| r.url.is_empty() && r.sentinels.is_empty())
+        {
             // Other `[cache.redis]` keys (say, a replica id set for every pod) without a URL.
             raw.cache.redis = None;
             warnings.push("cache.redis has no url: the shared tier is off".into());
@@ -186,13 +192,8 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         ));
     }
     if let Some(r) = &raw.cache.redis {
-        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://"))
-            || redis_url_host(&r.url).is_none()
-        {
-            return Err(fail(
-                "cache.redis.url".into(),
-                "must be a redis://host:port or rediss://host:port URL".into(),
-            ));
+        if let Err((key, message)) = redis::Endpoint::of(r) {
+            return Err(fail(key.into(), message));
         }
         if r.namespace.is_empty() || r.namespace.contains(|c: char| c.is_whitespace()) {
             return Err(fail(
@@ -566,14 +567,6 @@ fn find_key_line(src: &str, key: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests;
-
-/// The host of a `redis://` URL, if it names one.
-fn redis_url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    (!host.is_empty()).then_some(host)
-}
 
 /// How `Vary: Accept-Language` selects a stored variant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

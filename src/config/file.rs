@@ -173,9 +173,28 @@ pub struct CacheSection {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS). Standalone or a managed
-    /// highly-available endpoint; Redis Cluster is not supported.
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS): standalone or a managed
+    /// highly-available endpoint; or `redis+sentinel://[user:pass@]h1:26379,h2:26379/<master>`.
+    /// Redis Cluster is not supported. Exactly one of `url` and `sentinels`.
     pub url: String,
+    /// Redis Sentinel `host:port`s to ask for the primary (instead of `url`); with `master_name`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    /// ACL user on the data nodes (overrides the URL's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the data nodes' password (overrides the URL's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// ACL user on the sentinels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_username: Option<String>,
+    /// File holding the sentinels' password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_file: Option<String>,
     /// Key prefix; the entry format version is appended (`seawall:v1:`), so two Seawall
     /// versions never read each other's entries.
     pub namespace: String,
@@ -222,6 +241,12 @@ impl Default for RedisSection {
     fn default() -> Self {
         Self {
             url: String::new(),
+            sentinels: Vec::new(),
+            master_name: None,
+            username: None,
+            password_file: None,
+            sentinel_username: None,
+            sentinel_password_file: None,
             namespace: "seawall".into(),
             timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),

@@ -151,7 +151,10 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
 
 async fn subscribe(tier: &SharedTier) -> Result<(PubSubSink, PubSubStream), String> {
     let wait = tier.cfg.connect_timeout;
-    let ps = tokio::time::timeout(wait, tier.client.get_async_pubsub())
+    let client = tier
+        .client()
+        .ok_or_else(|| "no primary known yet".to_string())?;
+    let ps = tokio::time::timeout(wait, client.get_async_pubsub())
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -175,11 +178,15 @@ async fn listen(
 ) {
     let purge = tier.purge_channel();
     let fill = tier.fill_channel();
+    // Subscribed on this primary: when the tier follows a failover, subscribe on the new one.
+    let mut relinked = tier.relinked.subscribe();
+    relinked.mark_unchanged();
     let mut tick = tokio::time::interval(tier.cfg.heartbeat_interval);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = tier.stop.cancelled() => return,
+            _ = relinked.changed() => return,
             m = stream.next() => {
                 let Some(m) = m else { return };
                 let channel = m.get_channel_name();
