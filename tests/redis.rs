@@ -1104,3 +1104,149 @@ async fn a_full_write_queue_drops_and_counts_writes_and_serves_everyone() {
     );
     assert_eq!(origin.total_hits(), 21, "every key fetched once");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redis Sentinel
+// ---------------------------------------------------------------------------------------------
+
+/// A data node's config: no persistence, loopback only.
+fn data_node_conf(port: u16, dir: &std::path::Path) -> String {
+    format!(
+        "port {port}\nbind 127.0.0.1\nprotected-mode no\nsave \"\"\nappendonly no\ndir {}\n",
+        dir.display()
+    )
+}
+
+/// How long a failover may take here: the sentinels notice after 1 s, agree, elect, promote;
+/// the replicas then find the new primary (generous for a debug build on two cores).
+const FAILOVER: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_the_replicas_follow_a_failover_and_keep_sharing_and_purging() {
+    let _alone = HEAVY.write().await;
+    let mut primary = RedisNode::start("redis-server", data_node_conf).await;
+    let p = primary.port();
+    let standby = RedisNode::start("redis-server", move |port, dir| {
+        format!("{}replicaof 127.0.0.1 {p}\n", data_node_conf(port, dir))
+    })
+    .await;
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(
+            RedisNode::start("redis-sentinel", move |port, dir| {
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                     sentinel monitor main 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds main 1000\n\
+                     sentinel failover-timeout main 5000\n",
+                    dir.display()
+                )
+            })
+            .await,
+        );
+    }
+    // A failover needs the standby in sync and the sentinels aware of each other and of it.
+    let poll = Poll::new("standby in sync, sentinels acquainted", FAILOVER);
+    loop {
+        let synced = standby
+            .cli(&["INFO", "replication"])
+            .await
+            .contains("master_link_status:up");
+        let mut ready = synced;
+        for s in &sentinels {
+            let info = s.cli(&["INFO", "sentinel"]).await;
+            ready &= info.contains("slaves=1,sentinels=3");
+        }
+        if ready {
+            break;
+        }
+        poll.tick().await;
+    }
+
+    let origin = MockOrigin::new()
+        .route("/before", fresh("before", 300))
+        .route("/after", by_query)
+        .start()
+        .await;
+    let nodes: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port()))
+        .collect();
+    let config = |id: &str| {
+        replica_config(&origin.url(), "redis://unused:1", id, TIMEOUT).replace(
+            "url = \"redis://unused:1\"\n",
+            &format!("sentinels = {nodes:?}\nmaster_name = \"main\"\n"),
+        )
+    };
+    let fleet = Fleet {
+        replicas: vec![
+            TestProxy::with_config(&config("a")).await,
+            TestProxy::with_config(&config("b")).await,
+        ],
+    };
+    let (a, b) = (&fleet[0], &fleet[1]);
+
+    // Found through the sentinels: A's fill is B's shared hit.
+    let poll = Poll::new("A's fill in the primary", FAILOVER);
+    loop {
+        let (status, _, _) = shared_get(a, "/before").await;
+        assert_eq!(status, StatusCode::OK);
+        if redis_cli_raw(p, &["HLEN", &entry_key("/before")], CLI_WAIT).await == Ok(b"1".to_vec()) {
+            break;
+        }
+        poll.tick().await;
+    }
+    let (_, h, _) = shared_get(b, "/before").await;
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+
+    primary.kill();
+    let promoted = standby.port();
+    // Sharing resumes once the standby is promoted and both replicas moved there.
+    let poll = Poll::new("sharing through the promoted standby", FAILOVER);
+    let mut i = 0;
+    let path = loop {
+        i += 1;
+        let path = format!("/after?n={i}");
+        let (status, _, _) = shared_get(a, &path).await;
+        assert_eq!(status, StatusCode::OK);
+        let k = entry_key(&path);
+        let stored = bounded("the fill reaches the promoted standby", async {
+            for _ in 0..20 {
+                if redis_cli_raw(promoted, &["HLEN", &k], CLI_WAIT).await == Ok(b"1".to_vec()) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        })
+        .await;
+        if stored {
+            let (_, h, _) = shared_get(b, &path).await;
+            if is_shared_hit(&cache_status(&h)) {
+                break path;
+            }
+        }
+        if poll.expired() {
+            let logs: Vec<String> = sentinels.iter().map(RedisNode::log).collect();
+            panic!(
+                "no sharing after the failover; sentinel logs:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        poll.tick().await;
+    };
+    assert!(
+        standby.cli(&["ROLE"]).await.starts_with("master"),
+        "the standby was promoted"
+    );
+
+    // A purge after the failover reaches the other replica (through the new primary's stream).
+    wait_l1(b, &path, true).await;
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key(&path))).await;
+    assert!(answer["shared"]["queued"].is_null(), "{answer}");
+    let poll = Poll::new("B drops the purged entry", FAILOVER);
+    while in_l1(b, &path).await {
+        poll.tick().await;
+    }
+}

@@ -104,9 +104,8 @@ impl Endpoint {
                 .sentinels
                 .iter()
                 .map(|n| {
-                    parse_node(n).ok_or_else(|| {
-                        ("cache.redis.sentinels", format!("{n:?} is not host:port"))
-                    })
+                    parse_node(n)
+                        .ok_or_else(|| ("cache.redis.sentinels", format!("{n:?} is not host:port")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(Endpoint::Sentinel(SentinelSet {
@@ -155,7 +154,10 @@ mod tests {
     #[test]
     fn exactly_one_way_to_the_primary() {
         let r = section(|r| r.url = "redis://h:6379/0".into());
-        assert_eq!(Endpoint::of(&r), Ok(Endpoint::Url("redis://h:6379/0".into())));
+        assert_eq!(
+            Endpoint::of(&r),
+            Ok(Endpoint::Url("redis://h:6379/0".into()))
+        );
         let r = section(|r| {
             r.sentinels = vec!["s1:26379".into(), "[::1]:26380".into()];
             r.master_name = Some("main".into());
@@ -172,7 +174,10 @@ mod tests {
             r.url = "redis://h:6379".into();
             r.sentinels = vec!["s1:26379".into()];
         });
-        assert_eq!(Endpoint::of(&both).map_err(|e| e.0), Err("cache.redis.sentinels"));
+        assert_eq!(
+            Endpoint::of(&both).map_err(|e| e.0),
+            Err("cache.redis.sentinels")
+        );
         let no_master = section(|r| r.sentinels = vec!["s1:26379".into()]);
         assert_eq!(
             Endpoint::of(&no_master).map_err(|e| e.0),
@@ -182,7 +187,10 @@ mod tests {
             r.sentinels = vec!["s1".into()];
             r.master_name = Some("m".into());
         });
-        assert_eq!(Endpoint::of(&no_port).map_err(|e| e.0), Err("cache.redis.sentinels"));
+        assert_eq!(
+            Endpoint::of(&no_port).map_err(|e| e.0),
+            Err("cache.redis.sentinels")
+        );
     }
 
     #[test]
@@ -204,7 +212,11 @@ mod tests {
             "redis+sentinel://h1/m",
         ] {
             let r = section(|r| r.url = bad.into());
-            assert_eq!(Endpoint::of(&r).map_err(|e| e.0), Err("cache.redis.url"), "{bad}");
+            assert_eq!(
+                Endpoint::of(&r).map_err(|e| e.0),
+                Err("cache.redis.url"),
+                "{bad}"
+            );
         }
     }
 }

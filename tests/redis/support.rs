@@ -404,6 +404,93 @@ impl Drop for RedisServer {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Processes from a config file (replication, Sentinel)
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` or `redis-sentinel` run from a config file that `conf(port, dir)` writes,
+/// on a free loopback port in its own temporary directory; killed and removed when dropped.
+pub struct RedisNode {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisNode {
+    /// Starts `program` (`redis-server` or `redis-sentinel`) and waits (bounded) until it
+    /// answers `PING`.
+    pub async fn start(program: &str, conf: impl Fn(u16, &std::path::Path) -> String) -> Self {
+        let dir = unique_dir(&format!("seawall-{program}-test"));
+        for _ in 0..5 {
+            let port = free_port();
+            let file = dir.join("node.conf");
+            std::fs::write(&file, conf(port, &dir)).unwrap();
+            let log = std::fs::File::create(dir.join("node.log")).unwrap();
+            let mut child = Command::new(program)
+                .arg(&file)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+            let poll = Poll::new(
+                format!("{program} on port {port} answers PING"),
+                Duration::from_secs(5),
+            );
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if pings(port, Duration::from_secs(1)).await {
+                    return Self {
+                        port,
+                        dir,
+                        child: Some(child),
+                    };
+                }
+                poll.tick().await;
+            }
+        }
+        panic!(
+            "{program} did not start in 5 attempts; log:\n{}",
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// `redis-cli --raw args…` (bounded), lossily decoded; the error text when it fails.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        match redis_cli_raw(self.port, args, CLI_WAIT).await {
+            Ok(out) => String::from_utf8_lossy(&out).into_owned(),
+            Err(e) => e,
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Cuttable forwarder
 // ---------------------------------------------------------------------------------------------
 

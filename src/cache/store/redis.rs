@@ -246,7 +246,8 @@ impl SharedTier {
         let access = sentinel::Access::new(cfg)?;
         let link = match &access {
             sentinel::Access::Url(info) => Some(
-                link_to(cfg, info.clone(), None).map_err(|e| anyhow::anyhow!("cache.redis: {e}"))?,
+                link_to(cfg, info.clone(), None)
+                    .map_err(|e| anyhow::anyhow!("cache.redis: {e}"))?,
             ),
             // The follower finds it (connecting is async, and Seawall starts without Redis).
             sentinel::Access::Sentinel { .. } => None,
@@ -496,8 +497,10 @@ impl SharedTier {
         c: &::redis::Cmd,
     ) -> Result<T, TierError> {
         let conn = self.conn();
-        self.guard(op, async move { c.query_async(&mut conn.ok_or_else(no_primary)?).await })
-            .await
+        self.guard(op, async move {
+            c.query_async(&mut conn.ok_or_else(no_primary)?).await
+        })
+        .await
     }
 
     async fn pipe<T: FromRedisValue>(
@@ -506,8 +509,10 @@ impl SharedTier {
         p: &::redis::Pipeline,
     ) -> Result<T, TierError> {
         let conn = self.conn();
-        self.guard(op, async move { p.query_async(&mut conn.ok_or_else(no_primary)?).await })
-            .await
+        self.guard(op, async move {
+            p.query_async(&mut conn.ok_or_else(no_primary)?).await
+        })
+        .await
     }
 
     /// Every decodable variant stored for `key`; undecodable ones are counted and deleted.

@@ -113,7 +113,9 @@ async fn discover(
     let mut last = String::from("no sentinel configured");
     for (h, p) in &set.nodes {
         let asked = tokio::time::timeout(wait, async {
-            let client = node(h, *p, sentinel).and_then(Client::open).map_err(|e| e.to_string())?;
+            let client = node(h, *p, sentinel)
+                .and_then(Client::open)
+                .map_err(|e| e.to_string())?;
             let mut c = client
                 .get_multiplexed_async_connection()
                 .await
@@ -139,7 +141,9 @@ async fn discover(
             }
         };
         let role = tokio::time::timeout(wait, async {
-            let client = node(&host, port, data).and_then(Client::open).map_err(|e| e.to_string())?;
+            let client = node(&host, port, data)
+                .and_then(Client::open)
+                .map_err(|e| e.to_string())?;
             let mut c = client
                 .get_multiplexed_async_connection()
                 .await
