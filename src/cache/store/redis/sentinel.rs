@@ -247,3 +247,53 @@ async fn watch_switches(tier: Arc<SharedTier>, set: SentinelSet, sentinel: Login
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_files_and_win_over_the_url() {
+        let dir =
+            std::env::temp_dir().join(format!("seawall-sentinel-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (data, sent) = (dir.join("data"), dir.join("sentinel"));
+        std::fs::write(&data, "data-secret\n").expect("write");
+        std::fs::write(&sent, "sentinel-secret\n").expect("write");
+        let mut cfg = RedisSection {
+            url: "redis://old:pw@h:6379/2".into(),
+            username: Some("seawall".into()),
+            password_file: Some(data.display().to_string()),
+            ..RedisSection::default()
+        };
+        let Ok(Access::Url(info)) = Access::new(&cfg) else {
+            panic!("url access");
+        };
+        assert_eq!(info.redis_settings().username(), Some("seawall"));
+        assert_eq!(info.redis_settings().password(), Some("data-secret"));
+        assert_eq!(info.redis_settings().db(), 2);
+
+        cfg.url = "redis+sentinel://u:p@s1:26379,s2:26379/main".into();
+        cfg.username = None;
+        cfg.sentinel_username = Some("watcher".into());
+        cfg.sentinel_password_file = Some(sent.display().to_string());
+        let Ok(Access::Sentinel {
+            set,
+            data,
+            sentinel,
+        }) = Access::new(&cfg)
+        else {
+            panic!("sentinel access");
+        };
+        assert_eq!(set.master, "main");
+        assert_eq!(data.username.as_deref(), Some("u"));
+        assert_eq!(data.password.as_deref(), Some("data-secret"));
+        assert_eq!(sentinel.username.as_deref(), Some("watcher"));
+        assert_eq!(sentinel.password.as_deref(), Some("sentinel-secret"));
+
+        cfg.password_file = Some(dir.join("missing").display().to_string());
+        let e = Access::new(&cfg).expect_err("missing file");
+        assert!(e.to_string().contains("cache.redis.password_file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
