@@ -343,6 +343,13 @@ impl SharedTier {
             Ok(l) => {
                 let old = self.primary();
                 *self.link.write().unwrap_or_else(|e| e.into_inner()) = Some(l);
+                // The outage that opened the breaker was the old primary; the new one was just
+                // checked (ROLE), so calls go through at once rather than after the open time.
+                self.breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reset(tokio::time::Instant::now());
+                self.refresh_up();
                 self.relinked.send_modify(|g| *g += 1);
                 tracing::warn!(
                     primary = %format!("{}:{}", addr.0, addr.1),

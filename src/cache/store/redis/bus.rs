@@ -117,6 +117,8 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
         if tier.stop.is_cancelled() {
             return;
         }
+        // Taken before subscribing, so a move to another primary meanwhile is not missed.
+        let mut relinked = tier.relinked.subscribe();
         match subscribe(&tier).await {
             Ok((sink, stream)) => {
                 backoff = Duration::from_millis(100);
@@ -131,7 +133,7 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
                         true
                     }
                 };
-                listen(&tier, &cache, sink, stream, pending).await;
+                listen(&tier, &cache, sink, stream, pending, &mut relinked).await;
                 tier.bus_up.store(false, Ordering::Relaxed);
                 tier.refresh_up();
                 if tier.stop.is_cancelled() {
@@ -175,17 +177,16 @@ async fn listen(
     mut sink: PubSubSink,
     mut stream: PubSubStream,
     mut pending: bool,
+    relinked: &mut tokio::sync::watch::Receiver<u64>,
 ) {
     let purge = tier.purge_channel();
     let fill = tier.fill_channel();
-    // Subscribed on this primary: when the tier follows a failover, subscribe on the new one.
-    let mut relinked = tier.relinked.subscribe();
-    relinked.mark_unchanged();
     let mut tick = tokio::time::interval(tier.cfg.heartbeat_interval);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = tier.stop.cancelled() => return,
+            // Subscribed on the old primary: subscribe again on the one the tier follows now.
             _ = relinked.changed() => return,
             m = stream.next() => {
                 let Some(m) = m else { return };
