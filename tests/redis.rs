@@ -1250,3 +1250,77 @@ async fn behind_sentinel_the_replicas_follow_a_failover_and_keep_sharing_and_pur
         poll.tick().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_with_passwords_the_replicas_log_in_to_sentinels_and_data_nodes() {
+    let _alone = HEAVY.write().await;
+    const DATA_PW: &str = "data-secret";
+    const SENTINEL_PW: &str = "sentinel-secret";
+    let auth = format!("requirepass {DATA_PW}\nmasterauth {DATA_PW}\n");
+    let primary = RedisNode::start_as("redis-server", Some(DATA_PW), |port, dir| {
+        format!("{}{auth}", data_node_conf(port, dir))
+    })
+    .await;
+    let p = primary.port();
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(
+            RedisNode::start_as("redis-sentinel", Some(SENTINEL_PW), move |port, dir| {
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                     requirepass {SENTINEL_PW}\nsentinel sentinel-pass {SENTINEL_PW}\n\
+                     sentinel monitor main 127.0.0.1 {p} 2\n\
+                     sentinel auth-pass main {DATA_PW}\n\
+                     sentinel down-after-milliseconds main 1000\n",
+                    dir.display()
+                )
+            })
+            .await,
+        );
+    }
+    let secrets = unique_dir("seawall-sentinel-secrets");
+    let (data_file, sentinel_file) = (secrets.join("data"), secrets.join("sentinel"));
+    std::fs::write(&data_file, format!("{DATA_PW}\n")).unwrap();
+    std::fs::write(&sentinel_file, format!("{SENTINEL_PW}\n")).unwrap();
+
+    let origin = MockOrigin::new().route("/s", fresh("s", 300)).start().await;
+    let nodes: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port()))
+        .collect();
+    let config = |id: &str| {
+        replica_config(&origin.url(), "redis://unused:1", id, TIMEOUT).replace(
+            "url = \"redis://unused:1\"\n",
+            &format!(
+                "sentinels = {nodes:?}\nmaster_name = \"main\"\npassword_file = {:?}\n\
+                 sentinel_password_file = {:?}\n",
+                data_file.display().to_string(),
+                sentinel_file.display().to_string()
+            ),
+        )
+    };
+    let a = TestProxy::with_config(&config("a")).await;
+    let b = TestProxy::with_config(&config("b")).await;
+
+    let k = entry_key("/s");
+    let poll = Poll::new("A's fill in the password-protected primary", FAILOVER);
+    loop {
+        let (status, _, _) = shared_get(&a, "/s").await;
+        assert_eq!(status, StatusCode::OK);
+        if primary.cli(&["HLEN", &k]).await == "1" {
+            break;
+        }
+        if poll.expired() {
+            panic!(
+                "A never wrote to the primary; primary log:\n{}",
+                primary.log()
+            );
+        }
+        poll.tick().await;
+    }
+    let (_, h, _) = shared_get(&b, "/s").await;
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+    assert_eq!(origin.hits("/s"), 1);
+    let _ = std::fs::remove_dir_all(&secrets);
+}

@@ -121,7 +121,20 @@ pub type CliResult = Result<Vec<u8>, String>;
 /// Runs `redis-cli -h 127.0.0.1 -p port --raw args…`, killed after `within`. Panics when
 /// `redis-cli` is not installed.
 pub async fn redis_cli_raw(port: u16, args: &[&str], within: Duration) -> CliResult {
+    redis_cli_as(port, None, args, within).await
+}
+
+/// Like [`redis_cli_raw`], logged in with `password` (passed in the environment, not argv).
+pub async fn redis_cli_as(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+    within: Duration,
+) -> CliResult {
     let mut cmd = tokio::process::Command::new("redis-cli");
+    if let Some(pw) = password {
+        cmd.env("REDISCLI_AUTH", pw);
+    }
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "--raw"])
         .args(args)
         .stdin(Stdio::null())
@@ -413,12 +426,22 @@ pub struct RedisNode {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    password: Option<String>,
 }
 
 impl RedisNode {
     /// Starts `program` (`redis-server` or `redis-sentinel`) and waits (bounded) until it
     /// answers `PING`.
     pub async fn start(program: &str, conf: impl Fn(u16, &std::path::Path) -> String) -> Self {
+        Self::start_as(program, None, conf).await
+    }
+
+    /// Like [`Self::start`], for a node whose config sets `requirepass password`.
+    pub async fn start_as(
+        program: &str,
+        password: Option<&str>,
+        conf: impl Fn(u16, &std::path::Path) -> String,
+    ) -> Self {
         let dir = unique_dir(&format!("seawall-{program}-test"));
         for _ in 0..5 {
             let port = free_port();
@@ -440,11 +463,13 @@ impl RedisNode {
                 if child.try_wait().unwrap().is_some() {
                     break;
                 }
-                if pings(port, Duration::from_secs(1)).await {
+                let pong = redis_cli_as(port, password, &["PING"], Duration::from_secs(1)).await;
+                if matches!(pong, Ok(out) if out == b"PONG") {
                     return Self {
                         port,
                         dir,
                         child: Some(child),
+                        password: password.map(str::to_string),
                     };
                 }
                 poll.tick().await;
@@ -468,7 +493,7 @@ impl RedisNode {
 
     /// `redis-cli --raw args…` (bounded), lossily decoded; the error text when it fails.
     pub async fn cli(&self, args: &[&str]) -> String {
-        match redis_cli_raw(self.port, args, CLI_WAIT).await {
+        match redis_cli_as(self.port, self.password.as_deref(), args, CLI_WAIT).await {
             Ok(out) => String::from_utf8_lossy(&out).into_owned(),
             Err(e) => e,
         }
