@@ -1,7 +1,9 @@
 //! The Redis shared tier (L2) seen from outside: replicas answer each other's fills, one fetch
-//! per cold key across the fleet, purges that reach every replica (also one that was cut off),
-//! Redis paused or killed without a failed request, and corrupt or foreign keys.
-//! Needs `redis-server` and `redis-cli` on PATH; every instance is started and removed here.
+//! per cold key across the fleet, 304s that refresh the shared copy, purges that reach every
+//! replica (also one that was cut off, and ones journalled while Redis was down), Redis paused
+//! or killed without a failed request, corrupt or foreign keys, and Sentinel failover.
+//! Needs `redis-server`, `redis-sentinel` and `redis-cli` on PATH; every instance is started
+//! and removed here.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support.rs"]

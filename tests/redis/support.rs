@@ -1,5 +1,6 @@
 //! Helpers for the Redis shared-tier tests, on top of `support.rs`: a throwaway `redis-server` on
-//! loopback (pause, kill, restart), `redis-cli` calls, a TCP forwarder that cuts one replica off
+//! loopback (pause, kill, restart), nodes from a config file (replicas, sentinels, passwords),
+//! `redis-cli` calls, a TCP forwarder that cuts one replica off
 //! from Redis, a fleet of Seawall replicas sharing one origin and one Redis, admin calls with a
 //! common `Host`, and sums over Prometheus samples.
 //! Every wait is bounded.
