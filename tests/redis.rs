@@ -1123,10 +1123,10 @@ fn data_node_conf(port: u16, dir: &std::path::Path) -> String {
 /// the replicas then find the new primary (generous for a debug build on two cores).
 const FAILOVER: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn behind_sentinel_the_replicas_follow_a_failover_and_keep_sharing_and_purging() {
-    let _alone = HEAVY.write().await;
-    let mut primary = RedisNode::start("redis-server", data_node_conf).await;
+/// A primary, a standby replicating it and three sentinels watching it as `main` (quorum 2,
+/// down after 1 s), once the standby is in sync and the sentinels know each other and it.
+async fn sentinel_group() -> (RedisNode, RedisNode, Vec<RedisNode>) {
+    let primary = RedisNode::start("redis-server", data_node_conf).await;
     let p = primary.port();
     let standby = RedisNode::start("redis-server", move |port, dir| {
         format!("{}replicaof 127.0.0.1 {p}\n", data_node_conf(port, dir))
@@ -1150,26 +1150,25 @@ async fn behind_sentinel_the_replicas_follow_a_failover_and_keep_sharing_and_pur
     // A failover needs the standby in sync and the sentinels aware of each other and of it.
     let poll = Poll::new("standby in sync, sentinels acquainted", FAILOVER);
     loop {
-        let synced = standby
+        let mut ready = standby
             .cli(&["INFO", "replication"])
             .await
             .contains("master_link_status:up");
-        let mut ready = synced;
         for s in &sentinels {
-            let info = s.cli(&["INFO", "sentinel"]).await;
-            ready &= info.contains("slaves=1,sentinels=3");
+            ready &= s
+                .cli(&["INFO", "sentinel"])
+                .await
+                .contains("slaves=1,sentinels=3");
         }
         if ready {
-            break;
+            return (primary, standby, sentinels);
         }
         poll.tick().await;
     }
+}
 
-    let origin = MockOrigin::new()
-        .route("/before", fresh("before", 300))
-        .route("/after", by_query)
-        .start()
-        .await;
+/// Two Seawall replicas (`a`, `b`) that find the primary through `sentinels`.
+async fn sentinel_fleet(origin: &MockOrigin, sentinels: &[RedisNode]) -> Fleet {
     let nodes: Vec<String> = sentinels
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port()))
@@ -1180,12 +1179,74 @@ async fn behind_sentinel_the_replicas_follow_a_failover_and_keep_sharing_and_pur
             &format!("sentinels = {nodes:?}\nmaster_name = \"main\"\n"),
         )
     };
-    let fleet = Fleet {
+    Fleet {
         replicas: vec![
             TestProxy::with_config(&config("a")).await,
             TestProxy::with_config(&config("b")).await,
         ],
-    };
+    }
+}
+
+/// Fills `/after?n=…` on A until one reaches the node on `port` and B answers it as a shared
+/// hit (bounded by [`FAILOVER`]); that path.
+async fn share_through(fleet: &Fleet, port: u16, sentinels: &[RedisNode]) -> String {
+    let (a, b) = (&fleet[0], &fleet[1]);
+    let poll = Poll::new(format!("sharing through the node on port {port}"), FAILOVER);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let path = format!("/after?n={i}");
+        let (status, _, _) = shared_get(a, &path).await;
+        assert_eq!(status, StatusCode::OK);
+        let k = entry_key(&path);
+        let mut stored = false;
+        for _ in 0..20 {
+            if redis_cli_raw(port, &["HLEN", &k], CLI_WAIT).await == Ok(b"1".to_vec()) {
+                stored = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if stored {
+            let (_, h, _) = shared_get(b, &path).await;
+            if is_shared_hit(&cache_status(&h)) {
+                return path;
+            }
+        }
+        if poll.expired() {
+            let logs: Vec<String> = sentinels.iter().map(RedisNode::log).collect();
+            panic!(
+                "no sharing through port {port}; sentinel logs:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        poll.tick().await;
+    }
+}
+
+/// A purge on A after the failover reaches B (through the new primary's stream).
+async fn purge_reaches_b(fleet: &Fleet, path: &str) {
+    let (a, b) = (&fleet[0], &fleet[1]);
+    wait_l1(b, path, true).await;
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key(path))).await;
+    assert!(answer["shared"]["queued"].is_null(), "{answer}");
+    let poll = Poll::new("B drops the purged entry", FAILOVER);
+    while in_l1(b, path).await {
+        poll.tick().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_the_replicas_follow_a_failover_and_keep_sharing_and_purging() {
+    let _alone = HEAVY.write().await;
+    let (mut primary, standby, sentinels) = sentinel_group().await;
+    let p = primary.port();
+    let origin = MockOrigin::new()
+        .route("/before", fresh("before", 300))
+        .route("/after", by_query)
+        .start()
+        .await;
+    let fleet = sentinel_fleet(&origin, &sentinels).await;
     let (a, b) = (&fleet[0], &fleet[1]);
 
     // Found through the sentinels: A's fill is B's shared hit.
@@ -1202,55 +1263,35 @@ async fn behind_sentinel_the_replicas_follow_a_failover_and_keep_sharing_and_pur
     let cs = cache_status(&h);
     assert!(is_shared_hit(&cs), "{cs}");
 
-    primary.kill();
-    let promoted = standby.port();
     // Sharing resumes once the standby is promoted and both replicas moved there.
-    let poll = Poll::new("sharing through the promoted standby", FAILOVER);
-    let mut i = 0;
-    let path = loop {
-        i += 1;
-        let path = format!("/after?n={i}");
-        let (status, _, _) = shared_get(a, &path).await;
-        assert_eq!(status, StatusCode::OK);
-        let k = entry_key(&path);
-        let stored = bounded("the fill reaches the promoted standby", async {
-            for _ in 0..20 {
-                if redis_cli_raw(promoted, &["HLEN", &k], CLI_WAIT).await == Ok(b"1".to_vec()) {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            false
-        })
-        .await;
-        if stored {
-            let (_, h, _) = shared_get(b, &path).await;
-            if is_shared_hit(&cache_status(&h)) {
-                break path;
-            }
-        }
-        if poll.expired() {
-            let logs: Vec<String> = sentinels.iter().map(RedisNode::log).collect();
-            panic!(
-                "no sharing after the failover; sentinel logs:\n{}",
-                logs.join("\n---\n")
-            );
-        }
-        poll.tick().await;
-    };
+    primary.kill();
+    let path = share_through(&fleet, standby.port(), &sentinels).await;
     assert!(
         standby.cli(&["ROLE"]).await.starts_with("master"),
         "the standby was promoted"
     );
+    purge_reaches_b(&fleet, &path).await;
+}
 
-    // A purge after the failover reaches the other replica (through the new primary's stream).
-    wait_l1(b, &path, true).await;
-    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key(&path))).await;
-    assert!(answer["shared"]["queued"].is_null(), "{answer}");
-    let poll = Poll::new("B drops the purged entry", FAILOVER);
-    while in_l1(b, &path).await {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_a_graceful_failover_moves_the_replicas_off_the_demoted_primary() {
+    let _alone = HEAVY.write().await;
+    let (primary, standby, sentinels) = sentinel_group().await;
+    let origin = MockOrigin::new().route("/after", by_query).start().await;
+    let fleet = sentinel_fleet(&origin, &sentinels).await;
+    share_through(&fleet, primary.port(), &sentinels).await;
+
+    // The old primary stays up (as a replica, refusing writes): only the sentinels' word, or
+    // its READONLY answers, can move the replicas.
+    let answer = sentinels[0].cli(&["SENTINEL", "FAILOVER", "main"]).await;
+    assert_eq!(answer, "OK", "SENTINEL FAILOVER: {answer}");
+    let poll = Poll::new("the standby promoted", FAILOVER);
+    while !standby.cli(&["ROLE"]).await.starts_with("master") {
         poll.tick().await;
     }
+    // Writes now succeed on the promoted standby only: A's fill landing there means A moved.
+    let path = share_through(&fleet, standby.port(), &sentinels).await;
+    purge_reaches_b(&fleet, &path).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

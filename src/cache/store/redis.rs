@@ -465,8 +465,10 @@ impl SharedTier {
             }
             Err(_) => true,
         };
-        if outage {
-            // Behind Sentinel a dead connection may mean a failover: ask where the primary is.
+        // Behind Sentinel a dead connection, or a write refused by a node demoted to replica,
+        // may mean a failover: ask where the primary is.
+        let demoted = matches!(&r, Err(TierError::Redis(e)) if e.code() == Some("READONLY"));
+        if outage || demoted {
             self.relink_kick.notify_one();
         }
         if let Err(e) = &r {
