@@ -226,6 +226,8 @@ impl Journal {
         self.metrics.oldest_seconds.set(age as i64);
     }
 
+    // Blocking file I/O on purpose: it happens only on the admin path and while Redis is down,
+    // for a few hundred bytes, and the purge must be on disk before it is acknowledged.
     fn append(&self, s: &mut State, r: &Record) {
         let Some(f) = s.file.as_mut() else {
             return;
