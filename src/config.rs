@@ -3,6 +3,7 @@
 
 mod env;
 pub mod file;
+pub(crate) mod redis;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -110,7 +111,12 @@ impl Config {
             })?
         };
         let mut raw = raw;
-        if raw.cache.redis.as_ref().is_some_and(|r| r.url.is_empty()) {
+        if raw
+            .cache
+            .redis
+            .as_ref()
+            .is_some_and(|r| r.url.is_empty() && r.sentinels.is_empty())
+        {
             // Other `[cache.redis]` keys (say, a replica id set for every pod) without a URL.
             raw.cache.redis = None;
             warnings.push("cache.redis has no url: the shared tier is off".into());
@@ -212,13 +218,8 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         ));
     }
     if let Some(r) = &raw.cache.redis {
-        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://"))
-            || redis_url_host(&r.url).is_none()
-        {
-            return Err(fail(
-                "cache.redis.url".into(),
-                "must be a redis://host:port or rediss://host:port URL".into(),
-            ));
+        if let Err((key, message)) = redis::Endpoint::of(r) {
+            return Err(fail(key.into(), message));
         }
         if r.namespace.is_empty() || r.namespace.contains(|c: char| c.is_whitespace()) {
             return Err(fail(
@@ -237,15 +238,27 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
                 return Err(fail(key.into(), "must be greater than 0".into()));
             }
         }
-        if r.write_queue == 0 || r.purge_stream_max_len == 0 || r.breaker_failures == 0 {
+        if r.write_queue == 0
+            || r.purge_stream_max_len == 0
+            || r.breaker_failures == 0
+            || r.journal_max == 0
+        {
             let key = if r.write_queue == 0 {
                 "cache.redis.write_queue"
             } else if r.purge_stream_max_len == 0 {
                 "cache.redis.purge_stream_max_len"
-            } else {
+            } else if r.breaker_failures == 0 {
                 "cache.redis.breaker_failures"
+            } else {
+                "cache.redis.journal_max"
             };
             return Err(fail(key.into(), "must be at least 1".into()));
+        }
+        if r.journal_file.as_deref().is_some_and(str::is_empty) {
+            return Err(fail(
+                "cache.redis.journal_file".into(),
+                "must be a file path (or left out)".into(),
+            ));
         }
     }
     if raw.server.via_name.is_empty() || http::HeaderValue::from_str(&raw.server.via_name).is_err()
@@ -641,14 +654,6 @@ fn find_key_line(src: &str, key: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests;
-
-/// The host of a `redis://` URL, if it names one.
-fn redis_url_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    (!host.is_empty()).then_some(host)
-}
 
 /// How `Vary: Accept-Language` selects a stored variant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

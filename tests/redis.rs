@@ -1,7 +1,9 @@
 //! The Redis shared tier (L2) seen from outside: replicas answer each other's fills, one fetch
-//! per cold key across the fleet, purges that reach every replica (also one that was cut off),
-//! Redis paused or killed without a failed request, and corrupt or foreign keys.
-//! Needs `redis-server` and `redis-cli` on PATH; every instance is started and removed here.
+//! per cold key across the fleet, 304s that refresh the shared copy, purges that reach every
+//! replica (also one that was cut off, and ones journalled while Redis was down), Redis paused
+//! or killed without a failed request, corrupt or foreign keys, and Sentinel failover.
+//! Needs `redis-server`, `redis-sentinel` and `redis-cli` on PATH; every instance is started
+//! and removed here.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support.rs"]
@@ -202,6 +204,67 @@ async fn a_response_stored_by_one_replica_is_a_shared_hit_on_another() {
         "{mb}"
     );
     assert_eq!(metric_sum(&mb, "seawall_redis_up"), Some(1.0), "{mb}");
+}
+
+/// `/r`: 200 with `ETag: "v1"` fresh for one second; a request that carries the tag is
+/// answered 304 with a new lifetime of a minute.
+fn revalidated(parts: &Parts, _: &Bytes) -> MockResponse {
+    if parts.headers.contains_key("if-none-match") {
+        MockResponse::with_status(304)
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=60")
+            .header("x-refreshed", "yes")
+    } else {
+        MockResponse::ok("r body")
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=1")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_304_on_one_replica_refreshes_the_shared_copy_for_the_others() {
+    let _shared = HEAVY.read().await;
+    let redis = RedisServer::start().await;
+    let origin = MockOrigin::new().route("/r", revalidated).start().await;
+    let fleet = Fleet::start(&origin.url(), &redis, 2).await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+
+    let (status, h, _) = shared_get(a, "/r").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cache_status(&h), STORED);
+    redis.wait_entry("/r").await;
+
+    // Stale everywhere now; A revalidates and the origin says it is still good for a minute.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, h, body) = shared_get(a, "/r").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "r body");
+    assert_eq!(hv(&h, "x-refreshed"), "yes", "{h:?}");
+    assert_eq!(origin.hits("/r"), 2, "one fill, one revalidation");
+    let revalidation = origin.requests("/r");
+    assert!(revalidation[1].contains_key("if-none-match"));
+
+    // The refreshed head reaches Redis behind the response.
+    let k = entry_key("/r");
+    let poll = Poll::new("the refreshed head written to Redis", EVENTUALLY);
+    while !redis
+        .cli_bytes(&["HGET", &k, "-"])
+        .await
+        .windows(11)
+        .any(|w| w == b"x-refreshed")
+    {
+        poll.tick().await;
+    }
+
+    // B never held /r: it reads the refreshed copy from Redis, fresh, without the origin.
+    let (status, h, body) = shared_get(b, "/r").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "r body");
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+    assert!(ttl_of(&cs) > 30, "the new lifetime, not the old one: {cs}");
+    assert_eq!(hv(&h, "x-refreshed"), "yes");
+    assert_eq!(origin.hits("/r"), 2, "B did not contact the origin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -503,6 +566,196 @@ async fn a_replica_that_missed_more_purges_than_the_stream_keeps_marks_its_entri
     let cs = cache_status(&h);
     assert!(!is_l1_hit(&cs) && !is_shared_hit(&cs), "{cs}");
     assert_eq!(origin.hits("/x"), 2, "the purged /x was fetched again");
+}
+
+/// How long a purge journalled during an outage may take to reach the other replicas once
+/// Redis is back: the tier's breaker open time (500 ms here, up to 4× after repeated trips)
+/// plus a few heartbeats, with room for a debug build on two cores.
+const JOURNAL_DELIVERY: Duration = Duration::from_secs(15);
+
+/// The `seawall_redis_purge_journal_depth` gauge of `proxy`.
+async fn journal_depth(proxy: &TestProxy) -> f64 {
+    let text = metrics_text(proxy).await;
+    metric_sum(&text, "seawall_redis_purge_journal_depth")
+        .unwrap_or_else(|| panic!("no journal depth gauge:\n{text}"))
+}
+
+/// Waits (bounded by [`JOURNAL_DELIVERY`]) until no replica of `replicas` holds `path`.
+async fn wait_dropped_by(replicas: &[&TestProxy], path: &str) {
+    let poll = Poll::new(
+        format!("{path} dropped by every replica after Redis came back"),
+        JOURNAL_DELIVERY,
+    );
+    for r in replicas {
+        while in_l1(r, path).await {
+            poll.tick().await;
+        }
+    }
+}
+
+/// Asserts that a purge answer says the purge was journalled, `depth` deep.
+fn assert_queued(answer: &serde_json::Value, depth: u64) {
+    let shared = &answer["shared"];
+    assert!(shared.is_object(), "{answer}");
+    assert_eq!(shared["queued"], true, "{answer}");
+    assert_eq!(shared["journal_depth"], depth, "{answer}");
+    assert!(shared["error"].is_string(), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purge_accepted_while_redis_is_down_reaches_every_replica_once_it_is_back() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisServer::start().await;
+    let origin = MockOrigin::new()
+        .route("/p", fresh("p", 300))
+        .route("/keep", fresh("keep", 300))
+        .start()
+        .await;
+    let fleet = Fleet::start(&origin.url(), &redis, 3).await;
+    let (a, b, c) = (&fleet[0], &fleet[1], &fleet[2]);
+    redis.wait_heartbeats(3).await;
+    fill_everywhere(&fleet, &redis, &["/p", "/keep"]).await;
+    assert_eq!(journal_depth(a).await, 0.0);
+
+    redis.kill();
+    // The failing heartbeats open A's tier breaker: the purge is not even tried against Redis.
+    let poll = Poll::new("A's tier breaker open", JOURNAL_DELIVERY);
+    while metric_sum(&metrics_text(a).await, "seawall_redis_rejected_total") == Some(0.0) {
+        poll.tick().await;
+    }
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key("/p"))).await;
+    assert_queued(&answer, 1);
+    let error = answer["shared"]["error"].as_str().unwrap();
+    assert!(error.contains("breaker open"), "{answer}");
+    assert_eq!(answer["purged"], 1, "applied here at once: {answer}");
+    assert!(!in_l1(a, "/p").await);
+    assert_eq!(journal_depth(a).await, 1.0);
+    // Nobody else can hear of it yet.
+    assert!(in_l1(b, "/p").await && in_l1(c, "/p").await);
+
+    redis.restart().await;
+    wait_dropped_by(&[b, c], "/p").await;
+    let poll = Poll::new("A's journal empty", JOURNAL_DELIVERY);
+    while journal_depth(a).await != 0.0 {
+        poll.tick().await;
+    }
+    let text = metrics_text(a).await;
+    assert_eq!(
+        metric_sum(&text, "seawall_redis_purge_journal_oldest_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(in_l1(b, "/keep").await && in_l1(c, "/keep").await);
+    let (status, h, body) = shared_get(c, "/p").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "p");
+    let cs = cache_status(&h);
+    assert!(is_miss(&cs), "{cs}");
+    assert_eq!(origin.hits("/p"), 2, "C fetched /p again");
+    assert_eq!(origin.hits("/keep"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_journalled_purge_survives_a_restart_of_its_replica() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisServer::start().await;
+    let origin = MockOrigin::new().route("/p", fresh("p", 300)).start().await;
+    let dir = unique_dir("seawall-journal-test");
+    let journal = dir.join("purges.jsonl");
+    let a_config = replica_config(&origin.url(), &redis.url(), "a", TIMEOUT).replace(
+        "replica_id = \"a\"\n",
+        &format!(
+            "replica_id = \"a\"\njournal_file = {:?}\n",
+            journal.display().to_string()
+        ),
+    );
+    let a = TestProxy::with_config(&a_config).await;
+    let b =
+        TestProxy::with_config(&replica_config(&origin.url(), &redis.url(), "b", TIMEOUT)).await;
+    redis.wait_heartbeats(2).await;
+    let (status, _, _) = shared_get(&a, "/p").await;
+    assert_eq!(status, StatusCode::OK);
+    redis.wait_entry("/p").await;
+    let (_, h, _) = shared_get(&b, "/p").await;
+    assert!(is_shared_hit(&cache_status(&h)), "{h:?}");
+    wait_l1(&b, "/p", true).await;
+
+    redis.kill();
+    let answer = purge(&a, &format!(r#"{{"url": "{}"}}"#, key("/p"))).await;
+    assert_queued(&answer, 1);
+    let on_disk = std::fs::read_to_string(&journal).unwrap();
+    assert!(on_disk.contains(&key("/p")), "{on_disk}");
+
+    a.shutdown();
+    a.wait().await;
+    let a = TestProxy::with_config(&a_config).await;
+    assert_eq!(journal_depth(&a).await, 1.0, "reloaded from {journal:?}");
+    assert!(in_l1(&b, "/p").await);
+
+    redis.restart().await;
+    wait_dropped_by(&[&b], "/p").await;
+    let poll = Poll::new("the restarted A's journal empty", JOURNAL_DELIVERY);
+    while journal_depth(&a).await != 0.0 {
+        poll.tick().await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        "",
+        "published, then forgotten"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_journal_drops_the_oldest_purge_and_every_replica_marks_its_cache_stale() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisServer::start().await;
+    let origin = MockOrigin::new()
+        .route("/x", fresh("x", 300))
+        .route("/y", fresh("y", 300))
+        .route("/z", fresh("z", 300))
+        .start()
+        .await;
+    let config = |id: &str| {
+        replica_config(&origin.url(), &redis.url(), id, TIMEOUT)
+            .replace("replica_id", "journal_max = 2\nreplica_id")
+    };
+    let fleet = Fleet {
+        replicas: vec![
+            TestProxy::with_config(&config("a")).await,
+            TestProxy::with_config(&config("b")).await,
+        ],
+    };
+    let (a, b) = (&fleet[0], &fleet[1]);
+    redis.wait_heartbeats(2).await;
+    fill_everywhere(&fleet, &redis, &["/x", "/y", "/z"]).await;
+
+    redis.kill();
+    for (p, depth) in [("/x", 1), ("/y", 2), ("/z", 3)] {
+        let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key(p))).await;
+        // The third drops /x's purge: two purges and the gap marker wait.
+        assert_queued(&answer, depth);
+    }
+
+    redis.restart().await;
+    wait_dropped_by(&[b], "/y").await;
+    wait_dropped_by(&[b], "/z").await;
+    let text = metrics_text(b).await;
+    assert!(
+        metric_with(&text, "seawall_redis_purges_applied_total", "source", "gap") >= 1.0,
+        "{text}"
+    );
+    // /x's own purge was dropped, but B trusts nothing it held: /x is not served from memory.
+    assert!(
+        in_l1(b, "/x").await,
+        "a soft purge keeps the entry for stale use"
+    );
+    let (status, h, body) = shared_get(b, "/x").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "x");
+    let cs = cache_status(&h);
+    assert!(!is_l1_hit(&cs), "{cs}");
+    assert_eq!(origin.hits("/x"), 2, "B fetched /x again");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,4 +1105,265 @@ async fn a_full_write_queue_drops_and_counts_writes_and_serves_everyone() {
         "{m}"
     );
     assert_eq!(origin.total_hits(), 21, "every key fetched once");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Sentinel
+// ---------------------------------------------------------------------------------------------
+
+/// A data node's config: no persistence, loopback only.
+fn data_node_conf(port: u16, dir: &std::path::Path) -> String {
+    format!(
+        "port {port}\nbind 127.0.0.1\nprotected-mode no\nsave \"\"\nappendonly no\ndir {}\n",
+        dir.display()
+    )
+}
+
+/// How long a failover may take here: the sentinels notice after 1 s, agree, elect, promote;
+/// the replicas then find the new primary (generous for a debug build on two cores).
+const FAILOVER: Duration = Duration::from_secs(30);
+
+/// A primary, a standby replicating it and three sentinels watching it as `main` (quorum 2,
+/// down after 1 s), once the standby is in sync and the sentinels know each other and it.
+async fn sentinel_group() -> (RedisNode, RedisNode, Vec<RedisNode>) {
+    let primary = RedisNode::start("redis-server", data_node_conf).await;
+    let p = primary.port();
+    let standby = RedisNode::start("redis-server", move |port, dir| {
+        format!("{}replicaof 127.0.0.1 {p}\n", data_node_conf(port, dir))
+    })
+    .await;
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(
+            RedisNode::start("redis-sentinel", move |port, dir| {
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                     sentinel monitor main 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds main 1000\n\
+                     sentinel failover-timeout main 5000\n",
+                    dir.display()
+                )
+            })
+            .await,
+        );
+    }
+    // A failover needs the standby in sync and the sentinels aware of each other and of it.
+    let poll = Poll::new("standby in sync, sentinels acquainted", FAILOVER);
+    loop {
+        let mut ready = standby
+            .cli(&["INFO", "replication"])
+            .await
+            .contains("master_link_status:up");
+        for s in &sentinels {
+            ready &= s
+                .cli(&["INFO", "sentinel"])
+                .await
+                .contains("slaves=1,sentinels=3");
+        }
+        if ready {
+            return (primary, standby, sentinels);
+        }
+        poll.tick().await;
+    }
+}
+
+/// Two Seawall replicas (`a`, `b`) that find the primary through `sentinels`.
+async fn sentinel_fleet(origin: &MockOrigin, sentinels: &[RedisNode]) -> Fleet {
+    let nodes: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port()))
+        .collect();
+    let config = |id: &str| {
+        replica_config(&origin.url(), "redis://unused:1", id, TIMEOUT).replace(
+            "url = \"redis://unused:1\"\n",
+            &format!("sentinels = {nodes:?}\nmaster_name = \"main\"\n"),
+        )
+    };
+    Fleet {
+        replicas: vec![
+            TestProxy::with_config(&config("a")).await,
+            TestProxy::with_config(&config("b")).await,
+        ],
+    }
+}
+
+/// Fills `/after?n=…` on A until one reaches the node on `port` and B answers it as a shared
+/// hit (bounded by [`FAILOVER`]); that path.
+async fn share_through(fleet: &Fleet, port: u16, sentinels: &[RedisNode]) -> String {
+    let (a, b) = (&fleet[0], &fleet[1]);
+    let poll = Poll::new(format!("sharing through the node on port {port}"), FAILOVER);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let path = format!("/after?n={i}");
+        let (status, _, _) = shared_get(a, &path).await;
+        assert_eq!(status, StatusCode::OK);
+        let k = entry_key(&path);
+        let mut stored = false;
+        for _ in 0..20 {
+            if redis_cli_raw(port, &["HLEN", &k], CLI_WAIT).await == Ok(b"1".to_vec()) {
+                stored = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if stored {
+            let (_, h, _) = shared_get(b, &path).await;
+            if is_shared_hit(&cache_status(&h)) {
+                return path;
+            }
+        }
+        if poll.expired() {
+            let logs: Vec<String> = sentinels.iter().map(RedisNode::log).collect();
+            panic!(
+                "no sharing through port {port}; sentinel logs:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        poll.tick().await;
+    }
+}
+
+/// A purge on A after the failover reaches B (through the new primary's stream).
+async fn purge_reaches_b(fleet: &Fleet, path: &str) {
+    let (a, b) = (&fleet[0], &fleet[1]);
+    wait_l1(b, path, true).await;
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key(path))).await;
+    assert!(answer["shared"]["queued"].is_null(), "{answer}");
+    let poll = Poll::new("B drops the purged entry", FAILOVER);
+    while in_l1(b, path).await {
+        poll.tick().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_the_replicas_follow_a_failover_and_keep_sharing_and_purging() {
+    let _alone = HEAVY.write().await;
+    let (mut primary, standby, sentinels) = sentinel_group().await;
+    let p = primary.port();
+    let origin = MockOrigin::new()
+        .route("/before", fresh("before", 300))
+        .route("/after", by_query)
+        .start()
+        .await;
+    let fleet = sentinel_fleet(&origin, &sentinels).await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+
+    // Found through the sentinels: A's fill is B's shared hit.
+    let poll = Poll::new("A's fill in the primary", FAILOVER);
+    loop {
+        let (status, _, _) = shared_get(a, "/before").await;
+        assert_eq!(status, StatusCode::OK);
+        if redis_cli_raw(p, &["HLEN", &entry_key("/before")], CLI_WAIT).await == Ok(b"1".to_vec()) {
+            break;
+        }
+        poll.tick().await;
+    }
+    let (_, h, _) = shared_get(b, "/before").await;
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+
+    // Sharing resumes once the standby is promoted and both replicas moved there.
+    primary.kill();
+    let path = share_through(&fleet, standby.port(), &sentinels).await;
+    assert!(
+        standby.cli(&["ROLE"]).await.starts_with("master"),
+        "the standby was promoted"
+    );
+    purge_reaches_b(&fleet, &path).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_a_graceful_failover_moves_the_replicas_off_the_demoted_primary() {
+    let _alone = HEAVY.write().await;
+    let (primary, standby, sentinels) = sentinel_group().await;
+    let origin = MockOrigin::new().route("/after", by_query).start().await;
+    let fleet = sentinel_fleet(&origin, &sentinels).await;
+    share_through(&fleet, primary.port(), &sentinels).await;
+
+    // The old primary stays up (as a replica, refusing writes): only the sentinels' word, or
+    // its READONLY answers, can move the replicas.
+    let answer = sentinels[0].cli(&["SENTINEL", "FAILOVER", "main"]).await;
+    assert_eq!(answer, "OK", "SENTINEL FAILOVER: {answer}");
+    let poll = Poll::new("the standby promoted", FAILOVER);
+    while !standby.cli(&["ROLE"]).await.starts_with("master") {
+        poll.tick().await;
+    }
+    // Writes now succeed on the promoted standby only: A's fill landing there means A moved.
+    let path = share_through(&fleet, standby.port(), &sentinels).await;
+    purge_reaches_b(&fleet, &path).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_with_passwords_the_replicas_log_in_to_sentinels_and_data_nodes() {
+    let _alone = HEAVY.write().await;
+    const DATA_PW: &str = "data-secret";
+    const SENTINEL_PW: &str = "sentinel-secret";
+    let auth = format!("requirepass {DATA_PW}\nmasterauth {DATA_PW}\n");
+    let primary = RedisNode::start_as("redis-server", Some(DATA_PW), |port, dir| {
+        format!("{}{auth}", data_node_conf(port, dir))
+    })
+    .await;
+    let p = primary.port();
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(
+            RedisNode::start_as("redis-sentinel", Some(SENTINEL_PW), move |port, dir| {
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                     requirepass {SENTINEL_PW}\nsentinel sentinel-pass {SENTINEL_PW}\n\
+                     sentinel monitor main 127.0.0.1 {p} 2\n\
+                     sentinel auth-pass main {DATA_PW}\n\
+                     sentinel down-after-milliseconds main 1000\n",
+                    dir.display()
+                )
+            })
+            .await,
+        );
+    }
+    let secrets = unique_dir("seawall-sentinel-secrets");
+    let (data_file, sentinel_file) = (secrets.join("data"), secrets.join("sentinel"));
+    std::fs::write(&data_file, format!("{DATA_PW}\n")).unwrap();
+    std::fs::write(&sentinel_file, format!("{SENTINEL_PW}\n")).unwrap();
+
+    let origin = MockOrigin::new().route("/s", fresh("s", 300)).start().await;
+    let nodes: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port()))
+        .collect();
+    let config = |id: &str| {
+        replica_config(&origin.url(), "redis://unused:1", id, TIMEOUT).replace(
+            "url = \"redis://unused:1\"\n",
+            &format!(
+                "sentinels = {nodes:?}\nmaster_name = \"main\"\npassword_file = {:?}\n\
+                 sentinel_password_file = {:?}\n",
+                data_file.display().to_string(),
+                sentinel_file.display().to_string()
+            ),
+        )
+    };
+    let a = TestProxy::with_config(&config("a")).await;
+    let b = TestProxy::with_config(&config("b")).await;
+
+    let k = entry_key("/s");
+    let poll = Poll::new("A's fill in the password-protected primary", FAILOVER);
+    loop {
+        let (status, _, _) = shared_get(&a, "/s").await;
+        assert_eq!(status, StatusCode::OK);
+        if primary.cli(&["HLEN", &k]).await == "1" {
+            break;
+        }
+        if poll.expired() {
+            panic!(
+                "A never wrote to the primary; primary log:\n{}",
+                primary.log()
+            );
+        }
+        poll.tick().await;
+    }
+    let (_, h, _) = shared_get(&b, "/s").await;
+    let cs = cache_status(&h);
+    assert!(is_shared_hit(&cs), "{cs}");
+    assert_eq!(origin.hits("/s"), 1);
+    let _ = std::fs::remove_dir_all(&secrets);
 }

@@ -247,8 +247,10 @@ pub(super) async fn clear(
 }
 
 fn shared_report(r: crate::cache::store::redis::SharedPurge) -> Value {
-    if let Some(e) = &r.error {
-        tracing::warn!(error = %e, "Purge applied here but not through the shared tier: other replicas keep their copies.");
+    if let Some(e) = &r.error
+        && !r.queued
+    {
+        tracing::warn!(error = %e, "Purge applied here but not fully announced through the shared tier.");
     }
     serde_json::to_value(r).unwrap_or(Value::Null)
 }

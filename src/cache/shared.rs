@@ -233,7 +233,8 @@ impl CacheShared {
         (Arc::new(e), keep)
     }
 
-    /// RFC 9111 §4.3.4: a 304 updates the stored headers (except Content-Length) and freshness.
+    /// RFC 9111 §4.3.4: a 304 updates the stored headers (except Content-Length) and freshness,
+    /// in memory and (behind the response) in the shared tier.
     pub(super) fn refresh(
         &self,
         old: &Arc<Entry>,
@@ -270,6 +271,11 @@ impl CacheShared {
             hits: AtomicU64::new(old.hits.load(Ordering::Relaxed)),
         });
         self.store.replace(old, new.clone(), keep);
+        // The shared copy gets the new head and lifetime too, or every other replica would
+        // revalidate (or refetch) what this one just learned is still good.
+        if let Some(t) = self.tier() {
+            t.enqueue(new.clone(), keep, None);
+        }
         new
     }
 }

@@ -170,7 +170,16 @@ fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
             out.insert(env, ("cache".into(), format!("redis.{key}"), kind));
         }
     }
-    for key in ["url", "replica_id"] {
+    for key in [
+        "url",
+        "replica_id",
+        "journal_file",
+        "master_name",
+        "username",
+        "password_file",
+        "sentinel_username",
+        "sentinel_password_file",
+    ] {
         let env = format!("SEAWALL_CACHE_REDIS_{key}").to_uppercase();
         out.insert(env, ("cache".into(), format!("redis.{key}"), Kind::Str));
     }

@@ -225,9 +225,28 @@ pub struct CacheSection {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS). Standalone or a managed
-    /// highly-available endpoint; Redis Cluster is not supported.
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS): standalone or a managed
+    /// highly-available endpoint; or `redis+sentinel://[user:pass@]h1:26379,h2:26379/<master>`.
+    /// Redis Cluster is not supported. Exactly one of `url` and `sentinels`.
     pub url: String,
+    /// Redis Sentinel `host:port`s to ask for the primary (instead of `url`); with `master_name`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    /// ACL user on the data nodes (overrides the URL's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the data nodes' password (overrides the URL's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// ACL user on the sentinels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_username: Option<String>,
+    /// File holding the sentinels' password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_file: Option<String>,
     /// Key prefix; the entry format version is appended (`seawall:v1:`), so two Seawall
     /// versions never read each other's entries.
     pub namespace: String,
@@ -261,12 +280,25 @@ pub struct RedisSection {
     /// This replica's name in heartbeats; default: host name, process id and a random suffix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica_id: Option<String>,
+    /// Purges accepted while Redis is unreachable, kept for publishing once it is back; past
+    /// it the oldest are dropped and a gap marker makes every replica mark its cache stale.
+    pub journal_max: usize,
+    /// File the purge journal is appended (and fsynced) to and reloaded from at start, so
+    /// journalled purges survive a restart; unset: memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_file: Option<String>,
 }
 
 impl Default for RedisSection {
     fn default() -> Self {
         Self {
             url: String::new(),
+            sentinels: Vec::new(),
+            master_name: None,
+            username: None,
+            password_file: None,
+            sentinel_username: None,
+            sentinel_password_file: None,
             namespace: "seawall".into(),
             timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
@@ -279,6 +311,8 @@ impl Default for RedisSection {
             breaker_failures: 5,
             breaker_open: Duration::from_secs(5),
             replica_id: None,
+            journal_max: 1000,
+            journal_file: None,
         }
     }
 }

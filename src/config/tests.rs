@@ -215,6 +215,33 @@ fn bad_redis_settings_name_file_line_and_key() {
     let e = Config::parse(&src, "r.toml", env(&[])).expect_err("typo");
     assert_eq!(e.key, "cache.redis.lock_tll");
     assert!(e.message.contains("unknown field"), "{}", e.message);
+    let src = format!("{BASE}\n[cache.redis]\nurl = \"redis://h:6379\"\njournal_max = 0\n");
+    let e = Config::parse(&src, "r.toml", env(&[])).expect_err("no journal");
+    assert_eq!(e.key, "cache.redis.journal_max");
+    assert_eq!(e.line, Some(16));
+}
+
+#[test]
+fn the_purge_journal_defaults_to_memory_and_takes_a_file_from_the_environment() {
+    let src = format!("{BASE}\n[cache.redis]\nurl = \"redis://h:6379\"\n");
+    let c = Config::parse(&src, "r.toml", env(&[])).expect("valid");
+    let r = c.raw.cache.redis.as_ref().expect("redis section");
+    assert_eq!((r.journal_max, r.journal_file.as_deref()), (1000, None));
+    let c = Config::parse(
+        &src,
+        "r.toml",
+        env(&[
+            (
+                "SEAWALL_CACHE_REDIS_JOURNAL_FILE",
+                "/var/lib/seawall/j.jsonl",
+            ),
+            ("SEAWALL_CACHE_REDIS_JOURNAL_MAX", "5"),
+        ]),
+    )
+    .expect("valid with env");
+    let r = c.raw.cache.redis.as_ref().expect("redis section");
+    assert_eq!(r.journal_max, 5);
+    assert_eq!(r.journal_file.as_deref(), Some("/var/lib/seawall/j.jsonl"));
 }
 
 #[test]

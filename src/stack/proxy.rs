@@ -436,8 +436,10 @@ async fn http_purge<B>(rt: &Runtime, req: &Request<B>) -> Response<ProxyBody> {
     let mut out = json!({"purged": r.entries, "keys": r.keys, "key": &*key, "soft": soft});
     if let Some(t) = rt.cache.tier() {
         let shared = t.purge(&[sel], soft).await;
-        if let Some(e) = &shared.error {
-            tracing::warn!(error = %e, "PURGE applied here but not through the shared tier.");
+        if let Some(e) = &shared.error
+            && !shared.queued
+        {
+            tracing::warn!(error = %e, "PURGE applied here but not fully announced through the shared tier.");
         }
         out["shared"] = serde_json::to_value(shared).unwrap_or(serde_json::Value::Null);
     }

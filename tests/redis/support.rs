@@ -1,5 +1,6 @@
 //! Helpers for the Redis shared-tier tests, on top of `support.rs`: a throwaway `redis-server` on
-//! loopback (pause, kill, restart), `redis-cli` calls, a TCP forwarder that cuts one replica off
+//! loopback (pause, kill, restart), nodes from a config file (replicas, sentinels, passwords),
+//! `redis-cli` calls, a TCP forwarder that cuts one replica off
 //! from Redis, a fleet of Seawall replicas sharing one origin and one Redis, admin calls with a
 //! common `Host`, and sums over Prometheus samples.
 //! Every wait is bounded.
@@ -95,7 +96,7 @@ impl Poll {
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh directory under the system temp dir.
-fn unique_dir(prefix: &str) -> PathBuf {
+pub fn unique_dir(prefix: &str) -> PathBuf {
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -121,7 +122,20 @@ pub type CliResult = Result<Vec<u8>, String>;
 /// Runs `redis-cli -h 127.0.0.1 -p port --raw args…`, killed after `within`. Panics when
 /// `redis-cli` is not installed.
 pub async fn redis_cli_raw(port: u16, args: &[&str], within: Duration) -> CliResult {
+    redis_cli_as(port, None, args, within).await
+}
+
+/// Like [`redis_cli_raw`], logged in with `password` (passed in the environment, not argv).
+pub async fn redis_cli_as(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+    within: Duration,
+) -> CliResult {
     let mut cmd = tokio::process::Command::new("redis-cli");
+    if let Some(pw) = password {
+        cmd.env("REDISCLI_AUTH", pw);
+    }
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "--raw"])
         .args(args)
         .stdin(Stdio::null())
@@ -397,6 +411,105 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes from a config file (replication, Sentinel)
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` or `redis-sentinel` run from a config file that `conf(port, dir)` writes,
+/// on a free loopback port in its own temporary directory; killed and removed when dropped.
+pub struct RedisNode {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    password: Option<String>,
+}
+
+impl RedisNode {
+    /// Starts `program` (`redis-server` or `redis-sentinel`) and waits (bounded) until it
+    /// answers `PING`.
+    pub async fn start(program: &str, conf: impl Fn(u16, &std::path::Path) -> String) -> Self {
+        Self::start_as(program, None, conf).await
+    }
+
+    /// Like [`Self::start`], for a node whose config sets `requirepass password`.
+    pub async fn start_as(
+        program: &str,
+        password: Option<&str>,
+        conf: impl Fn(u16, &std::path::Path) -> String,
+    ) -> Self {
+        let dir = unique_dir(&format!("seawall-{program}-test"));
+        for _ in 0..5 {
+            let port = free_port();
+            let file = dir.join("node.conf");
+            std::fs::write(&file, conf(port, &dir)).unwrap();
+            let log = std::fs::File::create(dir.join("node.log")).unwrap();
+            let mut child = Command::new(program)
+                .arg(&file)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+            let poll = Poll::new(
+                format!("{program} on port {port} answers PING"),
+                Duration::from_secs(5),
+            );
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let pong = redis_cli_as(port, password, &["PING"], Duration::from_secs(1)).await;
+                if matches!(pong, Ok(out) if out == b"PONG") {
+                    return Self {
+                        port,
+                        dir,
+                        child: Some(child),
+                        password: password.map(str::to_string),
+                    };
+                }
+                poll.tick().await;
+            }
+        }
+        panic!(
+            "{program} did not start in 5 attempts; log:\n{}",
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// `redis-cli --raw args…` (bounded), lossily decoded; the error text when it fails.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        match redis_cli_as(self.port, self.password.as_deref(), args, CLI_WAIT).await {
+            Ok(out) => String::from_utf8_lossy(&out).into_owned(),
+            Err(e) => e,
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisNode {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -4,13 +4,15 @@
 
 pub mod bus;
 pub mod codec;
+mod journal;
 mod lock;
 mod purge;
+mod sentinel;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -151,10 +153,23 @@ pub enum TierError {
     Redis(#[from] RedisError),
 }
 
+/// The connection to the current primary.
+struct Link {
+    client: ::redis::Client,
+    conn: ConnectionManager,
+    /// Where it points, when a sentinel named it.
+    primary: Option<(String, u16)>,
+}
+
 /// The shared tier.
 pub struct SharedTier {
-    conn: ConnectionManager,
-    client: ::redis::Client,
+    /// None until the sentinels name a primary.
+    link: RwLock<Option<Link>>,
+    access: sentinel::Access,
+    /// Asks the sentinel follower to look for the primary again.
+    relink_kick: tokio::sync::Notify,
+    /// Bumped when the tier moves to another primary (the listener re-subscribes there).
+    relinked: tokio::sync::watch::Sender<u64>,
     cfg: RedisSection,
     prefix: String,
     replica: String,
@@ -167,6 +182,7 @@ pub struct SharedTier {
     waiters: Mutex<HashMap<Arc<str>, Vec<oneshot::Sender<FillOutcome>>>>,
     bus_up: AtomicBool,
     last_applied: Mutex<Cursor>,
+    journal: journal::Journal,
     nonce: AtomicU64,
     stop: CancellationToken,
 }
@@ -178,6 +194,34 @@ impl std::fmt::Debug for SharedTier {
             .field("replica", &self.replica)
             .finish_non_exhaustive()
     }
+}
+
+/// The call error while no primary is known (an outage for the breaker).
+fn no_primary() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "no primary known yet (asking the sentinels)",
+    ))
+}
+
+/// A connection manager (lazy: it connects on first use and reconnects by itself) to `info`.
+fn link_to(
+    cfg: &RedisSection,
+    info: ::redis::ConnectionInfo,
+    primary: Option<(String, u16)>,
+) -> Result<Link, RedisError> {
+    let client = ::redis::Client::open(info)?;
+    let mgr = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(cfg.connect_timeout))
+        .set_response_timeout(Some(cfg.timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), mgr)?;
+    Ok(Link {
+        client,
+        conn,
+        primary,
+    })
 }
 
 fn default_replica_id() -> String {
@@ -199,15 +243,15 @@ impl SharedTier {
         targeted: Vec<HeaderName>,
         registry: &Registry,
     ) -> anyhow::Result<Arc<Self>> {
-        let client = ::redis::Client::open(cfg.url.as_str())
-            .map_err(|e| anyhow::anyhow!("cache.redis.url: {e}"))?;
-        let mgr = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), mgr)
-            .map_err(|e| anyhow::anyhow!("cache.redis: {e}"))?;
+        let access = sentinel::Access::new(cfg)?;
+        let link = match &access {
+            sentinel::Access::Url(info) => Some(
+                link_to(cfg, info.clone(), None)
+                    .map_err(|e| anyhow::anyhow!("cache.redis: {e}"))?,
+            ),
+            // The follower finds it (connecting is async, and Seawall starts without Redis).
+            sentinel::Access::Sentinel { .. } => None,
+        };
         let breaker = Breaker::new(
             BreakerConfig {
                 consecutive_failures: cfg.breaker_failures,
@@ -217,13 +261,20 @@ impl SharedTier {
             },
             tokio::time::Instant::now(),
         );
+        let journal = journal::Journal::open(
+            cfg.journal_max,
+            cfg.journal_file.as_deref().map(std::path::Path::new),
+            registry,
+        )?;
         let (tx, rx) = mpsc::channel(cfg.write_queue);
         let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         Ok(Arc::new(Self {
-            conn,
-            client,
+            link: RwLock::new(link),
+            access,
+            relink_kick: tokio::sync::Notify::new(),
+            relinked: tokio::sync::watch::Sender::new(0),
             prefix: format!("{}:v{}:", cfg.namespace, codec::FORMAT),
             replica: cfg.replica_id.clone().unwrap_or_else(default_replica_id),
             cfg: cfg.clone(),
@@ -239,12 +290,13 @@ impl SharedTier {
                 id: StreamId(now_ms, 0),
                 seq: None,
             }),
+            journal,
             nonce: AtomicU64::new(0),
             stop: CancellationToken::new(),
         }))
     }
 
-    /// Starts the writer, the heartbeat and the purge/fill listener.
+    /// Starts the writer, the heartbeat, the purge/fill listener and the journal's drainer.
     pub fn start(self: &Arc<Self>, cache: Weak<CacheShared>) {
         let rx = self
             .writes_rx
@@ -256,6 +308,57 @@ impl SharedTier {
         }
         tokio::spawn(self.clone().heartbeat());
         tokio::spawn(bus::run(self.clone(), cache));
+        tokio::spawn(self.clone().drain_journal());
+        tokio::spawn(sentinel::follow(self.clone()));
+    }
+
+    /// The primary's connection, if one is known.
+    fn conn(&self) -> Option<ConnectionManager> {
+        let l = self.link.read().unwrap_or_else(|e| e.into_inner());
+        l.as_ref().map(|l| l.conn.clone())
+    }
+
+    /// A client for the primary (the listener's own connection), if one is known.
+    fn client(&self) -> Option<::redis::Client> {
+        let l = self.link.read().unwrap_or_else(|e| e.into_inner());
+        l.as_ref().map(|l| l.client.clone())
+    }
+
+    /// The primary a sentinel named, if any.
+    fn primary(&self) -> Option<(String, u16)> {
+        let l = self.link.read().unwrap_or_else(|e| e.into_inner());
+        l.as_ref().and_then(|l| l.primary.clone())
+    }
+
+    /// Moves every connection to the primary at `addr`.
+    fn relink(&self, addr: (String, u16)) {
+        let info = match self.access.data_node(&addr.0, addr.1) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "Shared tier: cannot address the new primary.");
+                return;
+            }
+        };
+        match link_to(&self.cfg, info, Some(addr.clone())) {
+            Ok(l) => {
+                let old = self.primary();
+                *self.link.write().unwrap_or_else(|e| e.into_inner()) = Some(l);
+                // The outage that opened the breaker was the old primary; the new one was just
+                // checked (ROLE), so calls go through at once rather than after the open time.
+                self.breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reset(tokio::time::Instant::now());
+                self.refresh_up();
+                self.relinked.send_modify(|g| *g += 1);
+                tracing::warn!(
+                    primary = %format!("{}:{}", addr.0, addr.1),
+                    previous = ?old.map(|(h, p)| format!("{h}:{p}")),
+                    "Shared tier: following the primary the sentinels name."
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "Shared tier: cannot connect to the new primary."),
+        }
     }
 
     /// Stops the background tasks and withdraws the heartbeat.
@@ -362,6 +465,12 @@ impl SharedTier {
             }
             Err(_) => true,
         };
+        // Behind Sentinel a dead connection, or a write refused by a node demoted to replica,
+        // may mean a failover: ask where the primary is.
+        let demoted = matches!(&r, Err(TierError::Redis(e)) if e.code() == Some("READONLY"));
+        if outage || demoted {
+            self.relink_kick.notify_one();
+        }
         if let Err(e) = &r {
             self.metrics.errors.with_label_values(&[op]).inc();
             if matches!(e, TierError::Timeout)
@@ -396,9 +505,11 @@ impl SharedTier {
         op: &'static str,
         c: &::redis::Cmd,
     ) -> Result<T, TierError> {
-        let mut conn = self.conn.clone();
-        self.guard(op, async move { c.query_async(&mut conn).await })
-            .await
+        let conn = self.conn();
+        self.guard(op, async move {
+            c.query_async(&mut conn.ok_or_else(no_primary)?).await
+        })
+        .await
     }
 
     async fn pipe<T: FromRedisValue>(
@@ -406,9 +517,11 @@ impl SharedTier {
         op: &'static str,
         p: &::redis::Pipeline,
     ) -> Result<T, TierError> {
-        let mut conn = self.conn.clone();
-        self.guard(op, async move { p.query_async(&mut conn).await })
-            .await
+        let conn = self.conn();
+        self.guard(op, async move {
+            p.query_async(&mut conn.ok_or_else(no_primary)?).await
+        })
+        .await
     }
 
     /// Every decodable variant stored for `key`; undecodable ones are counted and deleted.

@@ -24,6 +24,10 @@ pub struct PurgeMsg {
     pub soft: bool,
     /// What to purge.
     pub sels: Vec<WireSelector>,
+    /// A gap marker: purges were dropped from a replica's full journal, so this soft purge of
+    /// everything stands in for them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
 }
 
 /// `ops::Selector` on the wire.
@@ -75,6 +79,16 @@ impl PurgeMsg {
                     Selector::All => WireSelector::All,
                 })
                 .collect(),
+            gap: false,
+        }
+    }
+
+    /// The gap marker `origin` publishes after its journal dropped purges: every replica marks
+    /// everything stale, as after a trimmed stream.
+    pub fn gap(origin: &str) -> Self {
+        Self {
+            gap: true,
+            ..Self::new(origin, &[Selector::All], true)
         }
     }
 
@@ -103,11 +117,15 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
         if tier.stop.is_cancelled() {
             return;
         }
+        // Taken before subscribing, so a move to another primary meanwhile is not missed.
+        let mut relinked = tier.relinked.subscribe();
         match subscribe(&tier).await {
             Ok((sink, stream)) => {
                 backoff = Duration::from_millis(100);
                 tier.bus_up.store(true, Ordering::Relaxed);
                 tier.refresh_up();
+                // Redis is back: purges journalled meanwhile go out now, not at the next tick.
+                tier.journal.kick.notify_one();
                 let pending = match replay(&tier, &cache, "replay").await {
                     Ok(()) => false,
                     Err(e) => {
@@ -115,7 +133,7 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
                         true
                     }
                 };
-                listen(&tier, &cache, sink, stream, pending).await;
+                listen(&tier, &cache, sink, stream, pending, &mut relinked).await;
                 tier.bus_up.store(false, Ordering::Relaxed);
                 tier.refresh_up();
                 if tier.stop.is_cancelled() {
@@ -135,7 +153,10 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
 
 async fn subscribe(tier: &SharedTier) -> Result<(PubSubSink, PubSubStream), String> {
     let wait = tier.cfg.connect_timeout;
-    let ps = tokio::time::timeout(wait, tier.client.get_async_pubsub())
+    let client = tier
+        .client()
+        .ok_or_else(|| "no primary known yet".to_string())?;
+    let ps = tokio::time::timeout(wait, client.get_async_pubsub())
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -156,6 +177,7 @@ async fn listen(
     mut sink: PubSubSink,
     mut stream: PubSubStream,
     mut pending: bool,
+    relinked: &mut tokio::sync::watch::Receiver<u64>,
 ) {
     let purge = tier.purge_channel();
     let fill = tier.fill_channel();
@@ -164,6 +186,8 @@ async fn listen(
     loop {
         tokio::select! {
             _ = tier.stop.cancelled() => return,
+            // Subscribed on the old primary: subscribe again on the one the tier follows now.
+            _ = relinked.changed() => return,
             m = stream.next() => {
                 let Some(m) = m else { return };
                 let channel = m.get_channel_name();
@@ -256,9 +280,16 @@ async fn replay(
                 .and_then(|m| serde_json::from_str::<PurgeMsg>(m).ok())
                 && msg.origin != tier.replica
             {
+                if msg.gap {
+                    tracing::warn!(
+                        from = %msg.origin,
+                        "Shared tier: a replica's purge journal overflowed while Redis was away; marking every cached entry stale."
+                    );
+                }
                 for sel in msg.selectors() {
                     cache.purge(&sel, msg.soft, false);
                 }
+                let source = if msg.gap { "gap" } else { source };
                 tier.metrics.purges.with_label_values(&[source]).inc();
             }
             let mut c = tier.last_applied.lock().unwrap_or_else(|e| e.into_inner());

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{SharedTier, TierError, bus, codec};
+use super::{SharedTier, TierError, bus, codec, journal};
 use crate::cache::ops::Selector;
 use crate::cache::policy;
 /// What a purge did in the shared tier and across the fleet.
@@ -16,9 +16,15 @@ pub struct SharedPurge {
     pub delivered: usize,
     /// Keys removed or marked stale in Redis.
     pub l2_keys: usize,
-    /// Why the purge did not reach Redis (other replicas then keep their copies).
+    /// Why the purge did not reach Redis (or was only partly announced).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Redis could not take it: journalled here, published once Redis is back.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
+    /// Purges journalled on this replica (this one included), when queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_depth: Option<usize>,
 }
 
 /// Escapes glob characters for `SCAN MATCH`.
@@ -139,22 +145,83 @@ impl SharedTier {
         Ok(n)
     }
 
-    /// Applies `sels` to Redis and fans them out to every replica (stream, then channel).
+    /// Applies `sels` to Redis and fans them out to every replica (stream, then channel), after
+    /// any purges journalled before it. When Redis cannot take it, it is journalled and
+    /// published by the drainer once Redis is back (the caller has applied it locally already).
     pub async fn purge(&self, sels: &[Selector], soft: bool) -> SharedPurge {
-        let mut out = SharedPurge::default();
-        for sel in sels {
-            match self.purge_l2(sel, soft).await {
-                Ok(n) => out.l2_keys += n,
-                Err(e) => {
-                    out.error = Some(e.to_string());
-                    return out;
+        let msg = bus::PurgeMsg::new(&self.replica, sels, soft);
+        let _order = self.journal.order.lock().await;
+        if let Err(e) = self.flush_journal().await {
+            return self.journalled(msg, &e);
+        }
+        match self.publish(&msg).await {
+            Ok(out) => out,
+            Err(e) => self.journalled(msg, &e),
+        }
+    }
+
+    fn journalled(&self, msg: bus::PurgeMsg, e: &TierError) -> SharedPurge {
+        let depth = self.journal.push(msg);
+        tracing::warn!(error = %e, journal_depth = depth, "Shared tier unreachable: purge journalled, published once Redis is back.");
+        SharedPurge {
+            queued: true,
+            journal_depth: Some(depth),
+            error: Some(e.to_string()),
+            ..SharedPurge::default()
+        }
+    }
+
+    /// Publishes the journal, oldest first, until it is empty or a call fails. The caller
+    /// holds `journal.order`.
+    async fn flush_journal(&self) -> Result<(), TierError> {
+        let mut n = 0;
+        while let Some(next) = self.journal.next() {
+            let msg = match &next {
+                journal::Next::Gap => bus::PurgeMsg::gap(&self.replica),
+                journal::Next::Purge(m) => m.clone(),
+            };
+            self.publish(&msg).await?;
+            self.journal.done(&next);
+            n += 1;
+        }
+        if n > 0 {
+            tracing::info!(published = n, "Shared tier: journalled purges published.");
+        }
+        Ok(())
+    }
+
+    /// Every heartbeat interval (or when the listener reconnects): publishes the journal and
+    /// keeps its gauges current.
+    pub(super) async fn drain_journal(self: Arc<Self>) {
+        let every = self.cfg.heartbeat_interval;
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+                _ = self.journal.kick.notified() => {}
+            }
+            if self.journal.depth() > 0 {
+                let _order = self.journal.order.lock().await;
+                if let Err(e) = self.flush_journal().await {
+                    tracing::debug!(error = %e, depth = self.journal.depth(), "Purge journal not published yet.");
                 }
             }
+            self.journal.refresh_metrics();
         }
-        let msg = bus::PurgeMsg::new(&self.replica, sels, soft);
-        let payload = serde_json::to_string(&msg).unwrap_or_default();
+    }
+
+    /// One purge through the shared tier: Redis first, then the stream and the channel. An
+    /// error means the stream does not have it (it may be sent again: purges are idempotent);
+    /// once it is in the stream, a failed announcement is only reported, since every replica
+    /// reads the stream when it reconnects.
+    async fn publish(&self, msg: &bus::PurgeMsg) -> Result<SharedPurge, TierError> {
+        let mut out = SharedPurge::default();
+        for sel in msg.selectors() {
+            out.l2_keys += self.purge_l2(&sel, msg.soft).await?;
+        }
+        let payload = serde_json::to_string(msg).unwrap_or_default();
         // Numbered as appended (atomically), so replicas can tell a trimmed gap from none.
-        let id: Result<String, TierError> = self
+        let id: String = self
             .cmd(
                 "purge",
                 ::redis::cmd("EVAL")
@@ -168,14 +235,7 @@ impl SharedTier {
                     .arg(self.cfg.purge_stream_max_len)
                     .arg(payload),
             )
-            .await;
-        let id = match id {
-            Ok(id) => id,
-            Err(e) => {
-                out.error = Some(e.to_string());
-                return out;
-            }
-        };
+            .await?;
         match self
             .cmd::<i64>(
                 "publish",
@@ -190,6 +250,6 @@ impl SharedTier {
             Ok(n) => out.live_replicas = n,
             Err(e) => out.error = Some(e.to_string()),
         }
-        out
+        Ok(out)
     }
 }
