@@ -13,6 +13,7 @@
 //!   `GET /admin/cache/warm/{id}`
 //! - `GET /admin/breakers`; `POST /admin/breakers/{upstream}/open|close|reset`
 //! - `GET /admin/config`; `POST /admin/reload`; `POST /admin/drain`; `POST /admin/drain/cancel`
+//! - `GET /admin/tls` the served certificates (names, issuer, expiry, fingerprint, file)
 //!
 //! Any answer is indented with `?pretty`.
 
@@ -21,6 +22,7 @@ mod breakers;
 mod cache;
 mod config;
 mod status;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -71,6 +73,7 @@ pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
         )
         .route("/admin/config", get(config::config))
         .route("/admin/reload", post(config::reload))
+        .route("/admin/tls", get(tls::certificates))
         .route("/admin/drain", post(status::drain))
         .route("/admin/drain/cancel", post(status::drain_cancel))
         .route_layer(middleware::from_fn_with_state(Arc::new(tokens), auth));

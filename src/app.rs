@@ -132,6 +132,17 @@ pub async fn start_with_token(
         metrics: metrics.clone(),
     };
     let rt = build_runtime(config.clone(), &shared)?;
+    let tls = match config.listen_tls {
+        Some(_) => {
+            let certs = server::tls::Certificates::load(&config.raw.tls)?;
+            for w in certs.expiry_warnings(std::time::SystemTime::now()) {
+                tracing::warn!(warning = %w, "TLS certificate expiring.");
+            }
+            let tls = server::TlsServer::new(&config.raw.tls, certs, &metrics.registry)?;
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
     let lifecycle = Arc::new(Lifecycle::new());
     lifecycle
         .register_metrics(&metrics.registry)
@@ -144,6 +155,7 @@ pub async fn start_with_token(
         window.clone(),
         Some(admin_token),
         config.raw.warmup.is_some(),
+        tls.clone(),
     ));
     // The breakers are rebuilt on reload: the scrape reads the running generation's.
     let rt = state.rt.clone();
@@ -152,17 +164,6 @@ pub async fn start_with_token(
     })
     .map_err(|e| anyhow::anyhow!(e))?;
 
-    let tls = match config.listen_tls {
-        Some(_) => {
-            let certs = server::tls::Certificates::load(&config.raw.tls)?;
-            for w in certs.expiry_warnings(std::time::SystemTime::now()) {
-                tracing::warn!(warning = %w, "TLS certificate expiring.");
-            }
-            let tls = server::TlsServer::new(&config.raw.tls, certs, &metrics.registry)?;
-            Some(Arc::new(tls))
-        }
-        None => None,
-    };
     let listener = match config.listen {
         Some(a) => Some(
             TcpListener::bind(a)
@@ -229,6 +230,11 @@ pub async fn start_with_token(
         }
     }
     state.serving.store(true, Ordering::Relaxed);
+    if let Some(t) = &state.tls
+        && !config.raw.tls.watch_interval.is_zero()
+    {
+        t.watch(config.raw.tls.watch_interval);
+    }
     tracing::info!(
         listen = ?plain_addr,
         listen_tls = ?tls_addr,

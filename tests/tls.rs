@@ -702,3 +702,238 @@ async fn decrypted_connections_get_the_header_read_timeout_and_the_drain() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(header_str(&headers, "connection"), "close");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reload without dropping anything; GET /admin/tls
+// ---------------------------------------------------------------------------------------------
+
+/// A config file with both listeners, `[tls]` settings and `certs`, written as `name` in the
+/// PKI's directory (reloads re-read it).
+fn write_config(pki: &Pki, name: &str, origin: &str, tls: &str, certs: &[String]) -> PathBuf {
+    let path = pki.dir.0.join(name);
+    let server = "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+                  drain_delay = \"200ms\"\ngrace_period = \"2s\"";
+    std::fs::write(&path, tls_config(origin, server, tls, certs)).unwrap();
+    path
+}
+
+/// An HTTP/1.1 keep-alive connection over TLS: the sender for further requests.
+async fn h1_over(s: TlsStream<TcpStream>) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let (send, conn) = bounded(
+        "h1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(s)),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+async fn h1_send(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: &str,
+    path: &str,
+) -> StatusCode {
+    bounded("ready", send.ready()).await.unwrap();
+    let req = Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = bounded("h1 request", send.send_request(req)).await.unwrap();
+    let status = res.status();
+    bounded("body", res.into_body().collect()).await.unwrap();
+    status
+}
+
+/// The DER a fresh handshake for `name` is served.
+async fn served_der(pki: &Pki, addr: SocketAddr, name: &str) -> Vec<u8> {
+    peer_der(&connect(pki, addr, name, true, &["http/1.1"]).await.unwrap())
+}
+
+fn reloads(text: &str, result: &str) -> f64 {
+    admin_support::sample(
+        &parse_exposition(text),
+        "seawall_tls_certificate_reloads_total",
+        &[("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_swapped_certificate_serves_new_handshakes_while_old_connections_carry_on() {
+    let pki = Pki::new("swap");
+    // Kubernetes' layout: the configured paths go through a `..data` symlink that is swapped
+    // to a new directory at once.
+    let v1 = pki.dir.0.join("v1");
+    let v2 = pki.dir.0.join("v2");
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    let first = pki.leaf("first", &["a.test"]);
+    let second = pki.leaf("second", &["a.test"]);
+    std::fs::copy(&first.cert_file, v1.join("tls.crt")).unwrap();
+    std::fs::copy(&first.key_file, v1.join("tls.key")).unwrap();
+    std::fs::copy(&second.cert_file, v2.join("tls.crt")).unwrap();
+    std::fs::copy(&second.key_file, v2.join("tls.key")).unwrap();
+    let data = pki.dir.0.join("..data");
+    std::os::unix::fs::symlink("v1", &data).unwrap();
+    let entry = format!(
+        "[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+        data.join("tls.crt").display().to_string(),
+        data.join("tls.key").display().to_string()
+    );
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    let cfg = write_config(
+        &pki,
+        "swap.toml",
+        &origin.url(),
+        "watch_interval = \"200ms\"",
+        &[entry],
+    );
+    let proxy = TestProxy::from_file(&cfg).await;
+    let addr = tls_addr(&proxy);
+
+    let old = connect(&pki, addr, "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(peer_der(&old), first.der);
+    let mut old = h1_over(old).await;
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+
+    let next = pki.dir.0.join("..data.next");
+    std::os::unix::fs::symlink("v2", &next).unwrap();
+    std::fs::rename(&next, &data).unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while served_der(&pki, addr, "a.test").await != second.der {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection made before the swap carries on.
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+    let text = scrape(&proxy.admin_url("/metrics")).await;
+    assert_eq!(reloads(&text, "ok"), 1.0, "{text}");
+    assert_eq!(reloads(&text, "error"), 0.0, "{text}");
+}
+
+#[tokio::test]
+async fn a_broken_certificate_keeps_the_running_one_and_the_reload_says_why() {
+    let pki = Pki::new("broken");
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    // No watcher: only the reload below reads the files.
+    let tls = "watch_interval = \"0s\"";
+    let cfg = write_config(
+        &pki,
+        "broken.toml",
+        &origin.url(),
+        tls,
+        &[cert_entry(&a, "")],
+    );
+    let proxy = TestProxy::from_file(&cfg).await;
+    let addr = tls_addr(&proxy);
+    let old = connect(&pki, addr, "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    let mut old = h1_over(old).await;
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+
+    std::fs::write(&a.cert_file, "not a certificate\n").unwrap();
+    let (status, v) = admin_support::admin_post(&proxy.admin_url("/admin/reload"), "").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["tls"]["result"], "error", "{v}");
+    assert_eq!(v["tls"]["file"], a.cert_file.display().to_string(), "{v}");
+    assert!(
+        v["tls"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds no PEM certificate"),
+        "{v}"
+    );
+    assert_eq!(served_der(&pki, addr, "a.test").await, a.der);
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+
+    // A fixed file and a second certificate in the config: both served after a reload, with
+    // no restart.
+    let fixed = pki.leaf("a", &["a.test"]);
+    let b = pki.leaf("b", &["b.test"]);
+    write_config(
+        &pki,
+        "broken.toml",
+        &origin.url(),
+        tls,
+        &[cert_entry(&fixed, ""), cert_entry(&b, "")],
+    );
+    let (status, v) = admin_support::admin_post(&proxy.admin_url("/admin/reload"), "").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["tls"]["result"], "ok", "{v}");
+    assert_eq!(v["tls"]["certificates"], 2, "{v}");
+    assert_eq!(v["needs_restart"], serde_json::json!([]), "{v}");
+    assert_eq!(served_der(&pki, addr, "a.test").await, fixed.der);
+    assert_eq!(served_der(&pki, addr, "b.test").await, b.der);
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+    let text = scrape(&proxy.admin_url("/metrics")).await;
+    assert_eq!(reloads(&text, "ok"), 1.0, "{text}");
+    assert_eq!(reloads(&text, "error"), 1.0, "{text}");
+}
+
+#[tokio::test]
+async fn admin_tls_lists_the_served_certificates() {
+    let pki = Pki::new("admin");
+    let a = pki.leaf("a", &["a.test", "www.a.test"]);
+    let soon = pki.leaf_until(
+        "soon",
+        &["soon.test"],
+        Some(SystemTime::now() + Duration::from_secs(5 * 86_400 + 3600)),
+    );
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "",
+        "",
+        &[cert_entry(&a, ""), cert_entry(&soon, "default = true")],
+    ))
+    .await;
+    let (status, v) = admin_support::admin_get(&proxy.admin_url("/admin/tls")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let certs = v["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "{v}");
+    let (first, second) = (&certs[0], &certs[1]);
+    assert_eq!(
+        first["names"],
+        serde_json::json!(["a.test", "www.a.test"]),
+        "{v}"
+    );
+    assert_eq!(first["issuer"], "CN=Seawall test CA", "{v}");
+    assert_eq!(first["file"], a.cert_file.display().to_string(), "{v}");
+    assert_eq!(first["default"], false, "{v}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &a.der);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(first["sha256"], hex, "{v}");
+    assert!(first["days_left"].as_i64().unwrap() > 365 * 100, "{v}");
+    assert_eq!(second["default"], true, "{v}");
+    assert_eq!(second["days_left"], 5, "{v}");
+    let unix = second["not_after_unix"].as_u64().unwrap();
+    let rfc = second["not_after"].as_str().unwrap();
+    assert_eq!(
+        humantime::parse_rfc3339(rfc)
+            .unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        unix,
+        "{v}"
+    );
+}

@@ -122,6 +122,11 @@ pub struct TlsSection {
     /// A client that has not completed its handshake this long after connecting is closed.
     #[serde(with = "dur")]
     pub handshake_timeout: Duration,
+    /// How often the certificate and key files are checked for a change (modification time
+    /// and content hash); a changed file is reloaded. `"0s"`: only SIGHUP and
+    /// `POST /admin/reload` reload them.
+    #[serde(with = "dur")]
+    pub watch_interval: Duration,
     /// A client without SNI, or naming no configured host: `"default"` (the default
     /// certificate) or `"refuse"` (the handshake fails).
     pub unknown_sni: String,
@@ -134,6 +139,7 @@ impl Default for TlsSection {
         Self {
             min_version: "1.2".into(),
             handshake_timeout: Duration::from_secs(10),
+            watch_interval: Duration::from_secs(10),
             unknown_sni: "default".into(),
             certificates: Vec::new(),
         }
