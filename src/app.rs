@@ -215,7 +215,8 @@ pub async fn start_with_token(
         Some(metrics.requests.clone()),
         Some(window),
     )
-    .with_tracing(crate::telemetry::trace::wanted(&config.raw.telemetry));
+    .with_tracing(crate::telemetry::trace::wanted(&config.raw.telemetry))
+    .with_https_port(tls_addr.map(|a| a.port()));
     // One accept loop per listener, the same connection handling behind both.
     let mut server_tasks = Vec::new();
     for (l, tls) in [(listener, None), (tls_listener, tls)] {

@@ -190,6 +190,23 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
     }
     let mut warnings = Vec::new();
     validate_tls(&raw.tls, listen_tls.is_some(), &mut warnings).map_err(|(k, m)| fail(k, m))?;
+    if raw.server.https_redirect && listen_tls.is_none() {
+        return Err(fail(
+            "server.https_redirect".into(),
+            "needs server.listen_tls (the redirect goes to the TLS listener's port)".into(),
+        ));
+    }
+    if let Some(p) = raw
+        .server
+        .https_redirect_exempt
+        .iter()
+        .find(|p| !p.starts_with('/'))
+    {
+        return Err(fail(
+            "server.https_redirect_exempt".into(),
+            format!("{p:?}: each entry is a path prefix starting with /"),
+        ));
+    }
     if !matches!(raw.log.format.as_str(), "text" | "json") {
         return Err(fail(
             "log.format".into(),
@@ -519,6 +536,14 @@ fn validate_tls(
     }
     if tls.handshake_timeout.is_zero() {
         return bad("tls.handshake_timeout", "must be greater than 0");
+    }
+    if let Some(h) = &tls.hsts
+        && (h.trim().is_empty() || http::HeaderValue::from_str(h).is_err())
+    {
+        return bad(
+            "tls.hsts",
+            "must be a header value such as \"max-age=31536000\"",
+        );
     }
     if listening && tls.certificates.is_empty() {
         return bad(

@@ -49,6 +49,8 @@ pub struct Runtime {
     pub cache: Arc<CacheShared>,
     /// `[admin] purge_token_file`'s token, for `PURGE` from peers outside `purge_allow`.
     pub purge_token: Option<Secret>,
+    /// `tls.hsts`, ready to send on TLS responses.
+    pub(crate) hsts: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -172,6 +174,12 @@ pub(crate) fn build(
         router,
         inner: svc,
         cache_name: config.raw.cache.name.as_str().into(),
+        hsts: config
+            .raw
+            .tls
+            .hsts
+            .as_deref()
+            .and_then(|h| http::HeaderValue::from_str(h).ok()),
         upstreams,
         breakers,
         config,

@@ -937,3 +937,173 @@ async fn admin_tls_lists_the_served_certificates() {
         "{v}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Edge conveniences: https_redirect, HSTS, key_scheme
+// ---------------------------------------------------------------------------------------------
+
+/// A GET on the cleartext listener for `host`.
+async fn plain_get(proxy: &TestProxy, host: &str, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+    request(
+        Request::get(proxy.url(path))
+            .header(http::header::HOST, host)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// A GET over a fresh TLS connection for `host`.
+async fn secure_get(
+    pki: &Pki,
+    proxy: &TestProxy,
+    host: &str,
+    path: &str,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let s = connect(pki, tls_addr(proxy), host, true, &["http/1.1"])
+        .await
+        .unwrap();
+    tls_get(s, host, path).await
+}
+
+#[tokio::test]
+async fn https_redirect_sends_cleartext_to_the_tls_port_except_acme_challenges() {
+    let pki = Pki::new("redirect");
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/some/path", MockResponse::ok("x"))
+        .route("/.well-known/acme-challenge/token", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "https_redirect = true",
+        "",
+        &[cert_entry(&a, "")],
+    ))
+    .await;
+    let port = tls_addr(&proxy).port();
+    let (status, headers, _) = plain_get(&proxy, "a.test:8080", "/some/path?x=1&y=%20").await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        headers[http::header::LOCATION],
+        format!("https://a.test:{port}/some/path?x=1&y=%20").as_str()
+    );
+    assert!(
+        cache_status(&headers).contains("detail=https-redirect"),
+        "{headers:?}"
+    );
+    // ACME HTTP-01 challenges pass through (the default exemption).
+    let (status, _, body) = plain_get(&proxy, "a.test", "/.well-known/acme-challenge/token").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "x");
+    // TLS requests are served.
+    let (status, _, _) = secure_get(&pki, &proxy, "a.test", "/some/path").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.hits("/some/path"), 1);
+}
+
+#[tokio::test]
+async fn hsts_is_added_on_tls_responses_only() {
+    let pki = Pki::new("hsts");
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "",
+        "hsts = \"max-age=31536000\"",
+        &[cert_entry(&a, "")],
+    ))
+    .await;
+    let (status, headers, _) = secure_get(&pki, &proxy, "a.test", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[http::header::STRICT_TRANSPORT_SECURITY],
+        "max-age=31536000"
+    );
+    // Answers Seawall makes itself (here a 421) carry it too.
+    let s = connect(&pki, tls_addr(&proxy), "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    let (status, headers, _) = tls_get(s, "other.test", "/").await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(headers.contains_key(http::header::STRICT_TRANSPORT_SECURITY));
+    let (status, headers, _) = plain_get(&proxy, "a.test", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !headers.contains_key(http::header::STRICT_TRANSPORT_SECURITY),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test]
+async fn key_scheme_stores_https_and_http_apart_and_admin_urls_follow_it() {
+    let pki = Pki::new("scheme");
+    let a = pki.leaf("a", &["a.test", "k.test"]);
+    let origin = MockOrigin::new()
+        .route(
+            "/c",
+            MockResponse::ok("cached").header("cache-control", "max-age=300"),
+        )
+        .start()
+        .await;
+    let cfg = format!(
+        "[server]\nlisten_tls = \"127.0.0.1:0\"\n\n{}\n\
+         [[upstreams]]\nname = \"origin\"\nendpoints = [{:?}]\n\n\
+         [[routes]]\nupstream = \"origin\"\nhost = \"k.test\"\nkey_scheme = true\n\n\
+         [[routes]]\nupstream = \"origin\"\n",
+        cert_entry(&a, ""),
+        origin.url()
+    );
+    let proxy = TestProxy::with_config(&cfg).await;
+    let is_hit = |h: &HeaderMap| cache_status(h).contains("hit");
+
+    // k.test keys on the scheme: the TLS fetch does not serve cleartext, nor the other way.
+    let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
+    assert!(!is_hit(&h));
+    let (_, h, _) = plain_get(&proxy, "k.test", "/c").await;
+    assert!(!is_hit(&h), "{}", cache_status(&h));
+    assert_eq!(origin.hits("/c"), 2);
+    let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
+    assert!(is_hit(&h));
+    let (_, h, _) = plain_get(&proxy, "k.test", "/c").await;
+    assert!(is_hit(&h));
+    assert_eq!(origin.hits("/c"), 2);
+
+    // Admin URLs name the scheme's own entry on k.test ...
+    let (status, v) =
+        admin_support::admin_get(&proxy.admin_url("/admin/cache/entry?url=https://k.test/c")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = admin_support::admin_post(
+        &proxy.admin_url("/admin/cache/purge"),
+        r#"{"url": "https://k.test/c"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, h, _) = plain_get(&proxy, "k.test", "/c").await;
+    assert!(is_hit(&h), "the http entry stays: {}", cache_status(&h));
+    let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
+    assert!(!is_hit(&h), "{}", cache_status(&h));
+    assert_eq!(origin.hits("/c"), 3);
+
+    // ... and the same entry as http:// elsewhere (one entry for both schemes).
+    let (_, h, _) = secure_get(&pki, &proxy, "a.test", "/c").await;
+    assert!(!is_hit(&h));
+    let (_, h, _) = plain_get(&proxy, "a.test", "/c").await;
+    assert!(is_hit(&h));
+    let (status, v) =
+        admin_support::admin_get(&proxy.admin_url("/admin/cache/entry?url=https://a.test/c")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = admin_support::admin_post(
+        &proxy.admin_url("/admin/cache/purge"),
+        r#"{"url": "https://a.test/c"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["keys"], 1, "{v}");
+    let (_, h, _) = plain_get(&proxy, "a.test", "/c").await;
+    assert!(!is_hit(&h), "{}", cache_status(&h));
+}

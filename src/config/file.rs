@@ -87,6 +87,11 @@ pub struct ServerSection {
     pub trusted_proxies: Vec<String>,
     /// Forward the client's `Host` (true) or the endpoint's authority (false).
     pub preserve_host: bool,
+    /// Answer cleartext-listener requests with `308` to the same URL over `https://` (the TLS
+    /// listener's port unless it is 443).
+    pub https_redirect: bool,
+    /// Path prefixes `https_redirect` passes through as usual (ACME HTTP-01 challenges).
+    pub https_redirect_exempt: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -109,6 +114,8 @@ impl Default for ServerSection {
             via_name: "seawall".into(),
             trusted_proxies: Vec::new(),
             preserve_host: true,
+            https_redirect: false,
+            https_redirect_exempt: vec!["/.well-known/acme-challenge/".into()],
         }
     }
 }
@@ -130,6 +137,10 @@ pub struct TlsSection {
     /// A client without SNI, or naming no configured host: `"default"` (the default
     /// certificate) or `"refuse"` (the handshake fails).
     pub unknown_sni: String,
+    /// `Strict-Transport-Security` value added to every response on a TLS connection (never
+    /// on cleartext), e.g. `"max-age=31536000"`; absent, none is added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<String>,
     /// `[[tls.certificates]]`: chosen by the client's SNI.
     pub certificates: Vec<TlsCertificateSection>,
 }
@@ -141,6 +152,7 @@ impl Default for TlsSection {
             handshake_timeout: Duration::from_secs(10),
             watch_interval: Duration::from_secs(10),
             unknown_sni: "default".into(),
+            hsts: None,
             certificates: Vec::new(),
         }
     }
@@ -720,6 +732,10 @@ pub struct RouteSection {
     /// `Content-Location` (RFC 9111 §4.4).
     #[serde(default = "yes")]
     pub invalidate_on_unsafe: bool,
+    /// The scheme is part of the key: responses to `https` (TLS listener) and `http`
+    /// requests are stored apart. Default: one entry serves both.
+    #[serde(default)]
+    pub key_scheme: bool,
 }
 
 fn yes() -> bool {

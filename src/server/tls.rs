@@ -601,13 +601,26 @@ impl TlsServer {
             _ => "",
         };
         let sni = conn.server_name().map(Into::into);
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("");
         let names = live
             .certs
             .pick(conn.server_name())
             .and_then(|i| live.certs.certs.get(i))
             .map_or_else(|| Arc::from(Vec::new()), |c| c.names.clone());
         self.metrics.count("ok", version, alpn);
-        Some((s, TlsConn { sni, alpn, names }))
+        Some((
+            s,
+            TlsConn {
+                sni,
+                alpn,
+                version,
+                cipher,
+                names,
+            },
+        ))
     }
 }
 
