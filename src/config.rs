@@ -367,6 +367,12 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
                 .map_err(|m| fail(format!("upstreams[{i}].endpoints[{j}]"), m))?;
             eps.push(uri);
         }
+        if u.client_cert_file.is_some() != u.client_key_file.is_some() {
+            return Err(fail(
+                format!("upstreams[{i}].client_cert_file"),
+                "client_cert_file and client_key_file go together".into(),
+            ));
+        }
         endpoints.push(eps);
         if u.max_concurrent_requests == 0 {
             return Err(fail(
@@ -536,6 +542,21 @@ fn validate_tls(
     }
     if tls.handshake_timeout.is_zero() {
         return bad("tls.handshake_timeout", "must be greater than 0");
+    }
+    match (tls.client_auth.as_deref(), &tls.client_ca_file) {
+        (None, _) => {}
+        (Some("optional" | "required"), Some(_)) => {}
+        (Some("optional" | "required"), None) => {
+            return bad("tls.client_auth", "needs tls.client_ca_file");
+        }
+        (Some(_), _) => {
+            return bad("tls.client_auth", "must be \"optional\" or \"required\"");
+        }
+    }
+    if let Some(h) = &tls.client_subject_header
+        && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+    {
+        return bad("tls.client_subject_header", "must be a header name");
     }
     if let Some(h) = &tls.hsts
         && (h.trim().is_empty() || http::HeaderValue::from_str(h).is_err())

@@ -51,6 +51,9 @@ pub struct Runtime {
     pub purge_token: Option<Secret>,
     /// `tls.hsts`, ready to send on TLS responses.
     pub(crate) hsts: Option<http::HeaderValue>,
+    /// `tls.client_subject_header`: removed from every request, set from a verified client
+    /// certificate.
+    pub(crate) client_subject_header: Option<http::HeaderName>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -180,6 +183,12 @@ pub(crate) fn build(
             .hsts
             .as_deref()
             .and_then(|h| http::HeaderValue::from_str(h).ok()),
+        client_subject_header: config
+            .raw
+            .tls
+            .client_subject_header
+            .as_deref()
+            .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
         upstreams,
         breakers,
         config,

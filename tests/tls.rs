@@ -1107,3 +1107,274 @@ async fn key_scheme_stores_https_and_http_apart_and_admin_urls_follow_it() {
     let (_, h, _) = plain_get(&proxy, "a.test", "/c").await;
     assert!(!is_hit(&h), "{}", cache_status(&h));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Client certificates: tls.client_auth, client_subject_header, upstream mutual TLS
+// ---------------------------------------------------------------------------------------------
+
+impl Pki {
+    /// The CA certificate as a PEM file (what `client_ca_file` and `ca_file` name).
+    fn ca_file(&self) -> PathBuf {
+        let path = self.dir.0.join("ca.pem");
+        std::fs::write(&path, self.ca.pem()).unwrap();
+        path
+    }
+
+    /// A client certificate with subject `CN=<cn>` (no subjectAltName).
+    fn client_leaf(&self, file: &str, cn: &str) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let cert_file = self.dir.0.join(format!("{file}.pem"));
+        let key_file = self.dir.0.join(format!("{file}-key.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        Leaf {
+            cert_file,
+            key_file,
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// A client trusting this CA that presents `leaf` when asked.
+    fn client_presenting(&self, leaf: &Leaf) -> TlsConnector {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca.der().to_vec()))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::from_pem_file(&leaf.key_file).unwrap();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![CertificateDer::from(leaf.der.clone())], key)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+/// A GET over a connection made by `connector` for `a.test`, with `extra` headers; `Err` when
+/// the handshake or the exchange fails (TLS 1.3 clients learn of a refused certificate only
+/// at their first read).
+async fn get_via(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    extra: &[(&str, &str)],
+) -> Result<StatusCode, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("a.test").unwrap();
+    let s = bounded("handshake", connector.connect(name, tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::get("/who").header(http::header::HOST, "a.test");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let res = bounded(
+        "request",
+        send.send_request(req.body(Full::new(Bytes::new())).unwrap()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(res.status())
+}
+
+fn client_auth_config(pki: &Pki, origin: &str, a: &Leaf, mode: &str) -> String {
+    let tls = format!(
+        "client_ca_file = {:?}\nclient_auth = {mode:?}\nclient_subject_header = \"x-client-subject\"",
+        pki.ca_file().display().to_string()
+    );
+    tls_config(origin, "", &tls, &[cert_entry(a, "")])
+}
+
+#[tokio::test]
+async fn required_client_certificates_are_verified_and_their_subject_reaches_the_origin() {
+    let pki = Pki::new("mtls-required");
+    let a = pki.leaf("a", &["a.test"]);
+    let client = pki.client_leaf("client", "Doe, Jane");
+    let origin = MockOrigin::new()
+        .route("/who", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy =
+        TestProxy::with_config(&client_auth_config(&pki, &origin.url(), &a, "required")).await;
+    let addr = tls_addr(&proxy);
+
+    // Without a certificate: no request gets through.
+    let anonymous = get_via(&pki.client(&["http/1.1"], true), addr, &[]).await;
+    assert!(anonymous.is_err(), "{anonymous:?}");
+    assert_eq!(origin.hits("/who"), 0);
+
+    // With one the CA signed, and a forged header beside it: only the verified subject arrives.
+    let status = get_via(
+        &pki.client_presenting(&client),
+        addr,
+        &[("x-client-subject", "CN=admin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let seen = origin.requests("/who");
+    let values: Vec<_> = seen[0].get_all("x-client-subject").iter().collect();
+    assert_eq!(values, ["CN=Doe\\, Jane"], "{seen:?}");
+
+    // A certificate from another CA is refused.
+    let other = Pki::new("mtls-other");
+    let stranger = other.client_leaf("stranger", "stranger");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(pki.ca.der().to_vec()))
+        .unwrap();
+    let key = {
+        use rustls::pki_types::pem::PemObject as _;
+        rustls::pki_types::PrivateKeyDer::from_pem_file(&stranger.key_file).unwrap()
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![CertificateDer::from(stranger.der.clone())], key)
+    .unwrap();
+    let refused = get_via(&TlsConnector::from(Arc::new(cfg)), addr, &[]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(origin.hits("/who"), 1);
+}
+
+#[tokio::test]
+async fn a_forged_subject_header_never_reaches_the_origin() {
+    let pki = Pki::new("mtls-optional");
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/who", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy =
+        TestProxy::with_config(&client_auth_config(&pki, &origin.url(), &a, "optional")).await;
+    // Optional: a client without a certificate is served, its forged header dropped.
+    let status = get_via(
+        &pki.client(&["http/1.1"], true),
+        tls_addr(&proxy),
+        &[("x-client-subject", "CN=admin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // So is the cleartext listener's.
+    let (status, _, _) = request(
+        Request::get(proxy.url("/who"))
+            .header(http::header::HOST, "a.test")
+            .header("x-client-subject", "CN=admin")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = origin.requests("/who");
+    assert_eq!(seen.len(), 2);
+    for h in &seen {
+        assert!(!h.contains_key("x-client-subject"), "{h:?}");
+    }
+}
+
+/// An HTTPS origin on `localhost` that requires a client certificate from `pki`'s CA and
+/// answers `mtls ok`.
+async fn mtls_origin(pki: &Pki) -> SocketAddr {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let leaf = pki.leaf("origin", &["localhost"]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(pki.ca.der().to_vec()))
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der.clone())],
+            PrivateKeyDer::from_pem_file(&leaf.key_file).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"mtls ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_requiring_client_certificates_is_reached_with_the_configured_one() {
+    let pki = Pki::new("upstream-mtls");
+    let origin = mtls_origin(&pki).await;
+    let client = pki.client_leaf("seawall-client", "seawall");
+    let upstream = |extra: &str| {
+        format!(
+            "[[upstreams]]\nname = \"origin\"\nendpoints = [\"https://localhost:{}\"]\n\
+             ca_file = {:?}\n{extra}\n\n[[routes]]\nupstream = \"origin\"\n",
+            origin.port(),
+            pki.ca_file().display().to_string()
+        )
+    };
+    let with_cert = upstream(&format!(
+        "client_cert_file = {:?}\nclient_key_file = {:?}",
+        client.cert_file.display().to_string(),
+        client.key_file.display().to_string()
+    ));
+    let proxy = TestProxy::with_config(&with_cert).await;
+    let (status, _, body) = request(
+        Request::get(proxy.url("/x"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(body, "mtls ok");
+
+    // Without it the origin refuses the handshake: a 502.
+    let proxy = TestProxy::with_config(&upstream("")).await;
+    let (status, _, _) = request(
+        Request::get(proxy.url("/x"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}

@@ -141,6 +141,17 @@ pub struct TlsSection {
     /// on cleartext), e.g. `"max-age=31536000"`; absent, none is added.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hsts: Option<String>,
+    /// PEM CA bundle client certificates are verified against (with `client_auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+    /// Client certificates: `"optional"` (verified when sent) or `"required"` (the handshake
+    /// fails without one); absent, none are asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<String>,
+    /// Request header that carries a verified client's subject DN (RFC 4514) to the origin;
+    /// always removed from what clients send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_subject_header: Option<String>,
     /// `[[tls.certificates]]`: chosen by the client's SNI.
     pub certificates: Vec<TlsCertificateSection>,
 }
@@ -153,6 +164,9 @@ impl Default for TlsSection {
             watch_interval: Duration::from_secs(10),
             unknown_sni: "default".into(),
             hsts: None,
+            client_ca_file: None,
+            client_auth: None,
+            client_subject_header: None,
             certificates: Vec::new(),
         }
     }
@@ -493,6 +507,13 @@ pub struct UpstreamSection {
     /// PEM CA bundle for `https://` endpoints (default: the webpki roots).
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// PEM client certificate chain sent to `https://` endpoints that ask for one (mutual
+    /// TLS); with `client_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// PEM private key of `client_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
     /// Circuit breaker.
     #[serde(default)]
     pub breaker: BreakerSection,

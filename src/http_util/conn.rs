@@ -33,6 +33,8 @@ pub(crate) struct TlsConn {
     pub cipher: &'static str,
     /// The host names the connection's certificate serves (`[[tls.certificates]] hosts`).
     pub names: Arc<[HostPattern]>,
+    /// The verified client certificate's subject DN (RFC 4514), when the client sent one.
+    pub client_subject: Option<Box<str>>,
 }
 
 impl TlsConn {

@@ -408,11 +408,14 @@ impl Live {
             _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
         };
         let certs = Arc::new(certs);
-        let mut sc = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(versions)
-            .map_err(|e| CertError::new("tls.min_version", "", e))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SniResolver(certs.clone())));
+            .map_err(|e| CertError::new("tls.min_version", "", e))?;
+        let builder = match (cfg.client_auth.as_deref(), cfg.client_ca_file.as_deref()) {
+            (Some(mode), Some(ca)) => builder.with_client_cert_verifier(client_verifier(mode, ca)?),
+            _ => builder.with_no_client_auth(),
+        };
+        let mut sc = builder.with_cert_resolver(Arc::new(SniResolver(certs.clone())));
         sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(sc)),
@@ -420,6 +423,36 @@ impl Live {
             cfg: cfg.clone(),
         })
     }
+}
+
+/// Verifies client certificates against the CA bundle `ca`; `optional` lets clients without
+/// one in (their requests just carry no subject).
+fn client_verifier(
+    mode: &str,
+    ca: &str,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, CertError> {
+    let what = "tls.client_ca_file";
+    let pem =
+        std::fs::read(ca).map_err(|e| CertError::new(what, ca, format!("cannot read: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| CertError::new(what, ca, format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| CertError::new(what, ca, format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(CertError::new(what, ca, "holds no PEM certificate"));
+    }
+    let b =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let b = if mode == "optional" {
+        b.allow_unauthenticated()
+    } else {
+        b
+    };
+    b.build()
+        .map_err(|e| CertError::new(what, ca, format!("cannot verify clients with it: {e}")))
 }
 
 /// What a certificate reload did, as `POST /admin/reload` reports it.
@@ -601,6 +634,12 @@ impl TlsServer {
             _ => "",
         };
         let sni = conn.server_name().map(Into::into);
+        // Verified by the client verifier before the handshake completed.
+        let client_subject = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|leaf| subject_dn(leaf.as_ref()))
+            .map(Into::into);
         let cipher = conn
             .negotiated_cipher_suite()
             .and_then(|s| s.suite().as_str())
@@ -619,6 +658,7 @@ impl TlsServer {
                 version,
                 cipher,
                 names,
+                client_subject,
             },
         ))
     }
@@ -647,9 +687,10 @@ fn der(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 struct Tbs<'a> {
     issuer: &'a [u8],
     validity: &'a [u8],
+    subject: &'a [u8],
 }
 
-/// Walks the DER to the issuer and validity: webpki checks them but does not expose
+/// Walks the DER to the issuer, validity and subject: webpki checks them but does not expose
 /// them, and this is all we need of X.509.
 fn tbs(cert: &[u8]) -> Option<Tbs<'_>> {
     let (_, certificate, _) = der(cert)?;
@@ -659,8 +700,18 @@ fn tbs(cert: &[u8]) -> Option<Tbs<'_>> {
     let (_, _, rest) = der(serial)?; // serialNumber
     let (_, _, rest) = der(rest)?; // signature
     let (_, issuer, rest) = der(rest)?;
-    let (_, validity, _) = der(rest)?;
-    Some(Tbs { issuer, validity })
+    let (_, validity, rest) = der(rest)?;
+    let (_, subject, _) = der(rest)?;
+    Some(Tbs {
+        issuer,
+        validity,
+        subject,
+    })
+}
+
+/// A certificate's subject distinguished name, RFC 4514 (what `client_subject_header` sends).
+fn subject_dn(cert: &[u8]) -> Option<String> {
+    tbs(cert).map(|t| dn_string(t.subject))
 }
 
 /// A Name's RDN sequence (the SEQUENCE's contents) as RFC 4514 text: last RDN first, short

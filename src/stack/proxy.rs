@@ -425,6 +425,20 @@ async fn route_and_call(
     let limit = rt.config.raw.server.max_body_size as usize;
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(route);
+    // Only a certificate the handshake verified names the client: whatever a client sends in
+    // this header is dropped first, on either listener.
+    if let Some(name) = &rt.client_subject_header {
+        parts.headers.remove(name);
+        let subject = parts
+            .extensions
+            .get::<ConnInfo>()
+            .and_then(|c| c.tls.as_ref())
+            .and_then(|t| t.client_subject.as_deref())
+            .and_then(|s| HeaderValue::from_str(s).ok());
+        if let Some(v) = subject {
+            parts.headers.insert(name.clone(), v);
+        }
+    }
     if let Some(info) = parts.extensions.get::<ConnInfo>() {
         let ip = client_addr(
             info.peer.ip().to_canonical(),
