@@ -90,6 +90,47 @@ pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
         .with_state(state)
 }
 
+/// Serves the admin router over TLS (`admin.tls`): each connection's handshake in its own task
+/// (bounded, so a silent client holds nothing), then HTTP/1.1 or HTTP/2 as ALPN chose, with the
+/// peer address the handlers read as `ConnectInfo`.
+pub(crate) async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "Admin accept failed.");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        tokio::spawn(async move {
+            let handshake = acceptor.accept(tcp);
+            let stream =
+                match tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "Admin TLS handshake failed.");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
 /// Bearer-token check: missing or wrong → 401; the read-only token on a `POST` or the export →
 /// 403; two `Authorization` fields → 400. Tokens are compared as digests in constant time.
 async fn auth(State(tokens): State<Arc<auth::Tokens>>, req: Request, next: Next) -> Response {

@@ -80,7 +80,7 @@ pub fn preflight(config: &Config) -> anyhow::Result<Preflight> {
         "admin.purge_token_file",
     )?;
     let mut warnings = Vec::new();
-    if config.listen_tls.is_some() {
+    if config.listen_tls.is_some() || config.raw.admin.tls {
         let certs = server::tls::Certificates::load(&config.raw.tls)?;
         warnings = certs.expiry_warnings(std::time::SystemTime::now());
     }
@@ -132,7 +132,11 @@ pub async fn start_with_token(
         metrics: metrics.clone(),
     };
     let rt = build_runtime(config.clone(), &shared)?;
-    let tls = match config.listen_tls {
+    // The admin listener over TLS serves the same certificates (its default one).
+    let tls = match config
+        .listen_tls
+        .or(config.raw.admin.tls.then_some(config.admin_listen))
+    {
         Some(_) => {
             let certs = server::tls::Certificates::load(&config.raw.tls)?;
             for w in certs.expiry_warnings(std::time::SystemTime::now()) {
@@ -198,13 +202,28 @@ pub async fn start_with_token(
     }
 
     let admin_app = admin::router(state.clone(), admin_auth);
+    let admin_tls = match (&tls, config.raw.admin.tls) {
+        (Some(t), true) => Some(
+            t.admin_acceptor()
+                .map_err(|e| anyhow::anyhow!("admin.tls: {e}"))?,
+        ),
+        _ => None,
+    };
     let admin_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(
-            admin_listener,
-            admin_app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        {
+        let served = match admin_tls {
+            None => {
+                axum::serve(
+                    admin_listener,
+                    admin_app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await
+            }
+            Some(acceptor) => {
+                admin::serve_tls(admin_listener, admin_app, acceptor).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "Admin listener failed.");
         }
     });

@@ -189,7 +189,19 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         ));
     }
     let mut warnings = Vec::new();
-    validate_tls(&raw.tls, listen_tls.is_some(), &mut warnings).map_err(|(k, m)| fail(k, m))?;
+    if raw.admin.tls && raw.tls.certificates.is_empty() {
+        return Err(fail(
+            "admin.tls".into(),
+            "needs a [[tls.certificates]] entry (the admin listener serves the default one)".into(),
+        ));
+    }
+    // Certificates for the admin listener alone are no stray section.
+    validate_tls(
+        &raw.tls,
+        listen_tls.is_some() || raw.admin.tls,
+        &mut warnings,
+    )
+    .map_err(|(k, m)| fail(k, m))?;
     if raw.server.https_redirect && listen_tls.is_none() {
         return Err(fail(
             "server.https_redirect".into(),

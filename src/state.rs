@@ -195,6 +195,7 @@ fn restart_keys() -> Vec<(&'static str, Pin)> {
         ("telemetry.max_queue_size", |f, r| {
             f.telemetry.max_queue_size = r.telemetry.max_queue_size
         }),
+        ("admin.tls", |f, r| f.admin.tls = r.admin.tls),
         ("admin.token_file", |f, r| {
             f.admin.token_file.clone_from(&r.admin.token_file)
         }),

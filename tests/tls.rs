@@ -1378,3 +1378,72 @@ async fn an_upstream_requiring_client_certificates_is_reached_with_the_configure
     .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Admin over TLS
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_admin_listener_serves_tls_with_the_default_certificate() {
+    let pki = Pki::new("admin-tls");
+    let b = pki.leaf("b", &["b.test"]);
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    // No TLS data listener: the certificates serve the admin listener alone.
+    let cfg = format!(
+        "[admin]\ntls = true\n\n{}{}\n{}",
+        cert_entry(&b, ""),
+        cert_entry(&a, "default = true"),
+        upstream_config(&origin.url(), "")
+    );
+    let proxy = TestProxy::with_config(&cfg).await;
+    assert!(proxy.running().tls_addr.is_none());
+    let admin = proxy.admin_addr;
+
+    // Whatever name the client asks for, it gets the default certificate (a.test).
+    let s = connect(&pki, admin, "a.test", false, &["http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(peer_der(&s), a.der);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for (path, auth, want) in [
+        ("/healthz", None, StatusCode::OK),
+        ("/admin/tls", None, StatusCode::UNAUTHORIZED),
+        ("/admin/tls", Some(TEST_ADMIN_TOKEN), StatusCode::OK),
+    ] {
+        let mut req = Request::get(path).header(http::header::HOST, "a.test");
+        if let Some(t) = auth {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        bounded("ready", send.ready()).await.unwrap();
+        let res = bounded(
+            "admin request",
+            send.send_request(req.body(Full::new(Bytes::new())).unwrap()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), want, "{path}");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        if want == StatusCode::OK && path == "/admin/tls" {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["certificates"].as_array().unwrap().len(), 2, "{v}");
+        }
+    }
+    // HTTP/2 by ALPN too.
+    let s = connect(&pki, admin, "a.test", true, &["h2"]).await.unwrap();
+    assert_eq!(tls_get(s, "a.test", "/healthz").await.0, StatusCode::OK);
+    // Cleartext HTTP gets no HTTP answer.
+    let mut tcp = TcpStream::connect(admin).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET /healthz HTTP/1.1\r\nhost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+    assert!(!got.starts_with(b"HTTP/"), "{got:?}");
+}

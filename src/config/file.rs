@@ -393,6 +393,8 @@ pub struct AdminSection {
     pub alert_error_rate_above: f64,
     /// Ratio alerts need at least this many recent requests.
     pub alert_min_requests: u64,
+    /// Serve the admin listener over TLS with the default `[[tls.certificates]]` entry.
+    pub tls: bool,
 }
 
 impl Default for AdminSection {
@@ -406,6 +408,7 @@ impl Default for AdminSection {
             alert_hit_ratio_below: 0.3,
             alert_error_rate_above: 0.05,
             alert_min_requests: 20,
+            tls: false,
         }
     }
 }

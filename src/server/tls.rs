@@ -473,9 +473,29 @@ pub(crate) struct TlsReload {
 /// A `[tls]` read and checked, waiting to be installed (see `TlsServer::prepare`).
 pub(crate) struct Prepared(Live);
 
+/// The admin listener's choice: always the default certificate of the set being served.
+#[derive(Debug)]
+struct DefaultResolver(Arc<ArcSwap<Live>>);
+
+impl ResolvesServerCert for DefaultResolver {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let live = self.0.load();
+        live.certs
+            .certs
+            .get(live.certs.default)
+            .map(|c| c.key.clone())
+    }
+}
+
+impl fmt::Debug for Live {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
 /// The TLS side of the TLS listener: hands each accepted TCP stream through its handshake.
 pub(crate) struct TlsServer {
-    live: ArcSwap<Live>,
+    live: Arc<ArcSwap<Live>>,
     metrics: TlsMetrics,
     /// One reload at a time (the watcher, SIGHUP and the admin API may meet).
     reloading: std::sync::Mutex<()>,
@@ -501,7 +521,7 @@ impl TlsServer {
             TlsMetrics::register(registry).map_err(|e| anyhow::anyhow!("tls metrics: {e}"))?;
         metrics.set_expiry(&live.certs);
         Ok(Self {
-            live: ArcSwap::from_pointee(live),
+            live: Arc::new(ArcSwap::from_pointee(live)),
             metrics,
             reloading: std::sync::Mutex::new(()),
         })
@@ -557,6 +577,17 @@ impl TlsServer {
             file: Some(e.file),
             error: Some(e.error),
         }
+    }
+
+    /// The admin listener's TLS (`admin.tls`): the default certificate of whatever set is
+    /// served (reloads included), no client certificates, ALPN `h2` and `http/1.1`.
+    pub(crate) fn admin_acceptor(&self) -> Result<TlsAcceptor, rustls::Error> {
+        let mut sc = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(DefaultResolver(self.live.clone())));
+        sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(sc)))
     }
 
     /// The `[tls]` section being served.
