@@ -1001,6 +1001,18 @@ async fn https_redirect_sends_cleartext_to_the_tls_port_except_acme_challenges()
     let (status, _, _) = secure_get(&pki, &proxy, "a.test", "/some/path").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(origin.hits("/some/path"), 1);
+
+    // Behind a port mapping (a Service's 443 → 8443) the public port is named, 443 left out.
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "https_redirect = true\nhttps_redirect_port = 443",
+        "",
+        &[cert_entry(&a, "")],
+    ))
+    .await;
+    let (status, headers, _) = plain_get(&proxy, "a.test", "/p").await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers[http::header::LOCATION], "https://a.test/p");
 }
 
 #[tokio::test]

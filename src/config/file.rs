@@ -92,6 +92,10 @@ pub struct ServerSection {
     pub https_redirect: bool,
     /// Path prefixes `https_redirect` passes through as usual (ACME HTTP-01 challenges).
     pub https_redirect_exempt: Vec<String>,
+    /// The port `https_redirect` names when clients reach the TLS listener on another one
+    /// (a Service's 443 in front of 8443); default: the TLS listener's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https_redirect_port: Option<u16>,
 }
 
 impl Default for ServerSection {
@@ -116,6 +120,7 @@ impl Default for ServerSection {
             preserve_host: true,
             https_redirect: false,
             https_redirect_exempt: vec!["/.well-known/acme-challenge/".into()],
+            https_redirect_port: None,
         }
     }
 }

@@ -364,7 +364,8 @@ impl Service<Request<Incoming>> for Proxy {
 }
 
 /// `server.https_redirect`: a cleartext request for a path no exempt prefix covers gets
-/// `308` to the same host, path and query over `https://` (port `port` unless 443). A
+/// `308` to the same host, path and query over `https://` (`https_redirect_port`, else the
+/// TLS listener's `port`; left out when 443). A
 /// request that fails the checks, or a `PURGE`, is handled as usual.
 fn https_redirect<B>(rt: &Runtime, req: &Request<B>, port: u16) -> Option<Response<ProxyBody>> {
     let server = &rt.config.raw.server;
@@ -382,6 +383,7 @@ fn https_redirect<B>(rt: &Runtime, req: &Request<B>, port: u16) -> Option<Respon
         return None;
     }
     let authority = host.parse::<http::uri::Authority>().ok()?;
+    let port = server.https_redirect_port.unwrap_or(port);
     let mut location = format!("https://{}", authority.host());
     if port != 443 {
         location.push_str(&format!(":{port}"));
