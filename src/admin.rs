@@ -13,6 +13,7 @@
 //!   `GET /admin/cache/warm/{id}`
 //! - `GET /admin/breakers`; `POST /admin/breakers/{upstream}/open|close|reset`
 //! - `GET /admin/config`; `POST /admin/reload`; `POST /admin/drain`; `POST /admin/drain/cancel`
+//! - `GET /admin/tls` the served certificates (names, issuer, expiry, fingerprint, file)
 //!
 //! Any answer is indented with `?pretty`.
 
@@ -21,6 +22,7 @@ mod breakers;
 mod cache;
 mod config;
 mod status;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -71,6 +73,7 @@ pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
         )
         .route("/admin/config", get(config::config))
         .route("/admin/reload", post(config::reload))
+        .route("/admin/tls", get(tls::certificates))
         .route("/admin/drain", post(status::drain))
         .route("/admin/drain/cancel", post(status::drain_cancel))
         .route_layer(middleware::from_fn_with_state(Arc::new(tokens), auth));
@@ -85,6 +88,47 @@ pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
         })
         .layer(middleware::from_fn(pretty))
         .with_state(state)
+}
+
+/// Serves the admin router over TLS (`admin.tls`): each connection's handshake in its own task
+/// (bounded, so a silent client holds nothing), then HTTP/1.1 or HTTP/2 as ALPN chose, with the
+/// peer address the handlers read as `ConnectInfo`.
+pub(crate) async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "Admin accept failed.");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        tokio::spawn(async move {
+            let handshake = acceptor.accept(tcp);
+            let stream =
+                match tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "Admin TLS handshake failed.");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
 }
 
 /// Bearer-token check: missing or wrong → 401; the read-only token on a `POST` or the export →

@@ -80,7 +80,7 @@ pub fn preflight(config: &Config) -> anyhow::Result<Preflight> {
         "admin.purge_token_file",
     )?;
     let mut warnings = Vec::new();
-    if config.listen_tls.is_some() {
+    if config.listen_tls.is_some() || config.raw.admin.tls {
         let certs = server::tls::Certificates::load(&config.raw.tls)?;
         warnings = certs.expiry_warnings(std::time::SystemTime::now());
     }
@@ -132,6 +132,21 @@ pub async fn start_with_token(
         metrics: metrics.clone(),
     };
     let rt = build_runtime(config.clone(), &shared)?;
+    // The admin listener over TLS serves the same certificates (its default one).
+    let tls = match config
+        .listen_tls
+        .or(config.raw.admin.tls.then_some(config.admin_listen))
+    {
+        Some(_) => {
+            let certs = server::tls::Certificates::load(&config.raw.tls)?;
+            for w in certs.expiry_warnings(std::time::SystemTime::now()) {
+                tracing::warn!(warning = %w, "TLS certificate expiring.");
+            }
+            let tls = server::TlsServer::new(&config.raw.tls, certs, &metrics.registry)?;
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
     let lifecycle = Arc::new(Lifecycle::new());
     lifecycle
         .register_metrics(&metrics.registry)
@@ -144,6 +159,7 @@ pub async fn start_with_token(
         window.clone(),
         Some(admin_token),
         config.raw.warmup.is_some(),
+        tls.clone(),
     ));
     // The breakers are rebuilt on reload: the scrape reads the running generation's.
     let rt = state.rt.clone();
@@ -152,17 +168,6 @@ pub async fn start_with_token(
     })
     .map_err(|e| anyhow::anyhow!(e))?;
 
-    let tls = match config.listen_tls {
-        Some(_) => {
-            let certs = server::tls::Certificates::load(&config.raw.tls)?;
-            for w in certs.expiry_warnings(std::time::SystemTime::now()) {
-                tracing::warn!(warning = %w, "TLS certificate expiring.");
-            }
-            let tls = server::TlsServer::new(&config.raw.tls, certs, &metrics.registry)?;
-            Some(Arc::new(tls))
-        }
-        None => None,
-    };
     let listener = match config.listen {
         Some(a) => Some(
             TcpListener::bind(a)
@@ -197,13 +202,28 @@ pub async fn start_with_token(
     }
 
     let admin_app = admin::router(state.clone(), admin_auth);
+    let admin_tls = match (&tls, config.raw.admin.tls) {
+        (Some(t), true) => Some(
+            t.admin_acceptor()
+                .map_err(|e| anyhow::anyhow!("admin.tls: {e}"))?,
+        ),
+        _ => None,
+    };
     let admin_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(
-            admin_listener,
-            admin_app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        {
+        let served = match admin_tls {
+            None => {
+                axum::serve(
+                    admin_listener,
+                    admin_app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await
+            }
+            Some(acceptor) => {
+                admin::serve_tls(admin_listener, admin_app, acceptor).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "Admin listener failed.");
         }
     });
@@ -214,7 +234,8 @@ pub async fn start_with_token(
         Some(metrics.requests.clone()),
         Some(window),
     )
-    .with_tracing(crate::telemetry::trace::wanted(&config.raw.telemetry));
+    .with_tracing(crate::telemetry::trace::wanted(&config.raw.telemetry))
+    .with_https_port(tls_addr.map(|a| a.port()));
     // One accept loop per listener, the same connection handling behind both.
     let mut server_tasks = Vec::new();
     for (l, tls) in [(listener, None), (tls_listener, tls)] {
@@ -229,6 +250,11 @@ pub async fn start_with_token(
         }
     }
     state.serving.store(true, Ordering::Relaxed);
+    if let Some(t) = &state.tls
+        && !config.raw.tls.watch_interval.is_zero()
+    {
+        t.watch(config.raw.tls.watch_interval);
+    }
     tracing::info!(
         listen = ?plain_addr,
         listen_tls = ?tls_addr,

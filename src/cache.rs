@@ -678,12 +678,7 @@ where
                 if route.cache.invalidate_on_unsafe
                     && (res.status().is_success() || res.status().is_redirection())
                 {
-                    self.shared.store.remove(&primary);
-                    // The shared copy goes too, or this replica's next miss would read it back.
-                    if let Some(t) = self.shared.tier().cloned() {
-                        let k = primary.clone();
-                        tokio::spawn(async move { t.invalidate(&k).await });
-                    }
+                    let mut keys = vec![primary];
                     for h in [header::LOCATION, header::CONTENT_LOCATION] {
                         if let Some(k) = res
                             .headers()
@@ -691,10 +686,27 @@ where
                             .and_then(|v| v.to_str().ok())
                             .and_then(|loc| same_origin_key(loc, host.as_deref(), route))
                         {
-                            self.shared.store.remove(&k);
-                            if let Some(t) = self.shared.tier().cloned() {
-                                tokio::spawn(async move { t.invalidate(&k).await });
-                            }
+                            keys.push(k);
+                        }
+                    }
+                    // Keyed by scheme, the URI names an entry under each scheme.
+                    if route.cache.key_scheme {
+                        keys = keys
+                            .into_iter()
+                            .flat_map(|k| {
+                                let http = k
+                                    .strip_prefix("https://")
+                                    .map_or_else(|| k.clone(), |r| format!("http://{r}").into());
+                                key::both_schemes(http)
+                            })
+                            .collect();
+                    }
+                    for k in keys {
+                        self.shared.store.remove(&k);
+                        // The shared copy goes too, or this replica's next miss would read it
+                        // back.
+                        if let Some(t) = self.shared.tier().cloned() {
+                            tokio::spawn(async move { t.invalidate(&k).await });
                         }
                     }
                 }

@@ -195,7 +195,36 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         ));
     }
     let mut warnings = Vec::new();
-    validate_tls(&raw.tls, listen_tls.is_some(), &mut warnings).map_err(|(k, m)| fail(k, m))?;
+    if raw.admin.tls && raw.tls.certificates.is_empty() {
+        return Err(fail(
+            "admin.tls".into(),
+            "needs a [[tls.certificates]] entry (the admin listener serves the default one)".into(),
+        ));
+    }
+    // Certificates for the admin listener alone are no stray section.
+    validate_tls(
+        &raw.tls,
+        listen_tls.is_some() || raw.admin.tls,
+        &mut warnings,
+    )
+    .map_err(|(k, m)| fail(k, m))?;
+    if raw.server.https_redirect && listen_tls.is_none() {
+        return Err(fail(
+            "server.https_redirect".into(),
+            "needs server.listen_tls (the redirect goes to the TLS listener's port)".into(),
+        ));
+    }
+    if let Some(p) = raw
+        .server
+        .https_redirect_exempt
+        .iter()
+        .find(|p| !p.starts_with('/'))
+    {
+        return Err(fail(
+            "server.https_redirect_exempt".into(),
+            format!("{p:?}: each entry is a path prefix starting with /"),
+        ));
+    }
     if !matches!(raw.log.format.as_str(), "text" | "json") {
         return Err(fail(
             "log.format".into(),
@@ -362,6 +391,12 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             let uri = env::check_endpoint(e)
                 .map_err(|m| fail(format!("upstreams[{i}].endpoints[{j}]"), m))?;
             eps.push(uri);
+        }
+        if u.client_cert_file.is_some() != u.client_key_file.is_some() {
+            return Err(fail(
+                format!("upstreams[{i}].client_cert_file"),
+                "client_cert_file and client_key_file go together".into(),
+            ));
         }
         endpoints.push(eps);
         if u.max_concurrent_requests == 0 {
@@ -532,6 +567,29 @@ fn validate_tls(
     }
     if tls.handshake_timeout.is_zero() {
         return bad("tls.handshake_timeout", "must be greater than 0");
+    }
+    match (tls.client_auth.as_deref(), &tls.client_ca_file) {
+        (None, _) => {}
+        (Some("optional" | "required"), Some(_)) => {}
+        (Some("optional" | "required"), None) => {
+            return bad("tls.client_auth", "needs tls.client_ca_file");
+        }
+        (Some(_), _) => {
+            return bad("tls.client_auth", "must be \"optional\" or \"required\"");
+        }
+    }
+    if let Some(h) = &tls.client_subject_header
+        && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+    {
+        return bad("tls.client_subject_header", "must be a header name");
+    }
+    if let Some(h) = &tls.hsts
+        && (h.trim().is_empty() || http::HeaderValue::from_str(h).is_err())
+    {
+        return bad(
+            "tls.hsts",
+            "must be a header value such as \"max-age=31536000\"",
+        );
     }
     if listening && tls.certificates.is_empty() {
         return bad(

@@ -35,6 +35,8 @@ pub struct RouteCache {
     pub ignore_query_params: Vec<String>,
     /// A non-error response to a method not known to be safe invalidates (RFC 9111 §4.4).
     pub invalidate_on_unsafe: bool,
+    /// `https` and `http` requests get keys of their own.
+    pub key_scheme: bool,
     /// Statuses besides the heuristically cacheable ones that operator lifetimes apply to.
     pub ttl_statuses: Vec<u16>,
     /// How `Vary: Accept-Language` selects a variant.
@@ -58,6 +60,7 @@ impl Default for RouteCache {
             vary_allowlist: None,
             ignore_query_params: Vec::new(),
             invalidate_on_unsafe: true,
+            key_scheme: false,
             ttl_statuses: Vec::new(),
             vary_language: VaryLanguage::AcceptLanguage,
             stale_if_unreachable: Duration::from_secs(60),
@@ -126,6 +129,7 @@ impl Router {
                         }),
                         ignore_query_params: r.ignore_query_params.clone(),
                         invalidate_on_unsafe: r.invalidate_on_unsafe,
+                        key_scheme: r.key_scheme,
                         ttl_statuses: r.ttl_statuses.clone(),
                         vary_language: r
                             .vary_language

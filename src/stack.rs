@@ -49,6 +49,11 @@ pub struct Runtime {
     pub cache: Arc<CacheShared>,
     /// `[admin] purge_token_file`'s token, for `PURGE` from peers outside `purge_allow`.
     pub purge_token: Option<Secret>,
+    /// `tls.hsts`, ready to send on TLS responses.
+    pub(crate) hsts: Option<http::HeaderValue>,
+    /// `tls.client_subject_header`: removed from every request, set from a verified client
+    /// certificate.
+    pub(crate) client_subject_header: Option<http::HeaderName>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -172,6 +177,18 @@ pub(crate) fn build(
         router,
         inner: svc,
         cache_name: config.raw.cache.name.as_str().into(),
+        hsts: config
+            .raw
+            .tls
+            .hsts
+            .as_deref()
+            .and_then(|h| http::HeaderValue::from_str(h).ok()),
+        client_subject_header: config
+            .raw
+            .tls
+            .client_subject_header
+            .as_deref()
+            .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
         upstreams,
         breakers,
         config,

@@ -15,7 +15,7 @@ use crate::cache::CacheShared;
 use crate::cache::coalesce::CoalesceShared;
 use crate::config::{Config, FileConfig};
 use crate::http_util::Secret;
-use crate::server::{Lifecycle, Phase};
+use crate::server::{Lifecycle, Phase, TlsServer};
 use crate::stack::Metrics;
 use crate::stack::{self, Runtime, Shared};
 use crate::telemetry::window::Window;
@@ -54,6 +54,8 @@ pub struct AppState {
     /// Breakers an operator forced through the admin API (upstream → forced open); kept
     /// across reloads until `reset` or a file change of that upstream's `[upstreams.breaker]`.
     pub(crate) breaker_overrides: Mutex<BTreeMap<String, bool>>,
+    /// The TLS listener's certificates (reloaded with the config), when there is one.
+    pub(crate) tls: Option<Arc<TlsServer>>,
 }
 
 /// A non-empty, trimmed secret from the variable `env`, else from the file at `file` (`key`
@@ -105,8 +107,10 @@ fn restart_keys() -> Vec<(&'static str, Pin)> {
         ("server.listen_tls", |f, r| {
             f.server.listen_tls.clone_from(&r.server.listen_tls)
         }),
-        // Certificates are read once at start: reloading them is not implemented yet.
-        ("tls", |f, r| f.tls.clone_from(&r.tls)),
+        // The watcher's period is set when it starts; the rest of `[tls]` reloads.
+        ("tls.watch_interval", |f, r| {
+            f.tls.watch_interval = r.tls.watch_interval
+        }),
         ("server.admin_listen", |f, r| {
             f.server.admin_listen.clone_from(&r.server.admin_listen)
         }),
@@ -191,6 +195,7 @@ fn restart_keys() -> Vec<(&'static str, Pin)> {
         ("telemetry.max_queue_size", |f, r| {
             f.telemetry.max_queue_size = r.telemetry.max_queue_size
         }),
+        ("admin.tls", |f, r| f.admin.tls = r.admin.tls),
         ("admin.token_file", |f, r| {
             f.admin.token_file.clone_from(&r.admin.token_file)
         }),
@@ -237,6 +242,10 @@ pub struct ReloadReport {
     pub overrides_reset: Vec<String>,
     /// Warnings from the new config.
     pub warnings: Vec<String>,
+    /// The certificates' reload, with a TLS listener: which file failed and why, when one did
+    /// (the running certificates stay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<crate::server::tls::TlsReload>,
 }
 
 /// A `[upstreams.breaker]` table by upstream name, serialized for comparison.
@@ -258,6 +267,7 @@ impl AppState {
         window: Arc<Window>,
         admin_token: Option<String>,
         warm: bool,
+        tls: Option<Arc<TlsServer>>,
     ) -> Self {
         Self {
             cache: shared.cache,
@@ -274,6 +284,7 @@ impl AppState {
             jobs: Arc::default(),
             pending_restart: Mutex::new(BTreeMap::new()),
             breaker_overrides: Mutex::new(BTreeMap::new()),
+            tls,
         }
     }
 
@@ -341,7 +352,16 @@ impl AppState {
                 return Err(e.to_string());
             }
         };
-        let (new, pending) = pin_restart_keys(&old.config, file);
+        let (mut new, pending) = pin_restart_keys(&old.config, file);
+        // Certificates are read before anything is committed; broken ones keep the running
+        // `[tls]` (the rest of the file still applies) and the answer says why.
+        let tls = self.tls.as_ref().map(|t| match t.prepare(&new.raw.tls) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                new.raw.tls = t.section();
+                Err(e)
+            }
+        });
         let new = Arc::new(new);
         let rt = build_runtime(new.clone(), &self.shared()).map_err(|e| {
             self.metrics
@@ -399,6 +419,11 @@ impl AppState {
             });
         }
         rt.breakers.inherit_counts(&old.breakers);
+        let tls = match (self.tls.as_ref(), tls) {
+            (Some(t), Some(Ok(p))) => Some(t.install(p)),
+            (Some(t), Some(Err(e))) => Some(t.failed(e)),
+            _ => None,
+        };
         self.rt.store(Arc::new(rt));
         *self
             .pending_restart
@@ -419,6 +444,7 @@ impl AppState {
             overrides_kept: kept.into_iter().map(|(k, _)| k).collect(),
             overrides_reset: reset.into_iter().map(|(k, _)| k).collect(),
             warnings: new.warnings.clone(),
+            tls,
         })
     }
 

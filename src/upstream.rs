@@ -103,7 +103,12 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(cfg.ca_file.as_deref())?)
+            .with_tls_config(tls_config(
+                cfg.ca_file.as_deref(),
+                cfg.client_cert_file
+                    .as_deref()
+                    .zip(cfg.client_key_file.as_deref()),
+            )?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

@@ -625,6 +625,20 @@ impl TestProxy {
         let src = toml::to_string(&doc).unwrap();
         let config = Config::parse(&src, "test.toml", std::iter::empty())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{src}"));
+        Self::from_config(config, token).await
+    }
+
+    /// Seawall with the config file at `path` (so reloads re-read it), admin token
+    /// [`TEST_ADMIN_TOKEN`]; the file sets its own listeners.
+    pub async fn from_file(path: &std::path::Path) -> Self {
+        init_tracing();
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let p = Self::from_config(config, Some(TEST_ADMIN_TOKEN)).await;
+        register_test_admin(p.admin_addr);
+        p
+    }
+
+    async fn from_config(config: Config, token: Option<&str>) -> Self {
         let running = bounded(
             "seawall start",
             seawall::app::start_with_token(config, token.map(str::to_string)),

@@ -702,3 +702,760 @@ async fn decrypted_connections_get_the_header_read_timeout_and_the_drain() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(header_str(&headers, "connection"), "close");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reload without dropping anything; GET /admin/tls
+// ---------------------------------------------------------------------------------------------
+
+/// A config file with both listeners, `[tls]` settings and `certs`, written as `name` in the
+/// PKI's directory (reloads re-read it).
+fn write_config(pki: &Pki, name: &str, origin: &str, tls: &str, certs: &[String]) -> PathBuf {
+    let path = pki.dir.0.join(name);
+    let server = "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+                  drain_delay = \"200ms\"\ngrace_period = \"2s\"";
+    std::fs::write(&path, tls_config(origin, server, tls, certs)).unwrap();
+    path
+}
+
+/// An HTTP/1.1 keep-alive connection over TLS: the sender for further requests.
+async fn h1_over(s: TlsStream<TcpStream>) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let (send, conn) = bounded(
+        "h1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(s)),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+async fn h1_send(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: &str,
+    path: &str,
+) -> StatusCode {
+    bounded("ready", send.ready()).await.unwrap();
+    let req = Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = bounded("h1 request", send.send_request(req)).await.unwrap();
+    let status = res.status();
+    bounded("body", res.into_body().collect()).await.unwrap();
+    status
+}
+
+/// The DER a fresh handshake for `name` is served.
+async fn served_der(pki: &Pki, addr: SocketAddr, name: &str) -> Vec<u8> {
+    peer_der(&connect(pki, addr, name, true, &["http/1.1"]).await.unwrap())
+}
+
+fn reloads(text: &str, result: &str) -> f64 {
+    admin_support::sample(
+        &parse_exposition(text),
+        "seawall_tls_certificate_reloads_total",
+        &[("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_swapped_certificate_serves_new_handshakes_while_old_connections_carry_on() {
+    let pki = Pki::new("swap");
+    // Kubernetes' layout: the configured paths go through a `..data` symlink that is swapped
+    // to a new directory at once.
+    let v1 = pki.dir.0.join("v1");
+    let v2 = pki.dir.0.join("v2");
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    let first = pki.leaf("first", &["a.test"]);
+    let second = pki.leaf("second", &["a.test"]);
+    std::fs::copy(&first.cert_file, v1.join("tls.crt")).unwrap();
+    std::fs::copy(&first.key_file, v1.join("tls.key")).unwrap();
+    std::fs::copy(&second.cert_file, v2.join("tls.crt")).unwrap();
+    std::fs::copy(&second.key_file, v2.join("tls.key")).unwrap();
+    let data = pki.dir.0.join("..data");
+    std::os::unix::fs::symlink("v1", &data).unwrap();
+    let entry = format!(
+        "[[tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+        data.join("tls.crt").display().to_string(),
+        data.join("tls.key").display().to_string()
+    );
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    let cfg = write_config(
+        &pki,
+        "swap.toml",
+        &origin.url(),
+        "watch_interval = \"200ms\"",
+        &[entry],
+    );
+    let proxy = TestProxy::from_file(&cfg).await;
+    let addr = tls_addr(&proxy);
+
+    let old = connect(&pki, addr, "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(peer_der(&old), first.der);
+    let mut old = h1_over(old).await;
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+
+    let next = pki.dir.0.join("..data.next");
+    std::os::unix::fs::symlink("v2", &next).unwrap();
+    std::fs::rename(&next, &data).unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while served_der(&pki, addr, "a.test").await != second.der {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection made before the swap carries on.
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+    let text = scrape(&proxy.admin_url("/metrics")).await;
+    assert_eq!(reloads(&text, "ok"), 1.0, "{text}");
+    assert_eq!(reloads(&text, "error"), 0.0, "{text}");
+}
+
+#[tokio::test]
+async fn a_broken_certificate_keeps_the_running_one_and_the_reload_says_why() {
+    let pki = Pki::new("broken");
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    // No watcher: only the reload below reads the files.
+    let tls = "watch_interval = \"0s\"";
+    let cfg = write_config(
+        &pki,
+        "broken.toml",
+        &origin.url(),
+        tls,
+        &[cert_entry(&a, "")],
+    );
+    let proxy = TestProxy::from_file(&cfg).await;
+    let addr = tls_addr(&proxy);
+    let old = connect(&pki, addr, "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    let mut old = h1_over(old).await;
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+
+    std::fs::write(&a.cert_file, "not a certificate\n").unwrap();
+    let (status, v) = admin_support::admin_post(&proxy.admin_url("/admin/reload"), "").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["tls"]["result"], "error", "{v}");
+    assert_eq!(v["tls"]["file"], a.cert_file.display().to_string(), "{v}");
+    assert!(
+        v["tls"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds no PEM certificate"),
+        "{v}"
+    );
+    assert_eq!(served_der(&pki, addr, "a.test").await, a.der);
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+
+    // A fixed file and a second certificate in the config: both served after a reload, with
+    // no restart.
+    let fixed = pki.leaf("a", &["a.test"]);
+    let b = pki.leaf("b", &["b.test"]);
+    write_config(
+        &pki,
+        "broken.toml",
+        &origin.url(),
+        tls,
+        &[cert_entry(&fixed, ""), cert_entry(&b, "")],
+    );
+    let (status, v) = admin_support::admin_post(&proxy.admin_url("/admin/reload"), "").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["tls"]["result"], "ok", "{v}");
+    assert_eq!(v["tls"]["certificates"], 2, "{v}");
+    assert_eq!(v["needs_restart"], serde_json::json!([]), "{v}");
+    assert_eq!(served_der(&pki, addr, "a.test").await, fixed.der);
+    assert_eq!(served_der(&pki, addr, "b.test").await, b.der);
+    assert_eq!(h1_send(&mut old, "a.test", "/").await, StatusCode::OK);
+    let text = scrape(&proxy.admin_url("/metrics")).await;
+    assert_eq!(reloads(&text, "ok"), 1.0, "{text}");
+    assert_eq!(reloads(&text, "error"), 1.0, "{text}");
+}
+
+#[tokio::test]
+async fn admin_tls_lists_the_served_certificates() {
+    let pki = Pki::new("admin");
+    let a = pki.leaf("a", &["a.test", "www.a.test"]);
+    let soon = pki.leaf_until(
+        "soon",
+        &["soon.test"],
+        Some(SystemTime::now() + Duration::from_secs(5 * 86_400 + 3600)),
+    );
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "",
+        "",
+        &[cert_entry(&a, ""), cert_entry(&soon, "default = true")],
+    ))
+    .await;
+    let (status, v) = admin_support::admin_get(&proxy.admin_url("/admin/tls")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let certs = v["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "{v}");
+    let (first, second) = (&certs[0], &certs[1]);
+    assert_eq!(
+        first["names"],
+        serde_json::json!(["a.test", "www.a.test"]),
+        "{v}"
+    );
+    assert_eq!(first["issuer"], "CN=Seawall test CA", "{v}");
+    assert_eq!(first["file"], a.cert_file.display().to_string(), "{v}");
+    assert_eq!(first["default"], false, "{v}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &a.der);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(first["sha256"], hex, "{v}");
+    assert!(first["days_left"].as_i64().unwrap() > 365 * 100, "{v}");
+    assert_eq!(second["default"], true, "{v}");
+    assert_eq!(second["days_left"], 5, "{v}");
+    let unix = second["not_after_unix"].as_u64().unwrap();
+    let rfc = second["not_after"].as_str().unwrap();
+    assert_eq!(
+        humantime::parse_rfc3339(rfc)
+            .unwrap()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        unix,
+        "{v}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edge conveniences: https_redirect, HSTS, key_scheme
+// ---------------------------------------------------------------------------------------------
+
+/// A GET on the cleartext listener for `host`.
+async fn plain_get(proxy: &TestProxy, host: &str, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+    request(
+        Request::get(proxy.url(path))
+            .header(http::header::HOST, host)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// A GET over a fresh TLS connection for `host`.
+async fn secure_get(
+    pki: &Pki,
+    proxy: &TestProxy,
+    host: &str,
+    path: &str,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let s = connect(pki, tls_addr(proxy), host, true, &["http/1.1"])
+        .await
+        .unwrap();
+    tls_get(s, host, path).await
+}
+
+#[tokio::test]
+async fn https_redirect_sends_cleartext_to_the_tls_port_except_acme_challenges() {
+    let pki = Pki::new("redirect");
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/some/path", MockResponse::ok("x"))
+        .route("/.well-known/acme-challenge/token", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "https_redirect = true",
+        "",
+        &[cert_entry(&a, "")],
+    ))
+    .await;
+    let port = tls_addr(&proxy).port();
+    let (status, headers, _) = plain_get(&proxy, "a.test:8080", "/some/path?x=1&y=%20").await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        headers[http::header::LOCATION],
+        format!("https://a.test:{port}/some/path?x=1&y=%20").as_str()
+    );
+    assert!(
+        cache_status(&headers).contains("detail=https-redirect"),
+        "{headers:?}"
+    );
+    // ACME HTTP-01 challenges pass through (the default exemption).
+    let (status, _, body) = plain_get(&proxy, "a.test", "/.well-known/acme-challenge/token").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "x");
+    // TLS requests are served.
+    let (status, _, _) = secure_get(&pki, &proxy, "a.test", "/some/path").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.hits("/some/path"), 1);
+
+    // Behind a port mapping (a Service's 443 → 8443) the public port is named, 443 left out.
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "https_redirect = true\nhttps_redirect_port = 443",
+        "",
+        &[cert_entry(&a, "")],
+    ))
+    .await;
+    let (status, headers, _) = plain_get(&proxy, "a.test", "/p").await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers[http::header::LOCATION], "https://a.test/p");
+}
+
+#[tokio::test]
+async fn hsts_is_added_on_tls_responses_only() {
+    let pki = Pki::new("hsts");
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(
+        &origin.url(),
+        "",
+        "hsts = \"max-age=31536000\"",
+        &[cert_entry(&a, "")],
+    ))
+    .await;
+    let (status, headers, _) = secure_get(&pki, &proxy, "a.test", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[http::header::STRICT_TRANSPORT_SECURITY],
+        "max-age=31536000"
+    );
+    // Answers Seawall makes itself (here a 421) carry it too.
+    let s = connect(&pki, tls_addr(&proxy), "a.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    let (status, headers, _) = tls_get(s, "other.test", "/").await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(headers.contains_key(http::header::STRICT_TRANSPORT_SECURITY));
+    let (status, headers, _) = plain_get(&proxy, "a.test", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !headers.contains_key(http::header::STRICT_TRANSPORT_SECURITY),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test]
+async fn key_scheme_stores_https_and_http_apart_and_admin_urls_follow_it() {
+    let pki = Pki::new("scheme");
+    let a = pki.leaf("a", &["a.test", "k.test"]);
+    let origin = MockOrigin::new()
+        .route(
+            "/c",
+            MockResponse::ok("cached").header("cache-control", "max-age=300"),
+        )
+        .start()
+        .await;
+    let cfg = format!(
+        "[server]\nlisten_tls = \"127.0.0.1:0\"\n\n{}\n\
+         [[upstreams]]\nname = \"origin\"\nendpoints = [{:?}]\n\n\
+         [[routes]]\nupstream = \"origin\"\nhost = \"k.test\"\nkey_scheme = true\n\n\
+         [[routes]]\nupstream = \"origin\"\n",
+        cert_entry(&a, ""),
+        origin.url()
+    );
+    let proxy = TestProxy::with_config(&cfg).await;
+    let is_hit = |h: &HeaderMap| cache_status(h).contains("hit");
+
+    // k.test keys on the scheme: the TLS fetch does not serve cleartext, nor the other way.
+    let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
+    assert!(!is_hit(&h));
+    let (_, h, _) = plain_get(&proxy, "k.test", "/c").await;
+    assert!(!is_hit(&h), "{}", cache_status(&h));
+    assert_eq!(origin.hits("/c"), 2);
+    let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
+    assert!(is_hit(&h));
+    let (_, h, _) = plain_get(&proxy, "k.test", "/c").await;
+    assert!(is_hit(&h));
+    assert_eq!(origin.hits("/c"), 2);
+
+    // Admin URLs name the scheme's own entry on k.test ...
+    let (status, v) =
+        admin_support::admin_get(&proxy.admin_url("/admin/cache/entry?url=https://k.test/c")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = admin_support::admin_post(
+        &proxy.admin_url("/admin/cache/purge"),
+        r#"{"url": "https://k.test/c"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, h, _) = plain_get(&proxy, "k.test", "/c").await;
+    assert!(is_hit(&h), "the http entry stays: {}", cache_status(&h));
+    let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
+    assert!(!is_hit(&h), "{}", cache_status(&h));
+    assert_eq!(origin.hits("/c"), 3);
+
+    // ... and the same entry as http:// elsewhere (one entry for both schemes).
+    let (_, h, _) = secure_get(&pki, &proxy, "a.test", "/c").await;
+    assert!(!is_hit(&h));
+    let (_, h, _) = plain_get(&proxy, "a.test", "/c").await;
+    assert!(is_hit(&h));
+    let (status, v) =
+        admin_support::admin_get(&proxy.admin_url("/admin/cache/entry?url=https://a.test/c")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = admin_support::admin_post(
+        &proxy.admin_url("/admin/cache/purge"),
+        r#"{"url": "https://a.test/c"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["keys"], 1, "{v}");
+    let (_, h, _) = plain_get(&proxy, "a.test", "/c").await;
+    assert!(!is_hit(&h), "{}", cache_status(&h));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client certificates: tls.client_auth, client_subject_header, upstream mutual TLS
+// ---------------------------------------------------------------------------------------------
+
+impl Pki {
+    /// The CA certificate as a PEM file (what `client_ca_file` and `ca_file` name).
+    fn ca_file(&self) -> PathBuf {
+        let path = self.dir.0.join("ca.pem");
+        std::fs::write(&path, self.ca.pem()).unwrap();
+        path
+    }
+
+    /// A client certificate with subject `CN=<cn>` (no subjectAltName).
+    fn client_leaf(&self, file: &str, cn: &str) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let cert_file = self.dir.0.join(format!("{file}.pem"));
+        let key_file = self.dir.0.join(format!("{file}-key.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        Leaf {
+            cert_file,
+            key_file,
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// A client trusting this CA that presents `leaf` when asked.
+    fn client_presenting(&self, leaf: &Leaf) -> TlsConnector {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca.der().to_vec()))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::from_pem_file(&leaf.key_file).unwrap();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![CertificateDer::from(leaf.der.clone())], key)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+/// A GET over a connection made by `connector` for `a.test`, with `extra` headers; `Err` when
+/// the handshake or the exchange fails (TLS 1.3 clients learn of a refused certificate only
+/// at their first read).
+async fn get_via(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    extra: &[(&str, &str)],
+) -> Result<StatusCode, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("a.test").unwrap();
+    let s = bounded("handshake", connector.connect(name, tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::get("/who").header(http::header::HOST, "a.test");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let res = bounded(
+        "request",
+        send.send_request(req.body(Full::new(Bytes::new())).unwrap()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(res.status())
+}
+
+fn client_auth_config(pki: &Pki, origin: &str, a: &Leaf, mode: &str) -> String {
+    let tls = format!(
+        "client_ca_file = {:?}\nclient_auth = {mode:?}\nclient_subject_header = \"x-client-subject\"",
+        pki.ca_file().display().to_string()
+    );
+    tls_config(origin, "", &tls, &[cert_entry(a, "")])
+}
+
+#[tokio::test]
+async fn required_client_certificates_are_verified_and_their_subject_reaches_the_origin() {
+    let pki = Pki::new("mtls-required");
+    let a = pki.leaf("a", &["a.test"]);
+    let client = pki.client_leaf("client", "Doe, Jane");
+    let origin = MockOrigin::new()
+        .route("/who", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy =
+        TestProxy::with_config(&client_auth_config(&pki, &origin.url(), &a, "required")).await;
+    let addr = tls_addr(&proxy);
+
+    // Without a certificate: no request gets through.
+    let anonymous = get_via(&pki.client(&["http/1.1"], true), addr, &[]).await;
+    assert!(anonymous.is_err(), "{anonymous:?}");
+    assert_eq!(origin.hits("/who"), 0);
+
+    // With one the CA signed, and a forged header beside it: only the verified subject arrives.
+    let status = get_via(
+        &pki.client_presenting(&client),
+        addr,
+        &[("x-client-subject", "CN=admin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let seen = origin.requests("/who");
+    let values: Vec<_> = seen[0].get_all("x-client-subject").iter().collect();
+    assert_eq!(values, ["CN=Doe\\, Jane"], "{seen:?}");
+
+    // A certificate from another CA is refused.
+    let other = Pki::new("mtls-other");
+    let stranger = other.client_leaf("stranger", "stranger");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(pki.ca.der().to_vec()))
+        .unwrap();
+    let key = {
+        use rustls::pki_types::pem::PemObject as _;
+        rustls::pki_types::PrivateKeyDer::from_pem_file(&stranger.key_file).unwrap()
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![CertificateDer::from(stranger.der.clone())], key)
+    .unwrap();
+    let refused = get_via(&TlsConnector::from(Arc::new(cfg)), addr, &[]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(origin.hits("/who"), 1);
+}
+
+#[tokio::test]
+async fn a_forged_subject_header_never_reaches_the_origin() {
+    let pki = Pki::new("mtls-optional");
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/who", MockResponse::ok("x"))
+        .start()
+        .await;
+    let proxy =
+        TestProxy::with_config(&client_auth_config(&pki, &origin.url(), &a, "optional")).await;
+    // Optional: a client without a certificate is served, its forged header dropped.
+    let status = get_via(
+        &pki.client(&["http/1.1"], true),
+        tls_addr(&proxy),
+        &[("x-client-subject", "CN=admin")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // So is the cleartext listener's.
+    let (status, _, _) = request(
+        Request::get(proxy.url("/who"))
+            .header(http::header::HOST, "a.test")
+            .header("x-client-subject", "CN=admin")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = origin.requests("/who");
+    assert_eq!(seen.len(), 2);
+    for h in &seen {
+        assert!(!h.contains_key("x-client-subject"), "{h:?}");
+    }
+}
+
+/// An HTTPS origin on `localhost` that requires a client certificate from `pki`'s CA and
+/// answers `mtls ok`.
+async fn mtls_origin(pki: &Pki) -> SocketAddr {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let leaf = pki.leaf("origin", &["localhost"]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(pki.ca.der().to_vec()))
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der.clone())],
+            PrivateKeyDer::from_pem_file(&leaf.key_file).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"mtls ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_requiring_client_certificates_is_reached_with_the_configured_one() {
+    let pki = Pki::new("upstream-mtls");
+    let origin = mtls_origin(&pki).await;
+    let client = pki.client_leaf("seawall-client", "seawall");
+    let upstream = |extra: &str| {
+        format!(
+            "[[upstreams]]\nname = \"origin\"\nendpoints = [\"https://localhost:{}\"]\n\
+             ca_file = {:?}\n{extra}\n\n[[routes]]\nupstream = \"origin\"\n",
+            origin.port(),
+            pki.ca_file().display().to_string()
+        )
+    };
+    let with_cert = upstream(&format!(
+        "client_cert_file = {:?}\nclient_key_file = {:?}",
+        client.cert_file.display().to_string(),
+        client.key_file.display().to_string()
+    ));
+    let proxy = TestProxy::with_config(&with_cert).await;
+    let (status, _, body) = request(
+        Request::get(proxy.url("/x"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(body, "mtls ok");
+
+    // Without it the origin refuses the handshake: a 502.
+    let proxy = TestProxy::with_config(&upstream("")).await;
+    let (status, _, _) = request(
+        Request::get(proxy.url("/x"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin over TLS
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_admin_listener_serves_tls_with_the_default_certificate() {
+    let pki = Pki::new("admin-tls");
+    let b = pki.leaf("b", &["b.test"]);
+    let a = pki.leaf("a", &["a.test"]);
+    let origin = MockOrigin::new()
+        .route("/", MockResponse::ok("x"))
+        .start()
+        .await;
+    // No TLS data listener: the certificates serve the admin listener alone.
+    let cfg = format!(
+        "[admin]\ntls = true\n\n{}{}\n{}",
+        cert_entry(&b, ""),
+        cert_entry(&a, "default = true"),
+        upstream_config(&origin.url(), "")
+    );
+    let proxy = TestProxy::with_config(&cfg).await;
+    assert!(proxy.running().tls_addr.is_none());
+    let admin = proxy.admin_addr;
+
+    // Whatever name the client asks for, it gets the default certificate (a.test).
+    let s = connect(&pki, admin, "a.test", false, &["http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(peer_der(&s), a.der);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for (path, auth, want) in [
+        ("/healthz", None, StatusCode::OK),
+        ("/admin/tls", None, StatusCode::UNAUTHORIZED),
+        ("/admin/tls", Some(TEST_ADMIN_TOKEN), StatusCode::OK),
+    ] {
+        let mut req = Request::get(path).header(http::header::HOST, "a.test");
+        if let Some(t) = auth {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        bounded("ready", send.ready()).await.unwrap();
+        let res = bounded(
+            "admin request",
+            send.send_request(req.body(Full::new(Bytes::new())).unwrap()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), want, "{path}");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        if want == StatusCode::OK && path == "/admin/tls" {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["certificates"].as_array().unwrap().len(), 2, "{v}");
+        }
+    }
+    // HTTP/2 by ALPN too.
+    let s = connect(&pki, admin, "a.test", true, &["h2"]).await.unwrap();
+    assert_eq!(tls_get(s, "a.test", "/healthz").await.0, StatusCode::OK);
+    // Cleartext HTTP gets no HTTP answer.
+    let mut tcp = TcpStream::connect(admin).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET /healthz HTTP/1.1\r\nhost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+    assert!(!got.starts_with(b"HTTP/"), "{got:?}");
+}

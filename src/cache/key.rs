@@ -20,7 +20,32 @@ pub fn primary_key<B>(req: &Request<B>, rules: &RouteCache) -> Arc<str> {
     });
     let path = req.uri().path();
     let query = req.uri().query();
-    build_key(host, path, query, &rules.ignore_query_params)
+    let key = build_key(host, path, query, &rules.ignore_query_params);
+    // The TLS listener's requests are `https` only where the route keys on the scheme.
+    let tls = || {
+        req.extensions()
+            .get::<crate::http_util::conn::ConnInfo>()
+            .is_some_and(|c| c.tls.is_some())
+    };
+    with_scheme(key, rules.key_scheme && tls())
+}
+
+/// `key` for an `https` request when `https` (`https://host/path?q`, or a raw key behind an
+/// `https+` prefix), else `key` as it is: `build_key`'s keys are the `http` ones.
+pub fn with_scheme(key: Arc<str>, https: bool) -> Arc<str> {
+    if !https {
+        return key;
+    }
+    match key.strip_prefix("http://") {
+        Some(rest) => format!("https://{rest}").into(),
+        None => format!("https+{key}").into(),
+    }
+}
+
+/// Both schemes' keys for an `http` key (what a `key_scheme` route invalidates).
+pub fn both_schemes(key: Arc<str>) -> [Arc<str>; 2] {
+    let https = with_scheme(key.clone(), true);
+    [key, https]
 }
 
 /// Builds a key from parts (also used by purge, so its input matches the same entries).

@@ -67,12 +67,20 @@ pub fn key_of_url(router: &Router, url: &str) -> Option<Arc<str>> {
     let ignore = route
         .map(|r| r.cache.ignore_query_params.clone())
         .unwrap_or_default();
-    Some(key::build_key(&h, path, uri.query(), &ignore))
+    // `https://…` names the same entry as `http://…` unless the route keys on the scheme.
+    let https = uri.scheme_str() == Some("https") && route.is_some_and(|r| r.cache.key_scheme);
+    Some(key::with_scheme(
+        key::build_key(&h, path, uri.query(), &ignore),
+        https,
+    ))
 }
 
-/// Splits a key `http://host/path?q` into host and path-with-query.
+/// Splits a key `http://host/path?q` (or `https://…`) into host and path-with-query.
 fn split_key(k: &str) -> (&str, &str) {
-    let rest = k.strip_prefix("http://").unwrap_or(k);
+    let rest = k
+        .strip_prefix("http://")
+        .or_else(|| k.strip_prefix("https://"))
+        .unwrap_or(k);
     match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),

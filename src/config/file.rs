@@ -87,6 +87,15 @@ pub struct ServerSection {
     pub trusted_proxies: Vec<String>,
     /// Forward the client's `Host` (true) or the endpoint's authority (false).
     pub preserve_host: bool,
+    /// Answer cleartext-listener requests with `308` to the same URL over `https://` (the TLS
+    /// listener's port unless it is 443).
+    pub https_redirect: bool,
+    /// Path prefixes `https_redirect` passes through as usual (ACME HTTP-01 challenges).
+    pub https_redirect_exempt: Vec<String>,
+    /// The port `https_redirect` names when clients reach the TLS listener on another one
+    /// (a Service's 443 in front of 8443); default: the TLS listener's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https_redirect_port: Option<u16>,
 }
 
 impl Default for ServerSection {
@@ -109,6 +118,9 @@ impl Default for ServerSection {
             via_name: "seawall".into(),
             trusted_proxies: Vec::new(),
             preserve_host: true,
+            https_redirect: false,
+            https_redirect_exempt: vec!["/.well-known/acme-challenge/".into()],
+            https_redirect_port: None,
         }
     }
 }
@@ -122,9 +134,29 @@ pub struct TlsSection {
     /// A client that has not completed its handshake this long after connecting is closed.
     #[serde(with = "dur")]
     pub handshake_timeout: Duration,
+    /// How often the certificate and key files are checked for a change (modification time
+    /// and content hash); a changed file is reloaded. `"0s"`: only SIGHUP and
+    /// `POST /admin/reload` reload them.
+    #[serde(with = "dur")]
+    pub watch_interval: Duration,
     /// A client without SNI, or naming no configured host: `"default"` (the default
     /// certificate) or `"refuse"` (the handshake fails).
     pub unknown_sni: String,
+    /// `Strict-Transport-Security` value added to every response on a TLS connection (never
+    /// on cleartext), e.g. `"max-age=31536000"`; absent, none is added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<String>,
+    /// PEM CA bundle client certificates are verified against (with `client_auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+    /// Client certificates: `"optional"` (verified when sent) or `"required"` (the handshake
+    /// fails without one); absent, none are asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<String>,
+    /// Request header that carries a verified client's subject DN (RFC 4514) to the origin;
+    /// always removed from what clients send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_subject_header: Option<String>,
     /// `[[tls.certificates]]`: chosen by the client's SNI.
     pub certificates: Vec<TlsCertificateSection>,
 }
@@ -134,7 +166,12 @@ impl Default for TlsSection {
         Self {
             min_version: "1.2".into(),
             handshake_timeout: Duration::from_secs(10),
+            watch_interval: Duration::from_secs(10),
             unknown_sni: "default".into(),
+            hsts: None,
+            client_ca_file: None,
+            client_auth: None,
+            client_subject_header: None,
             certificates: Vec::new(),
         }
     }
@@ -395,6 +432,8 @@ pub struct AdminSection {
     pub alert_error_rate_above: f64,
     /// Ratio alerts need at least this many recent requests.
     pub alert_min_requests: u64,
+    /// Serve the admin listener over TLS with the default `[[tls.certificates]]` entry.
+    pub tls: bool,
 }
 
 impl Default for AdminSection {
@@ -408,6 +447,7 @@ impl Default for AdminSection {
             alert_hit_ratio_below: 0.3,
             alert_error_rate_above: 0.05,
             alert_min_requests: 20,
+            tls: false,
         }
     }
 }
@@ -509,6 +549,13 @@ pub struct UpstreamSection {
     /// PEM CA bundle for `https://` endpoints (default: the webpki roots).
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// PEM client certificate chain sent to `https://` endpoints that ask for one (mutual
+    /// TLS); with `client_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// PEM private key of `client_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
     /// Circuit breaker.
     #[serde(default)]
     pub breaker: BreakerSection,
@@ -748,6 +795,10 @@ pub struct RouteSection {
     /// `Content-Location` (RFC 9111 §4.4).
     #[serde(default = "yes")]
     pub invalidate_on_unsafe: bool,
+    /// The scheme is part of the key: responses to `https` (TLS listener) and `http`
+    /// requests are stored apart. Default: one entry serves both.
+    #[serde(default)]
+    pub key_scheme: bool,
 }
 
 fn yes() -> bool {

@@ -27,8 +27,14 @@ pub(crate) struct TlsConn {
     pub sni: Option<Box<str>>,
     /// The negotiated ALPN protocol: `"h2"`, `"http/1.1"` or `""` (none).
     pub alpn: &'static str,
+    /// The protocol version: `"1.3"` or `"1.2"`.
+    pub version: &'static str,
+    /// The cipher suite's IANA name (`TLS13_AES_128_GCM_SHA256`), `""` if unknown.
+    pub cipher: &'static str,
     /// The host names the connection's certificate serves (`[[tls.certificates]] hosts`).
     pub names: Arc<[HostPattern]>,
+    /// The verified client certificate's subject DN (RFC 4514), when the client sent one.
+    pub client_subject: Option<Box<str>>,
 }
 
 impl TlsConn {

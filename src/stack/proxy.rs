@@ -35,6 +35,8 @@ pub(crate) struct Proxy {
     metrics: Option<Arc<RequestMetrics>>,
     window: Option<Arc<Window>>,
     trace: bool,
+    /// The TLS listener's port, for `server.https_redirect`.
+    https_port: Option<u16>,
 }
 
 use crate::http_util::ClientAddr;
@@ -84,7 +86,14 @@ impl Proxy {
             metrics,
             window,
             trace: false,
+            https_port: None,
         }
+    }
+
+    /// Where `server.https_redirect` sends cleartext requests: the TLS listener's bound port.
+    pub(crate) fn with_https_port(mut self, port: Option<u16>) -> Self {
+        self.https_port = port;
+        self
     }
 
     /// Creates a span per request (exported when a tracer is installed).
@@ -213,13 +222,18 @@ impl Service<Request<Incoming>> for Proxy {
         } else {
             tracing::Span::none()
         };
+        let https_port = self.https_port;
         let fut = async move {
             let started = tokio::time::Instant::now();
             let version = req.version();
             let head = req.method() == http::Method::HEAD;
+            let tls = req
+                .extensions()
+                .get::<ConnInfo>()
+                .and_then(|c| c.tls.clone());
             let access_req = access.then(|| {
                 let log = &rt.config.raw.log;
-                crate::telemetry::access::Request::new(
+                let r = crate::telemetry::access::Request::new(
                     crate::telemetry::access::Format::parse(&log.access_log_format),
                     req.method(),
                     req.uri(),
@@ -228,17 +242,36 @@ impl Service<Request<Incoming>> for Proxy {
                     req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()),
                     &rt.config.trusted_proxies,
                     &log.redact_query_params,
-                )
+                );
+                match &tls {
+                    Some(t) => r.with_tls(t.version, t.cipher, t.sni.as_deref()),
+                    None => r,
+                }
             });
             let mut route_idx = None;
             let purge = req.method().as_str() == "PURGE";
-            let mut res = match route_and_call(&rt, req, &mut route_idx).await {
+            let redirect = match (&tls, https_port) {
+                (None, Some(port)) => https_redirect(&rt, &req, port),
+                _ => None,
+            };
+            let routed = match redirect {
+                Some(r) => Ok(r),
+                None => route_and_call(&rt, req, &mut route_idx).await,
+            };
+            let mut res = match routed {
                 Ok(res) => res,
                 Err(e) => {
                     let status = format!("{}; fwd=bypass; detail={}", rt.cache_name, e.reason());
                     e.to_response(&status)
                 }
             };
+            // HSTS only means something over TLS (RFC 6797 §7.2): never on cleartext.
+            if tls.is_some()
+                && let Some(v) = &rt.hsts
+            {
+                res.headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+            }
             // While draining, HTTP/1 clients are told to reconnect elsewhere.
             if draining && version != Version::HTTP_2 {
                 res.headers_mut()
@@ -330,6 +363,51 @@ impl Service<Request<Incoming>> for Proxy {
     }
 }
 
+/// `server.https_redirect`: a cleartext request for a path no exempt prefix covers gets
+/// `308` to the same host, path and query over `https://` (`https_redirect_port`, else the
+/// TLS listener's `port`; left out when 443). A
+/// request that fails the checks, or a `PURGE`, is handled as usual.
+fn https_redirect<B>(rt: &Runtime, req: &Request<B>, port: u16) -> Option<Response<ProxyBody>> {
+    let server = &rt.config.raw.server;
+    if !server.https_redirect
+        || req.method().as_str() == "PURGE"
+        || server
+            .https_redirect_exempt
+            .iter()
+            .any(|p| req.uri().path().starts_with(p.as_str()))
+    {
+        return None;
+    }
+    let host = request_host(req)?;
+    if !crate::route::valid_authority(host.as_bytes()) {
+        return None;
+    }
+    let authority = host.parse::<http::uri::Authority>().ok()?;
+    let port = server.https_redirect_port.unwrap_or(port);
+    let mut location = format!("https://{}", authority.host());
+    if port != 443 {
+        location.push_str(&format!(":{port}"));
+    }
+    location.push_str(req.uri().path());
+    if let Some(q) = req.uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let location = HeaderValue::from_str(&location).ok()?;
+    let mut res = Response::new(ProxyBody::empty());
+    *res.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}; fwd=bypass; detail=https-redirect",
+        rt.cache_name
+    )) {
+        h.insert("cache-status", v);
+    }
+    Some(res)
+}
+
 async fn route_and_call(
     rt: &Runtime,
     req: Request<Incoming>,
@@ -349,6 +427,20 @@ async fn route_and_call(
     let limit = rt.config.raw.server.max_body_size as usize;
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(route);
+    // Only a certificate the handshake verified names the client: whatever a client sends in
+    // this header is dropped first, on either listener.
+    if let Some(name) = &rt.client_subject_header {
+        parts.headers.remove(name);
+        let subject = parts
+            .extensions
+            .get::<ConnInfo>()
+            .and_then(|c| c.tls.as_ref())
+            .and_then(|t| t.client_subject.as_deref())
+            .and_then(|s| HeaderValue::from_str(s).ok());
+        if let Some(v) = subject {
+            parts.headers.insert(name.clone(), v);
+        }
+    }
     if let Some(info) = parts.extensions.get::<ConnInfo>() {
         let ip = client_addr(
             info.peer.ip().to_canonical(),

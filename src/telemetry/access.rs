@@ -70,6 +70,15 @@ pub struct Request {
     version: Version,
     user_agent: Option<String>,
     referer: Option<String>,
+    tls: Option<Tls>,
+}
+
+/// What a TLS connection's handshake settled, for its requests' lines.
+#[derive(Debug)]
+struct Tls {
+    version: &'static str,
+    cipher: &'static str,
+    sni: Option<String>,
 }
 
 /// What it adds at the response head.
@@ -128,7 +137,24 @@ impl Request {
             version,
             user_agent: header_text(headers, header::USER_AGENT),
             referer: header_text(headers, header::REFERER),
+            tls: None,
         }
+    }
+
+    /// A request on a TLS connection: its lines gain the protocol version (`1.3`), the cipher
+    /// suite and the SNI name the client sent.
+    pub fn with_tls(
+        mut self,
+        version: &'static str,
+        cipher: &'static str,
+        sni: Option<&str>,
+    ) -> Self {
+        self.tls = Some(Tls {
+            version,
+            cipher,
+            sni: sni.map(str::to_string),
+        });
+        self
     }
 }
 
@@ -271,6 +297,15 @@ impl Record {
                 out.push_str("\" \"");
                 nginx_escape(&mut out, r.user_agent.as_deref().unwrap_or("-"));
                 out.push('"');
+                // After the combined fields, as nginx's `$ssl_protocol $ssl_cipher
+                // $ssl_server_name` are usually appended: cleartext lines stay plain combined.
+                if let Some(t) = &r.tls {
+                    let _ = write!(out, " \"TLSv{}\" \"", t.version);
+                    nginx_escape(&mut out, if t.cipher.is_empty() { "-" } else { t.cipher });
+                    out.push_str("\" \"");
+                    nginx_escape(&mut out, t.sni.as_deref().unwrap_or("-"));
+                    out.push('"');
+                }
                 out
             }
             Format::Json => {
@@ -293,6 +328,11 @@ impl Record {
                 });
                 if let (Some(t), Some(o)) = (&self.trace_id, v.as_object_mut()) {
                     o.insert("trace_id".into(), t.clone().into());
+                }
+                if let (Some(t), Some(o)) = (&r.tls, v.as_object_mut()) {
+                    o.insert("tls_version".into(), t.version.into());
+                    o.insert("tls_cipher".into(), t.cipher.into());
+                    o.insert("sni".into(), t.sni.clone().into());
                 }
                 v.to_string()
             }
@@ -327,6 +367,15 @@ impl Record {
                 );
                 if let Some(t) = &self.trace_id {
                     let _ = write!(out, " trace_id={t}");
+                }
+                if let Some(t) = &r.tls {
+                    let _ = write!(
+                        out,
+                        " tls_version={} tls_cipher={} sni={:?}",
+                        t.version,
+                        if t.cipher.is_empty() { "-" } else { t.cipher },
+                        t.sni.as_deref().unwrap_or("-")
+                    );
                 }
                 out
             }
@@ -369,6 +418,58 @@ mod tests {
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.7"));
         // An untrusted peer's header is not believed.
         assert_eq!(client_ip(ip("192.0.2.9"), &h, &trusted), ip("192.0.2.9"));
+    }
+
+    #[test]
+    fn tls_requests_log_version_cipher_and_sni_in_every_format() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, http::HeaderValue::from_static("a.test"));
+        let uri: http::Uri = "/p".parse().unwrap_or_else(|_| unreachable!());
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_529_805);
+        let line = |format, tls: bool| {
+            let mut req = Request::new(
+                format,
+                &Method::GET,
+                &uri,
+                Version::HTTP_2,
+                &h,
+                Some("192.0.2.1".parse().unwrap_or_else(|_| unreachable!())),
+                &[],
+                &[],
+            );
+            if tls {
+                req = req.with_tls("1.3", "TLS13_AES_128_GCM_SHA256", Some("a.test"));
+            }
+            let rec = Record {
+                req,
+                status: 200,
+                cache_status: String::new(),
+                first_byte: Duration::ZERO,
+                upstream: None,
+                trace_id: None,
+            };
+            rec.render(t, 1, Duration::ZERO, End::Complete)
+        };
+        let text = line(Format::Text, true);
+        assert!(
+            text.ends_with(" tls_version=1.3 tls_cipher=TLS13_AES_128_GCM_SHA256 sni=\"a.test\""),
+            "{text}"
+        );
+        assert!(!line(Format::Text, false).contains("tls_"));
+        let json: serde_json::Value =
+            serde_json::from_str(&line(Format::Json, true)).unwrap_or_default();
+        assert_eq!(json["tls_version"], "1.3");
+        assert_eq!(json["tls_cipher"], "TLS13_AES_128_GCM_SHA256");
+        assert_eq!(json["sni"], "a.test");
+        let plain: serde_json::Value =
+            serde_json::from_str(&line(Format::Json, false)).unwrap_or_default();
+        assert!(plain.get("tls_version").is_none(), "{plain}");
+        let combined = line(Format::Combined, true);
+        assert!(
+            combined.ends_with("\"-\" \"-\" \"TLSv1.3\" \"TLS13_AES_128_GCM_SHA256\" \"a.test\""),
+            "{combined}"
+        );
+        assert!(line(Format::Combined, false).ends_with("\"-\" \"-\""));
     }
 
     #[test]

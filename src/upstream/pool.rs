@@ -20,9 +20,14 @@ pub(super) struct IdleConn {
     pub(super) since: Instant,
 }
 
-pub(super) fn tls_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, BoxError> {
-    use rustls_pki_types::CertificateDer;
+/// The rustls client for `https://` endpoints: `ca_file`'s roots (else webpki's) and, for
+/// origins that ask for one, the client certificate and key in `client` (mutual TLS).
+pub(super) fn tls_config(
+    ca_file: Option<&str>,
+    client: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, BoxError> {
     use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -35,10 +40,25 @@ pub(super) fn tls_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, 
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    Ok(match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("client_cert_file {cert}: {e}"))?;
+            if chain.is_empty() {
+                return Err(format!("client_cert_file {cert}: holds no PEM certificate").into());
+            }
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("client_key_file {key}: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| format!("client_cert_file {cert} / client_key_file {key}: {e}"))?
+        }
+    })
 }
 
 impl Upstream {

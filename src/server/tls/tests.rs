@@ -174,3 +174,30 @@ fn expired_and_soon_expiring_certificates_are_warnings() {
         "{w:?}"
     );
 }
+
+#[test]
+fn subject_and_issuer_read_as_rfc4514() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CountryName, "NL");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Example, Inc.");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "#client+1");
+    let cert = params.self_signed(&key).expect("self-signed");
+    let want = "CN=\\#client\\+1,O=Example\\, Inc.,C=NL";
+    assert_eq!(subject_dn(cert.der()).as_deref(), Some(want));
+    // Self-signed: the issuer is the subject.
+    let t = tbs(cert.der()).expect("tbs");
+    assert_eq!(dn_string(t.issuer), want);
+    assert_eq!(
+        oid_string(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
+        "1.2.840.113549"
+    );
+    assert_eq!(subject_dn(b"not der"), None);
+}
