@@ -52,12 +52,17 @@ pub(crate) enum HostPattern {
     Exact(Box<str>),
     /// The suffix after `*`, lowercase, starting with `.`.
     Wildcard(Box<str>),
+    /// An address (a subjectAltName iPAddress, or an address listed in `hosts`).
+    Ip(std::net::IpAddr),
 }
 
 impl HostPattern {
     /// `a.example.com` or `*.example.com` (a wildcard only as the whole first label, over at
     /// least two more labels); `None` for anything else.
     pub(crate) fn parse(s: &str) -> Option<Self> {
+        if let Ok(ip) = s.trim().parse::<std::net::IpAddr>() {
+            return Some(Self::Ip(ip));
+        }
         let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
         let valid_name = |n: &str| {
             !n.is_empty()
@@ -78,10 +83,18 @@ impl HostPattern {
         }
     }
 
-    /// Whether `host` (no port) is this name, or one label under this wildcard.
+    /// Whether `host` (no port; an IPv6 address in brackets or not) is this name, one label
+    /// under this wildcard, or this address.
     pub(crate) fn matches(&self, host: &str) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host);
         match self {
+            Self::Ip(ip) => {
+                let bare = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                bare.parse::<std::net::IpAddr>().is_ok_and(|h| h == *ip)
+            }
             Self::Exact(n) => host.eq_ignore_ascii_case(n),
             Self::Wildcard(suffix) => {
                 let (h, s) = (host.as_bytes(), suffix.as_bytes());
@@ -98,6 +111,7 @@ impl std::fmt::Display for HostPattern {
         match self {
             Self::Exact(n) => f.write_str(n),
             Self::Wildcard(s) => write!(f, "*{s}"),
+            Self::Ip(ip) => write!(f, "{ip}"),
         }
     }
 }
@@ -199,5 +213,10 @@ mod tests {
             assert_eq!(HostPattern::parse(bad), None, "{bad:?}");
         }
         assert_eq!(wild.to_string(), "*.wild.test");
+        let v4 = HostPattern::parse("192.0.2.7").expect("valid");
+        assert!(v4.matches("192.0.2.7") && !v4.matches("192.0.2.8") && !v4.matches("a.test"));
+        let v6 = HostPattern::parse("2001:db8::1").expect("valid");
+        assert!(v6.matches("[2001:db8::1]") && v6.matches("2001:db8:0::1"));
+        assert!(!exact.matches("[2001:db8::1]"));
     }
 }

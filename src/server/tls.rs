@@ -191,23 +191,27 @@ impl Certificates {
                 .key_provider
                 .load_private_key(key_der)
                 .map_err(|e| key_err(format!("unusable private key: {e}")))?;
-            let parsed = webpki::EndEntityCert::try_from(leaf)
-                .map_err(|e| cert_err(format!("not an X.509 certificate: {e:?}")))?;
+            let facts = x509::facts(leaf.as_ref())
+                .ok_or_else(|| cert_err("not an X.509 certificate".into()))?;
             let names: Vec<HostPattern> = match &c.hosts {
                 Some(hosts) => hosts.iter().filter_map(|h| HostPattern::parse(h)).collect(),
-                None => parsed
-                    .valid_dns_names()
-                    .filter_map(HostPattern::parse)
+                // Its subjectAltNames: DNS names (webpki's rules for a valid one) and addresses.
+                None => facts
+                    .dns
+                    .iter()
+                    .filter_map(|d| HostPattern::parse(d))
+                    .chain(facts.ips.iter().copied().map(HostPattern::Ip))
                     .collect(),
             };
             if names.is_empty() {
                 return Err(cert_err(
-                    "the certificate names no DNS host in its subjectAltName; list them in `hosts`"
+                    "the certificate names no host (DNS name or IP address) in its \
+                     subjectAltName; list them in `hosts`"
                         .into(),
                 ));
             }
-            let not_after = not_after(leaf);
-            let issuer = tbs(leaf).map_or_else(String::new, |t| dn_string(t.issuer));
+            let not_after = facts.not_after;
+            let issuer = facts.issuer;
             let fingerprint = hex(&sha256(leaf.as_ref()));
             let key = CertifiedKey::new(chain.clone(), signing);
             match key.keys_match() {
@@ -669,7 +673,7 @@ impl TlsServer {
         let client_subject = conn
             .peer_certificates()
             .and_then(|c| c.first())
-            .and_then(|leaf| subject_dn(leaf.as_ref()))
+            .and_then(|leaf| x509::subject_dn(leaf.as_ref()))
             .map(Into::into);
         let cipher = conn
             .negotiated_cipher_suite()
@@ -695,140 +699,6 @@ impl TlsServer {
     }
 }
 
-/// One DER element: (tag, contents, what follows).
-fn der(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, d) = d.split_first()?;
-    let (&first, d) = d.split_first()?;
-    let (len, d) = if first < 0x80 {
-        (usize::from(first), d)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || d.len() < n {
-            return None;
-        }
-        let len = d[..n]
-            .iter()
-            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
-        (len, &d[n..])
-    };
-    (d.len() >= len).then(|| (tag, &d[..len], &d[len..]))
-}
-
-/// The parts of a certificate's TBSCertificate (RFC 5280 §4.1) Seawall reads.
-struct Tbs<'a> {
-    issuer: &'a [u8],
-    validity: &'a [u8],
-    subject: &'a [u8],
-}
-
-/// Walks the DER to the issuer, validity and subject: webpki checks them but does not expose
-/// them, and this is all we need of X.509.
-fn tbs(cert: &[u8]) -> Option<Tbs<'_>> {
-    let (_, certificate, _) = der(cert)?;
-    let (_, tbs, _) = der(certificate)?;
-    let (tag, _, after_version) = der(tbs)?;
-    let serial = if tag == 0xa0 { after_version } else { tbs };
-    let (_, _, rest) = der(serial)?; // serialNumber
-    let (_, _, rest) = der(rest)?; // signature
-    let (_, issuer, rest) = der(rest)?;
-    let (_, validity, rest) = der(rest)?;
-    let (_, subject, _) = der(rest)?;
-    Some(Tbs {
-        issuer,
-        validity,
-        subject,
-    })
-}
-
-/// A certificate's subject distinguished name, RFC 4514 (what `client_subject_header` sends).
-fn subject_dn(cert: &[u8]) -> Option<String> {
-    tbs(cert).map(|t| dn_string(t.subject))
-}
-
-/// A Name's RDN sequence (the SEQUENCE's contents) as RFC 4514 text: last RDN first, short
-/// names for the usual attributes, dotted OIDs otherwise.
-fn dn_string(mut rdns: &[u8]) -> String {
-    let mut parts = Vec::new();
-    while let Some((_, set, rest)) = der(rdns) {
-        rdns = rest;
-        let mut set = set;
-        let mut atvs = Vec::new();
-        while let Some((_, atv, rest)) = der(set) {
-            set = rest;
-            let Some((_, oid, value)) = der(atv) else {
-                continue;
-            };
-            let Some((tag, value, _)) = der(value) else {
-                continue;
-            };
-            let name = match oid {
-                [0x55, 0x04, 0x03] => "CN".to_string(),
-                [0x55, 0x04, 0x06] => "C".to_string(),
-                [0x55, 0x04, 0x07] => "L".to_string(),
-                [0x55, 0x04, 0x08] => "ST".to_string(),
-                [0x55, 0x04, 0x0a] => "O".to_string(),
-                [0x55, 0x04, 0x0b] => "OU".to_string(),
-                [0x55, 0x04, 0x09] => "STREET".to_string(),
-                [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC".to_string(),
-                [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01] => "UID".to_string(),
-                _ => oid_string(oid),
-            };
-            let text = match tag {
-                // UTF8String, PrintableString, TeletexString (read as Latin-1 ASCII), IA5String.
-                0x0c | 0x13 | 0x14 | 0x16 => String::from_utf8_lossy(value).into_owned(),
-                _ => format!("#{}", hex(value)),
-            };
-            atvs.push(format!("{name}={}", escape_dn(&text)));
-        }
-        parts.push(atvs.join("+"));
-    }
-    parts.reverse();
-    parts.join(",")
-}
-
-/// RFC 4514 §2.4 escaping of an attribute value.
-fn escape_dn(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let last = v.chars().count().saturating_sub(1);
-    for (i, c) in v.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && matches!(c, '#' | ' '))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        if c.is_control() {
-            out.push_str(&format!("\\{:02x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A DER OBJECT IDENTIFIER's contents, dotted.
-fn oid_string(oid: &[u8]) -> String {
-    let mut arcs: Vec<u64> = Vec::new();
-    let mut cur = 0u64;
-    for &b in oid {
-        cur = (cur << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (cur / 40).min(2);
-                arcs.push(first);
-                arcs.push(cur - first * 40);
-            } else {
-                arcs.push(cur);
-            }
-            cur = 0;
-        }
-    }
-    arcs.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
 /// Lowercase hex.
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -840,36 +710,6 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// The certificate's notAfter (RFC 5280 §4.1.2.5).
-fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
-    let validity = tbs(cert.as_ref())?.validity;
-    let (_, _, rest) = der(validity)?; // notBefore
-    let (tag, time, _) = der(rest)?;
-    let time = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
-    let full = match tag {
-        // UTCTime, YYMMDDHHMMSS: years 50-99 are 19xx (RFC 5280 §4.1.2.5.1).
-        0x17 if time.len() == 12 => {
-            let yy: u32 = time[..2].parse().ok()?;
-            format!("{}{time}", if yy >= 50 { "19" } else { "20" })
-        }
-        // GeneralizedTime, YYYYMMDDHHMMSS.
-        0x18 if time.len() == 14 => time.to_string(),
-        _ => return None,
-    };
-    if !full.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let rfc3339 = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &full[..4],
-        &full[4..6],
-        &full[6..8],
-        &full[8..10],
-        &full[10..12],
-        &full[12..14]
-    );
-    humantime::parse_rfc3339(&rfc3339).ok()
-}
-
 #[cfg(test)]
 mod tests;
+mod x509;
