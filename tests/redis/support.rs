@@ -428,6 +428,7 @@ pub struct RedisNode {
     dir: PathBuf,
     child: Option<Child>,
     password: Option<String>,
+    program: String,
 }
 
 impl RedisNode {
@@ -471,6 +472,7 @@ impl RedisNode {
                         dir,
                         child: Some(child),
                         password: password.map(str::to_string),
+                        program: program.to_string(),
                     };
                 }
                 poll.tick().await;
@@ -505,6 +507,53 @@ impl RedisNode {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL, then the same program, config, port and directory again (whatever it
+    /// persisted there is loaded), once it answers `PING` (bounded).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let poll = Poll::new(
+            format!("{} restarted on port {}", self.program, self.port),
+            Duration::from_secs(10),
+        );
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("node.log"))
+                .unwrap();
+            let mut child = Command::new(&self.program)
+                .arg(self.dir.join("node.conf"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.program));
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let pong = redis_cli_as(
+                    self.port,
+                    self.password.as_deref(),
+                    &["PING"],
+                    Duration::from_secs(1),
+                )
+                .await;
+                if matches!(pong, Ok(out) if out == b"PONG") {
+                    self.child = Some(child);
+                    return;
+                }
+                if poll.expired() {
+                    let _ = child.kill();
+                    panic!("{} did not restart; log:\n{}", self.program, self.log());
+                }
+                poll.tick().await;
+            }
+            // The old listening socket may take a moment to be released.
+            poll.tick().await;
         }
     }
 }
