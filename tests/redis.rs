@@ -1355,6 +1355,50 @@ async fn behind_sentinel_a_purge_right_before_the_primary_dies_holds_on_the_prom
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purge_no_replica_confirms_stays_journalled_until_one_does() {
+    let _shared = HEAVY.read().await;
+    let primary = RedisNode::start("redis-server", data_node_conf).await;
+    let p = primary.port();
+    let standby = RedisNode::start("redis-server", move |port, dir| {
+        format!("{}replicaof 127.0.0.1 {p}\n", data_node_conf(port, dir))
+    })
+    .await;
+    let poll = Poll::new("standby in sync", EVENTUALLY);
+    while !standby
+        .cli(&["INFO", "replication"])
+        .await
+        .contains("master_link_status:up")
+    {
+        poll.tick().await;
+    }
+    let url = format!("redis://127.0.0.1:{p}");
+    let origin = MockOrigin::new().route("/w", fresh("w", 300)).start().await;
+    let fleet = Fleet::start_with(&origin.url(), &[url]).await;
+    let a = &fleet[0];
+
+    // A frozen standby never acknowledges (WAIT 1 answers 0): the purge is applied to Redis
+    // but stays journalled, since a failover now would lose it.
+    standby.pause();
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key("/w"))).await;
+    standby.resume();
+    assert_queued(&answer, 1);
+    assert!(
+        answer["shared"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no replica")),
+        "{answer}"
+    );
+    // Once the standby acknowledges, the journal is published again and empties.
+    let poll = Poll::new(
+        "the journal empties once the standby acknowledges",
+        EVENTUALLY,
+    );
+    while journal_depth(a).await > 0.0 {
+        poll.tick().await;
+    }
+}
+
 /// A data node that persists only when told to (`SAVE`), into its own directory.
 fn snapshot_node_conf(port: u16, dir: &std::path::Path) -> String {
     format!(

@@ -510,6 +510,30 @@ impl RedisNode {
         }
     }
 
+    /// Sends `sig` (`-STOP`, `-CONT`) to the process.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "kill {sig} {} failed: {status}",
+            self.program
+        );
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
     /// SIGKILL, then the same program, config, port and directory again (whatever it
     /// persisted there is loaded), once it answers `PING` (bounded).
     pub async fn restart(&mut self) {
