@@ -1180,12 +1180,16 @@ async fn sentinel_fleet(origin: &MockOrigin, sentinels: &[RedisNode]) -> Fleet {
             &format!("sentinels = {nodes:?}\nmaster_name = \"main\"\n"),
         )
     };
-    Fleet {
+    let fleet = Fleet {
         replicas: vec![
             TestProxy::with_config(&config("a")).await,
             TestProxy::with_config(&config("b")).await,
         ],
+    };
+    for r in &fleet.replicas {
+        wait_shared_ok(r, FAILOVER).await;
     }
+    fleet
 }
 
 /// Fills `/after?n=…` on A until one reaches the node on `port` and B answers it as a shared
@@ -1528,6 +1532,8 @@ async fn behind_sentinel_with_passwords_the_replicas_log_in_to_sentinels_and_dat
     };
     let a = TestProxy::with_config(&config("a")).await;
     let b = TestProxy::with_config(&config("b")).await;
+    wait_shared_ok(&a, FAILOVER).await;
+    wait_shared_ok(&b, FAILOVER).await;
 
     let k = entry_key("/s");
     let poll = Poll::new("A's fill in the password-protected primary", FAILOVER);

@@ -905,6 +905,16 @@ pub async fn in_l1(proxy: &TestProxy, path_and_query: &str) -> bool {
     }
 }
 
+/// Waits (bounded by `within`) until `proxy`'s `/readyz` says `"shared_tier": "ok"`: a
+/// primary is known and subscribed to, so its next fill reaches Redis (behind Sentinel the
+/// primary is found after start; a fill before that stays in memory only).
+pub async fn wait_shared_ok(proxy: &TestProxy, within: Duration) {
+    let poll = Poll::new("the shared tier ok", within);
+    while readyz(proxy).await.1["shared_tier"] != "ok" {
+        poll.tick().await;
+    }
+}
+
 /// Waits (bounded by [`EVENTUALLY`]) until `proxy`'s memory tier holds (`want`) or no longer
 /// holds (`!want`) `path_and_query`.
 pub async fn wait_l1(proxy: &TestProxy, path_and_query: &str, want: bool) {
