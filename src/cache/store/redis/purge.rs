@@ -163,7 +163,7 @@ impl SharedTier {
 
     fn journalled(&self, msg: bus::PurgeMsg, e: &TierError) -> SharedPurge {
         let depth = self.journal.push(msg);
-        tracing::warn!(error = %e, journal_depth = depth, "Shared tier unreachable: purge journalled, published once Redis is back.");
+        tracing::warn!(error = %e, journal_depth = depth, "Purge not taken or not replicated by Redis: journalled, published again until it is.");
         SharedPurge {
             queued: true,
             journal_depth: Some(depth),
