@@ -1,7 +1,8 @@
 //! The Redis shared tier (L2) seen from outside: replicas answer each other's fills, one fetch
 //! per cold key across the fleet, 304s that refresh the shared copy, purges that reach every
 //! replica (also one that was cut off, and ones journalled while Redis was down), Redis paused
-//! or killed without a failed request, corrupt or foreign keys, and Sentinel failover.
+//! or killed without a failed request, corrupt or foreign keys, Sentinel failover (a purge just
+//! before it holds), and a Redis restarted from a snapshot older than a purge.
 //! Needs `redis-server`, `redis-sentinel` and `redis-cli` on PATH; every instance is started
 //! and removed here.
 #![allow(clippy::unwrap_used)]
@@ -1179,12 +1180,16 @@ async fn sentinel_fleet(origin: &MockOrigin, sentinels: &[RedisNode]) -> Fleet {
             &format!("sentinels = {nodes:?}\nmaster_name = \"main\"\n"),
         )
     };
-    Fleet {
+    let fleet = Fleet {
         replicas: vec![
             TestProxy::with_config(&config("a")).await,
             TestProxy::with_config(&config("b")).await,
         ],
+    };
+    for r in &fleet.replicas {
+        wait_shared_ok(r, FAILOVER).await;
     }
+    fleet
 }
 
 /// Fills `/after?n=…` on A until one reaches the node on `port` and B answers it as a shared
@@ -1295,6 +1300,189 @@ async fn behind_sentinel_a_graceful_failover_moves_the_replicas_off_the_demoted_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_a_purge_right_before_the_primary_dies_holds_on_the_promoted_standby() {
+    let _alone = HEAVY.write().await;
+    let (mut primary, standby, sentinels) = sentinel_group().await;
+    let p = primary.port();
+    let origin = MockOrigin::new()
+        .route("/gone", fresh("gone", 300))
+        .route("/after", by_query)
+        .start()
+        .await;
+    let fleet = sentinel_fleet(&origin, &sentinels).await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+    let k = entry_key("/gone");
+    let poll = Poll::new("A's fill in the primary", FAILOVER);
+    loop {
+        let (status, _, _) = shared_get(a, "/gone").await;
+        assert_eq!(status, StatusCode::OK);
+        if redis_cli_raw(p, &["HLEN", &k], CLI_WAIT).await == Ok(b"1".to_vec()) {
+            break;
+        }
+        poll.tick().await;
+    }
+    let (_, h, _) = shared_get(b, "/gone").await;
+    assert!(is_shared_hit(&cache_status(&h)), "{}", cache_status(&h));
+    let sk = standby.port();
+    let poll = Poll::new("the entry replicated to the standby", FAILOVER);
+    while redis_cli_raw(sk, &["EXISTS", &k], CLI_WAIT).await != Ok(b"1".to_vec()) {
+        poll.tick().await;
+    }
+
+    // The answer comes once the standby holds the purge (WAIT), so killing the primary at
+    // once loses nothing.
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key("/gone"))).await;
+    assert!(answer["shared"]["queued"].is_null(), "{answer}");
+    assert_eq!(
+        redis_cli_raw(sk, &["EXISTS", &k], CLI_WAIT).await,
+        Ok(b"0".to_vec()),
+        "the standby holds the purge when the answer comes"
+    );
+    wait_l1(b, "/gone", false).await;
+    primary.kill();
+    let killed = tokio::time::Instant::now();
+    share_through(&fleet, sk, &sentinels).await;
+    eprintln!(
+        "failover: sharing resumed {} ms after the primary was killed",
+        killed.elapsed().as_millis()
+    );
+
+    // The new primary never held the purged response: A fetches it again, and B shares that.
+    let (status, h, _) = shared_get(a, "/gone").await;
+    assert_eq!(status, StatusCode::OK);
+    let cs = cache_status(&h);
+    assert!(!is_l1_hit(&cs) && !is_shared_hit(&cs), "{cs}");
+    assert_eq!(
+        origin.hits("/gone"),
+        2,
+        "one fill before the purge, one after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purge_no_replica_confirms_stays_journalled_until_one_does() {
+    let _shared = HEAVY.read().await;
+    let primary = RedisNode::start("redis-server", data_node_conf).await;
+    let p = primary.port();
+    let standby = RedisNode::start("redis-server", move |port, dir| {
+        format!("{}replicaof 127.0.0.1 {p}\n", data_node_conf(port, dir))
+    })
+    .await;
+    let poll = Poll::new("standby in sync", EVENTUALLY);
+    while !standby
+        .cli(&["INFO", "replication"])
+        .await
+        .contains("master_link_status:up")
+    {
+        poll.tick().await;
+    }
+    let url = format!("redis://127.0.0.1:{p}");
+    let origin = MockOrigin::new().route("/w", fresh("w", 300)).start().await;
+    let fleet = Fleet::start_with(&origin.url(), &[url]).await;
+    let a = &fleet[0];
+
+    // A frozen standby never acknowledges (WAIT 1 answers 0): the purge is applied to Redis
+    // but stays journalled, since a failover now would lose it.
+    standby.pause();
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key("/w"))).await;
+    standby.resume();
+    assert_queued(&answer, 1);
+    assert!(
+        answer["shared"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no replica")),
+        "{answer}"
+    );
+    // Once the standby acknowledges, the journal is published again and empties.
+    let poll = Poll::new(
+        "the journal empties once the standby acknowledges",
+        EVENTUALLY,
+    );
+    while journal_depth(a).await > 0.0 {
+        poll.tick().await;
+    }
+}
+
+/// A data node that persists only when told to (`SAVE`), into its own directory.
+fn snapshot_node_conf(port: u16, dir: &std::path::Path) -> String {
+    format!(
+        "port {port}\nbind 127.0.0.1\nprotected-mode no\nsave \"\"\nappendonly no\n\
+         dbfilename dump.rdb\ndir {}\n",
+        dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_redis_restarts_from_a_snapshot_older_than_a_purge_the_purged_entry_is_not_served() {
+    let _shared = HEAVY.read().await;
+    let mut redis = RedisNode::start("redis-server", snapshot_node_conf).await;
+    let url = format!("redis://127.0.0.1:{}", redis.port());
+    let origin = MockOrigin::new().route("/r", fresh("r", 300)).start().await;
+    let fleet = Fleet::start_with(&origin.url(), &[url.clone(), url]).await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+    let k = entry_key("/r");
+    let (status, _, _) = shared_get(a, "/r").await;
+    assert_eq!(status, StatusCode::OK);
+    let poll = Poll::new("A's fill in Redis", EVENTUALLY);
+    while redis.cli(&["HLEN", &k]).await != "1" {
+        poll.tick().await;
+    }
+    // The snapshot holds the entry; the purge after it is never persisted.
+    assert_eq!(redis.cli(&["SAVE"]).await, "OK");
+    let answer = purge(a, &format!(r#"{{"url": "{}"}}"#, key("/r"))).await;
+    assert!(answer["shared"]["queued"].is_null(), "{answer}");
+    let poll = Poll::new("B applied A's purge", EVENTUALLY);
+    while metric_with(
+        &metrics_text(b).await,
+        "seawall_redis_purges_applied_total",
+        "source",
+        "live",
+    ) < 1.0
+    {
+        poll.tick().await;
+    }
+
+    redis.restart().await;
+    assert_eq!(
+        redis.cli(&["HLEN", &k]).await,
+        "1",
+        "the purged entry is back from the snapshot"
+    );
+    // B's listener is back: it saw another run_id and a stream behind its cursor.
+    let poll = Poll::new("B noticed the restart", EVENTUALLY);
+    while metric_with(
+        &metrics_text(b).await,
+        "seawall_redis_purges_applied_total",
+        "source",
+        "gap",
+    ) < 1.0
+    {
+        poll.tick().await;
+    }
+    let misses = || async {
+        metric_with(
+            &metrics_text(b).await,
+            "seawall_redis_l2_lookups_total",
+            "result",
+            "miss",
+        )
+    };
+    let before = misses().await;
+    let (status, h, _) = shared_get(b, "/r").await;
+    assert_eq!(status, StatusCode::OK);
+    let cs = cache_status(&h);
+    assert!(
+        !is_shared_hit(&cs),
+        "the purged entry was served again: {cs}"
+    );
+    assert!(
+        misses().await > before,
+        "B read Redis and refused the entry"
+    );
+    assert_eq!(origin.hits("/r"), 2, "B fetched it again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn behind_sentinel_with_passwords_the_replicas_log_in_to_sentinels_and_data_nodes() {
     let _alone = HEAVY.write().await;
     const DATA_PW: &str = "data-secret";
@@ -1344,6 +1532,8 @@ async fn behind_sentinel_with_passwords_the_replicas_log_in_to_sentinels_and_dat
     };
     let a = TestProxy::with_config(&config("a")).await;
     let b = TestProxy::with_config(&config("b")).await;
+    wait_shared_ok(&a, FAILOVER).await;
+    wait_shared_ok(&b, FAILOVER).await;
 
     let k = entry_key("/s");
     let poll = Poll::new("A's fill in the password-protected primary", FAILOVER);

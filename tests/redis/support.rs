@@ -428,6 +428,7 @@ pub struct RedisNode {
     dir: PathBuf,
     child: Option<Child>,
     password: Option<String>,
+    program: String,
 }
 
 impl RedisNode {
@@ -471,6 +472,7 @@ impl RedisNode {
                         dir,
                         child: Some(child),
                         password: password.map(str::to_string),
+                        program: program.to_string(),
                     };
                 }
                 poll.tick().await;
@@ -505,6 +507,77 @@ impl RedisNode {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`) to the process.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "kill {sig} {} failed: {status}",
+            self.program
+        );
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// SIGKILL, then the same program, config, port and directory again (whatever it
+    /// persisted there is loaded), once it answers `PING` (bounded).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let poll = Poll::new(
+            format!("{} restarted on port {}", self.program, self.port),
+            Duration::from_secs(10),
+        );
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("node.log"))
+                .unwrap();
+            let mut child = Command::new(&self.program)
+                .arg(self.dir.join("node.conf"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.program));
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let pong = redis_cli_as(
+                    self.port,
+                    self.password.as_deref(),
+                    &["PING"],
+                    Duration::from_secs(1),
+                )
+                .await;
+                if matches!(pong, Ok(out) if out == b"PONG") {
+                    self.child = Some(child);
+                    return;
+                }
+                if poll.expired() {
+                    let _ = child.kill();
+                    panic!("{} did not restart; log:\n{}", self.program, self.log());
+                }
+                poll.tick().await;
+            }
+            // The old listening socket may take a moment to be released.
+            poll.tick().await;
         }
     }
 }
@@ -829,6 +902,16 @@ pub async fn in_l1(proxy: &TestProxy, path_and_query: &str) -> bool {
         StatusCode::OK => true,
         StatusCode::NOT_FOUND => false,
         s => panic!("GET {path}: {s} {v}"),
+    }
+}
+
+/// Waits (bounded by `within`) until `proxy`'s `/readyz` says `"shared_tier": "ok"`: a
+/// primary is known and subscribed to, so its next fill reaches Redis (behind Sentinel the
+/// primary is found after start; a fill before that stays in memory only).
+pub async fn wait_shared_ok(proxy: &TestProxy, within: Duration) {
+    let poll = Poll::new("the shared tier ok", within);
+    while readyz(proxy).await.1["shared_tier"] != "ok" {
+        poll.tick().await;
     }
 }
 

@@ -151,6 +151,10 @@ pub enum TierError {
     /// Redis said no, or the connection failed.
     #[error("Redis: {0}")]
     Redis(#[from] RedisError),
+    /// The primary has replicas but none confirmed a purge in time (`WAIT`): a failover now
+    /// could lose it, so it stays journalled and goes out again.
+    #[error("no replica of the primary confirmed the purge in time")]
+    NotReplicated,
 }
 
 /// The connection to the current primary.
@@ -183,6 +187,13 @@ pub struct SharedTier {
     bus_up: AtomicBool,
     last_applied: Mutex<Cursor>,
     journal: journal::Journal,
+    /// Wall time (Unix ms) of the newest purge this replica published or applied.
+    last_purge_ms: AtomicU64,
+    /// L2 entries stored before this (Unix ms) are not served: set when Redis restarted
+    /// (its `run_id` changed), so nothing purged comes back from its persistence.
+    restart_floor_ms: AtomicU64,
+    /// The `run_id` of the Redis the listener last subscribed to.
+    run_id: Mutex<Option<String>>,
     nonce: AtomicU64,
     stop: CancellationToken,
 }
@@ -222,6 +233,23 @@ fn link_to(
         conn,
         primary,
     })
+}
+
+/// Unix milliseconds.
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How far apart replicas' clocks may be: entries stored up to this long after the newest
+/// purge known are also refused after a Redis restart (a miss costs less than a resurrection).
+const CLOCK_SKEW_MS: u64 = 1_000;
+
+/// `field:value` from an `INFO` section.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 fn default_replica_id() -> String {
@@ -291,6 +319,9 @@ impl SharedTier {
                 seq: None,
             }),
             journal,
+            last_purge_ms: AtomicU64::new(0),
+            restart_floor_ms: AtomicU64::new(0),
+            run_id: Mutex::new(None),
             nonce: AtomicU64::new(0),
             stop: CancellationToken::new(),
         }))
@@ -358,6 +389,64 @@ impl SharedTier {
                 );
             }
             Err(e) => tracing::warn!(error = %e, "Shared tier: cannot connect to the new primary."),
+        }
+    }
+
+    /// Notes that this replica published or applied a purge now.
+    fn purged_now(&self) {
+        self.last_purge_ms
+            .fetch_max(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Compares the primary's `run_id` with the last one seen: another one (a restart, or a
+    /// failover) may hold entries older than purges it lost, so every entry stored before the
+    /// newest purge this replica knows is refused from now on.
+    pub(super) async fn check_run_id(&self) -> Result<(), TierError> {
+        let info: String = self
+            .cmd("replay", ::redis::cmd("INFO").arg("server"))
+            .await?;
+        let Some(now) = info_field(&info, "run_id").map(str::to_string) else {
+            return Ok(());
+        };
+        let before = self
+            .run_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(now.clone());
+        let last = self.last_purge_ms.load(Ordering::Relaxed);
+        if before.is_some_and(|b| b != now) && last > 0 {
+            let floor = last + CLOCK_SKEW_MS;
+            self.restart_floor_ms.fetch_max(floor, Ordering::Relaxed);
+            tracing::warn!(
+                run_id = %now,
+                refused_before_ms = floor,
+                "Shared tier: Redis restarted or changed; entries stored before the newest purge known are no longer served."
+            );
+        }
+        Ok(())
+    }
+
+    /// After a purge reached the primary: when it has replicas, waits (`WAIT 1`) until one
+    /// holds it, so a failover right after cannot lose it.
+    async fn replicated(&self) -> Result<(), TierError> {
+        let info: String = self
+            .cmd("purge", ::redis::cmd("INFO").arg("replication"))
+            .await?;
+        let replicas = info_field(&info, "connected_slaves")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if replicas == 0 {
+            return Ok(());
+        }
+        // Below the call timeout, so a silent replica is a refusal, not a timeout (an outage).
+        let wait_ms = (self.cfg.timeout.as_millis() as u64 / 2).max(1);
+        let acked: i64 = self
+            .cmd("purge", ::redis::cmd("WAIT").arg(1).arg(wait_ms))
+            .await?;
+        if acked >= 1 {
+            Ok(())
+        } else {
+            Err(TierError::NotReplicated)
         }
     }
 
@@ -536,8 +625,11 @@ impl SharedTier {
                 }
             };
         let mut out = Vec::with_capacity(fields.len());
+        let floor = self.restart_floor_ms.load(Ordering::Relaxed);
         for (field, raw) in fields {
             match codec::decode(key, &raw, &self.targeted) {
+                // Possibly purged before Redis restarted from older data: never served.
+                Ok(e) if floor > 0 && unix_ms(e.stored_at) < floor => {}
                 Ok(e) => out.push(e),
                 Err(err) => {
                     self.metrics.corrupt.inc();
@@ -646,5 +738,19 @@ impl SharedTier {
                 _ = tokio::time::sleep(every) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields_are_read_by_exact_name() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=x\r\n";
+        assert_eq!(info_field(info, "connected_slaves"), Some("2"));
+        assert_eq!(info_field(info, "role"), Some("master"));
+        assert_eq!(info_field(info, "connected"), None);
+        assert_eq!(info_field("run_id:abc\n", "run_id"), Some("abc"));
     }
 }

@@ -11,7 +11,7 @@ use ::redis::aio::{PubSubSink, PubSubStream};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
-use super::{FillOutcome, SharedTier, StreamId, TierError};
+use super::{Cursor, FillOutcome, SharedTier, StreamId, TierError};
 use crate::cache::CacheShared;
 use crate::cache::ops::Selector;
 
@@ -126,7 +126,7 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
                 tier.refresh_up();
                 // Redis is back: purges journalled meanwhile go out now, not at the next tick.
                 tier.journal.kick.notify_one();
-                let pending = match replay(&tier, &cache, "replay").await {
+                let pending = match resync(&tier, &cache).await {
                     Ok(()) => false,
                     Err(e) => {
                         tracing::warn!(error = %e, "Shared tier: purge replay failed; retrying.");
@@ -221,11 +221,67 @@ async fn listen(
                 // A replay that failed (the data connection was still reconnecting) is retried
                 // every tick until it goes through.
                 if pending {
-                    pending = replay(tier, cache, "replay").await.is_err();
+                    pending = resync(tier, cache).await.is_err();
                 }
             }
         }
     }
+}
+
+/// After (re)subscribing: notes a restarted or other Redis, treats a cursor ahead of this
+/// primary's stream as a gap, then replays what was missed.
+async fn resync(tier: &SharedTier, cache: &Weak<CacheShared>) -> Result<(), TierError> {
+    tier.check_run_id().await?;
+    if let Some(c) = cache.upgrade() {
+        ahead_of_stream(tier, &c).await?;
+    }
+    replay(tier, cache, "replay").await
+}
+
+/// A cursor past the end of this primary's stream means purges this replica applied are not
+/// in it (a failover or a restart lost them): purges published meanwhile may be missing too,
+/// so every memory entry is marked stale and the cursor moves back to the stream's end.
+async fn ahead_of_stream(tier: &SharedTier, cache: &CacheShared) -> Result<(), TierError> {
+    let cur = *tier.last_applied.lock().unwrap_or_else(|e| e.into_inner());
+    // Never applied one: the start cursor is a time, not a position in any stream.
+    let Some(mine) = cur.seq else {
+        return Ok(());
+    };
+    let theirs: Option<u64> = tier
+        .cmd("replay", ::redis::cmd("GET").arg(tier.seq_key()))
+        .await?;
+    let theirs = theirs.unwrap_or(0);
+    let last: Vec<(String, HashMap<String, String>)> = tier
+        .cmd(
+            "replay",
+            ::redis::cmd("XREVRANGE")
+                .arg(tier.stream_key())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1),
+        )
+        .await?;
+    let last_id = last
+        .first()
+        .and_then(|(id, _)| StreamId::parse(id))
+        .unwrap_or_default();
+    if theirs >= mine && last_id >= cur.id {
+        return Ok(());
+    }
+    tracing::warn!(
+        last_applied = %cur.id,
+        stream_last = %last_id,
+        "Shared tier: this replica applied purges the primary's stream does not hold (failover or restart); marking every cached entry stale."
+    );
+    cache.purge(&Selector::All, true, false);
+    tier.purged_now();
+    tier.metrics.purges.with_label_values(&["gap"]).inc();
+    *tier.last_applied.lock().unwrap_or_else(|e| e.into_inner()) = Cursor {
+        id: last_id,
+        seq: (theirs > 0).then_some(theirs),
+    };
+    Ok(())
 }
 
 /// Applies the stream's purges after the last one applied. When purges this replica never saw
@@ -272,6 +328,7 @@ async fn replay(
                         "Shared tier: purges were trimmed from the stream before this replica read them; marking every cached entry stale."
                     );
                     cache.purge(&Selector::All, true, false);
+                    tier.purged_now();
                     tier.metrics.purges.with_label_values(&["gap"]).inc();
                 }
             }
@@ -289,6 +346,7 @@ async fn replay(
                 for sel in msg.selectors() {
                     cache.purge(&sel, msg.soft, false);
                 }
+                tier.purged_now();
                 let source = if msg.gap { "gap" } else { source };
                 tier.metrics.purges.with_label_values(&[source]).inc();
             }

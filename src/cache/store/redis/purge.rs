@@ -150,6 +150,7 @@ impl SharedTier {
     /// published by the drainer once Redis is back (the caller has applied it locally already).
     pub async fn purge(&self, sels: &[Selector], soft: bool) -> SharedPurge {
         let msg = bus::PurgeMsg::new(&self.replica, sels, soft);
+        self.purged_now();
         let _order = self.journal.order.lock().await;
         if let Err(e) = self.flush_journal().await {
             return self.journalled(msg, &e);
@@ -162,7 +163,7 @@ impl SharedTier {
 
     fn journalled(&self, msg: bus::PurgeMsg, e: &TierError) -> SharedPurge {
         let depth = self.journal.push(msg);
-        tracing::warn!(error = %e, journal_depth = depth, "Shared tier unreachable: purge journalled, published once Redis is back.");
+        tracing::warn!(error = %e, journal_depth = depth, "Purge not taken or not replicated by Redis: journalled, published again until it is.");
         SharedPurge {
             queued: true,
             journal_depth: Some(depth),
@@ -236,6 +237,9 @@ impl SharedTier {
                     .arg(payload),
             )
             .await?;
+        // Until a replica has it, it stays journalled (and is published again: purges are
+        // idempotent), so a failover right now does not lose it.
+        self.replicated().await?;
         match self
             .cmd::<i64>(
                 "publish",
