@@ -1,4 +1,4 @@
-//! The TLS listener from outside: certificates chosen by SNI (and refused for unknown names),
+//! The TLS listener from outside (rustls clients and curl): certificates chosen by SNI (and refused for unknown names),
 //! ALPN h2 and http/1.1, one cache across TLS and cleartext, 421 for a host the connection's
 //! certificate does not cover, `X-Forwarded-Proto: https`, the handshake timeout under idle
 //! connections, `seawall check` on broken key pairs, and the handshake counter.
@@ -275,6 +275,113 @@ async fn sni_chooses_the_certificate_and_no_sni_gets_the_default() {
     );
 }
 
+/// The base64 body of a PEM certificate, without line breaks.
+fn pem_body(pem: &str) -> String {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>()
+}
+
+/// Runs curl (OpenSSL backend) with `args`; returns what `-w` printed.
+async fn curl(args: &[&str]) -> String {
+    let out = bounded(
+        "curl",
+        tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-o", "/dev/null"])
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("curl runs (the test command installs it)");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn curl_gets_each_names_certificate_over_h2_and_http11() {
+    let t = three("curl");
+    let origin = MockOrigin::new()
+        .route(
+            "/c",
+            MockResponse::ok("c").header("cache-control", "max-age=60"),
+        )
+        .start()
+        .await;
+    let proxy = TestProxy::with_config(&tls_config(&origin.url(), "", "", &t.entries())).await;
+    let port = tls_addr(&proxy).port();
+    let ca = t.pki.dir.0.join("ca.pem");
+    std::fs::write(&ca, t.pki.ca.pem()).unwrap();
+    let ca = ca.display().to_string();
+    let pem = |l: &Leaf| pem_body(&std::fs::read_to_string(&l.cert_file).unwrap());
+    // `%{certs}` prints the chain curl verified against the test CA, leaf first.
+    let fmt = "%{http_code} %{http_version}\n%{certs}";
+    for (name, leaf) in [("a.test", &t.a), ("b.test", &t.b), ("x.wild.test", &t.w)] {
+        let resolve = format!("{name}:{port}:127.0.0.1");
+        let url = format!("https://{name}:{port}/c");
+        for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+            let out = curl(&[
+                "--cacert",
+                &ca,
+                "--resolve",
+                &resolve,
+                flag,
+                "-w",
+                fmt,
+                &url,
+            ])
+            .await;
+            let first = out.lines().next().unwrap_or_default();
+            assert_eq!(first, format!("200 {version}"), "{name} {flag}: {out}");
+            let flat: String = out.split_whitespace().collect();
+            assert!(
+                flat.contains(&pem(leaf)),
+                "{name} {flag}: another certificate"
+            );
+        }
+        // A host this connection's certificate does not serve: 421, on both versions.
+        if name != "a.test" {
+            for flag in ["--http2", "--http1.1"] {
+                let out = curl(&[
+                    "--cacert",
+                    &ca,
+                    "--resolve",
+                    &resolve,
+                    flag,
+                    "-H",
+                    "Host: a.test",
+                    "-w",
+                    "%{http_code}",
+                    &url,
+                ])
+                .await;
+                assert_eq!(out, "421", "{name} {flag} asking for a.test");
+            }
+        }
+    }
+    // No SNI (an address): the default certificate, A, which curl is told not to verify.
+    let out = curl(&[
+        "-k",
+        "-H",
+        &format!("Host: a.test:{port}"),
+        "-w",
+        fmt,
+        &format!("https://127.0.0.1:{port}/c"),
+    ])
+    .await;
+    assert!(out.starts_with("200 2"), "{out}");
+    let flat: String = out.split_whitespace().collect();
+    assert!(
+        flat.contains(&pem(&t.a)),
+        "no SNI: not the default certificate"
+    );
+    // One fetch per host: the second protocol and the no-SNI client are hits.
+    assert_eq!(origin.hits("/c"), 3);
+}
+
 #[tokio::test]
 async fn unknown_sni_refuse_fails_the_handshake() {
     let t = three("refuse");
@@ -466,14 +573,15 @@ async fn silent_clients_are_closed_at_the_handshake_timeout_without_blocking_oth
     .await;
     let addr = tls_addr(&proxy);
     let mut idle = Vec::new();
-    for _ in 0..200 {
+    // The test command raises the open-file limit; 1,000 sockets on each side fit in it.
+    for _ in 0..1000 {
         idle.push(
             bounded("idle connect", TcpStream::connect(addr))
                 .await
                 .unwrap(),
         );
     }
-    // While 200 connections say nothing, a real client is served.
+    // While 1,000 connections say nothing, a real client is served.
     let s = connect(&t.pki, addr, "a.test", true, &["http/1.1"])
         .await
         .unwrap();
@@ -494,7 +602,7 @@ async fn silent_clients_are_closed_at_the_handshake_timeout_without_blocking_oth
             "seawall_tls_handshakes_total",
             &[("result", "timeout"), ("version", ""), ("alpn", "")]
         ),
-        200.0
+        1000.0
     );
 }
 
