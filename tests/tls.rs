@@ -1174,7 +1174,7 @@ async fn key_scheme_stores_https_and_http_apart_and_admin_urls_follow_it() {
         "[server]\nlisten_tls = \"127.0.0.1:0\"\n\n{}\n\
          [[upstreams]]\nname = \"origin\"\nendpoints = [{:?}]\n\n\
          [[routes]]\nupstream = \"origin\"\nhost = \"k.test\"\nkey_scheme = true\n\n\
-         [[routes]]\nupstream = \"origin\"\n",
+         [[routes]]\nupstream = \"origin\"\n\n[admin]\npurge_allow = [\"127.0.0.1/32\"]\n",
         cert_entry(&a, ""),
         origin.url()
     );
@@ -1208,6 +1208,34 @@ async fn key_scheme_stores_https_and_http_apart_and_admin_urls_follow_it() {
     let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
     assert!(!is_hit(&h), "{}", cache_status(&h));
     assert_eq!(origin.hits("/c"), 3);
+
+    // A PURGE sent over TLS names the https entry, as a GET over TLS does; http stays.
+    let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
+    assert!(is_hit(&h), "{}", cache_status(&h));
+    let s = connect(&pki, tls_addr(&proxy), "k.test", true, &["http/1.1"])
+        .await
+        .unwrap();
+    let mut send = h1_over(s).await;
+    let req = Request::builder()
+        .method("PURGE")
+        .uri("/c")
+        .header(http::header::HOST, "k.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = bounded("purge", send.send_request(req)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = bounded("body", res.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["purged"], 1, "{v}");
+    assert!(v["key"].as_str().unwrap().starts_with("https://"), "{v}");
+    let (_, h, _) = plain_get(&proxy, "k.test", "/c").await;
+    assert!(is_hit(&h), "the http entry stays: {}", cache_status(&h));
+    let (_, h, _) = secure_get(&pki, &proxy, "k.test", "/c").await;
+    assert!(!is_hit(&h), "{}", cache_status(&h));
+    assert_eq!(origin.hits("/c"), 4);
 
     // ... and the same entry as http:// elsewhere (one entry for both schemes).
     let (_, h, _) = secure_get(&pki, &proxy, "a.test", "/c").await;

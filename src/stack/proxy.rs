@@ -512,7 +512,19 @@ async fn http_purge<B>(rt: &Runtime, req: &Request<B>) -> Response<ProxyBody> {
         );
     };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let Some(key) = crate::cache::ops::key_of_url(&rt.router, &format!("http://{host}{pq}")) else {
+    // A PURGE over TLS names the https entry where the route keys on the scheme, as a GET there
+    // would.
+    let scheme = if req
+        .extensions()
+        .get::<ConnInfo>()
+        .is_some_and(|c| c.tls.is_some())
+    {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{host}{pq}");
+    let Some(key) = crate::cache::ops::key_of_url(&rt.router, &url) else {
         return purge_answer(
             http::StatusCode::BAD_REQUEST,
             json!({"error": "PURGE needs a valid Host and path"}),
