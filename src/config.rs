@@ -111,12 +111,9 @@ impl Config {
             })?
         };
         let mut raw = raw;
-        if raw
-            .cache
-            .redis
-            .as_ref()
-            .is_some_and(|r| r.url.is_empty() && r.sentinels.is_empty())
-        {
+        if raw.cache.redis.as_ref().is_some_and(|r| {
+            r.url.is_empty() && r.sentinels.is_empty() && r.cluster_nodes.is_empty()
+        }) {
             // Other `[cache.redis]` keys (say, a replica id set for every pod) without a URL.
             raw.cache.redis = None;
             warnings.push("cache.redis has no url: the shared tier is off".into());
@@ -250,10 +247,14 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
         if let Err((key, message)) = redis::Endpoint::of(r) {
             return Err(fail(key.into(), message));
         }
-        if r.namespace.is_empty() || r.namespace.contains(|c: char| c.is_whitespace()) {
+        // Braces would move the Redis Cluster hash tag (the first `{…}` of a key) off the key.
+        if r.namespace.is_empty()
+            || r.namespace
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
             return Err(fail(
                 "cache.redis.namespace".into(),
-                "must be a non-empty name without spaces".into(),
+                "must be a non-empty name without spaces or braces".into(),
             ));
         }
         for (key, d) in [

@@ -2,7 +2,8 @@
 //! per cold key across the fleet, 304s that refresh the shared copy, purges that reach every
 //! replica (also one that was cut off, and ones journalled while Redis was down), Redis paused
 //! or killed without a failed request, corrupt or foreign keys, Sentinel failover (a purge just
-//! before it holds), and a Redis restarted from a snapshot older than a purge.
+//! before it holds), a Redis restarted from a snapshot older than a purge, and Redis Cluster
+//! (redis/cluster.rs).
 //! Needs `redis-server`, `redis-sentinel` and `redis-cli` on PATH; every instance is started
 //! and removed here.
 #![allow(clippy::unwrap_used)]
@@ -12,6 +13,9 @@ mod support;
 
 #[path = "redis/support.rs"]
 mod redis_support;
+
+#[path = "redis/cluster.rs"]
+mod cluster;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,7 +177,7 @@ async fn a_response_stored_by_one_replica_is_a_shared_hit_on_another() {
     assert_eq!(
         redis.keys(&ns_key("e:*")).await,
         vec![k.clone()],
-        "one entry, under the v1 namespace"
+        "one entry, under the v2 namespace"
     );
 
     let (status, h, body) = shared_get(b, "/shared").await;
@@ -411,12 +415,15 @@ async fn purges_by_url_prefix_and_tag_reach_every_replica_and_redis() {
     let b = &fleet[1];
     redis.wait_heartbeats(3).await;
     for id in ["a", "b", "c"] {
-        assert!(redis.exists(&ns_key(&format!("hb:{id}"))).await, "hb:{id}");
+        assert!(
+            redis.exists(&shared_key(&format!("hb:{id}"))).await,
+            "hb:{id}"
+        );
     }
 
     fill_everywhere(&fleet, &redis, &["/u", "/p/one", "/p/two", "/t", "/keep"]).await;
     let poll = Poll::new("tag index t1 written", EVENTUALLY);
-    while redis.cli(&["TYPE", &ns_key("t:t1")]).await != "set" {
+    while redis.cli(&["TYPE", &shared_key("t:t1")]).await != "set" {
         poll.tick().await;
     }
 
@@ -1015,10 +1022,10 @@ async fn a_corrupt_entry_is_refetched_and_replaced_and_foreign_keys_are_never_to
     assert_eq!(redis.cli(&["GET", &old]).await, "old");
     assert_eq!(redis.cli(&["GET", "other:key"]).await, "x");
 
-    // Clear removes every v1 entry and nothing else.
+    // Clear removes every v2 entry and nothing else.
     let answer = clear(a).await;
     assert_fanned_out(&answer, 3);
-    let poll = Poll::new("no v1 entry left after clear", EVENTUALLY);
+    let poll = Poll::new("no v2 entry left after clear", EVENTUALLY);
     while !redis.keys(&ns_key("e:*")).await.is_empty() {
         poll.tick().await;
     }

@@ -269,8 +269,9 @@ pub struct CacheSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
     /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS): standalone or a managed
-    /// highly-available endpoint; or `redis+sentinel://[user:pass@]h1:26379,h2:26379/<master>`.
-    /// Redis Cluster is not supported. Exactly one of `url` and `sentinels`.
+    /// highly-available endpoint; `redis+sentinel://[user:pass@]h1:26379,h2:26379/<master>`; or
+    /// `redis+cluster://[user:pass@]h1:6379,h2:6379` (Redis Cluster). Exactly one of `url`,
+    /// `sentinels` and `cluster_nodes`.
     pub url: String,
     /// Redis Sentinel `host:port`s to ask for the primary (instead of `url`); with `master_name`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -278,6 +279,9 @@ pub struct RedisSection {
     /// The name the sentinels monitor the primary under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_name: Option<String>,
+    /// Redis Cluster seed nodes (`host:port`, instead of `url`): the rest is discovered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_nodes: Vec<String>,
     /// ACL user on the data nodes (overrides the URL's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -290,7 +294,7 @@ pub struct RedisSection {
     /// File holding the sentinels' password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel_password_file: Option<String>,
-    /// Key prefix; the entry format version is appended (`seawall:v1:`), so two Seawall
+    /// Key prefix; the entry format version is appended (`seawall:v2:`), so two Seawall
     /// versions never read each other's entries.
     pub namespace: String,
     /// Every Redis call is cut at this.
@@ -338,6 +342,7 @@ impl Default for RedisSection {
             url: String::new(),
             sentinels: Vec::new(),
             master_name: None,
+            cluster_nodes: Vec::new(),
             username: None,
             password_file: None,
             sentinel_username: None,

@@ -1,5 +1,6 @@
-//! Where `[cache.redis]` finds its data nodes: one `url`, or Redis Sentinel (`sentinels` +
-//! `master_name`, or a `redis+sentinel://` URL). Parsed here so validation and the tier agree.
+//! Where `[cache.redis]` finds its data nodes: one `url`, Redis Sentinel (`sentinels` +
+//! `master_name`, or a `redis+sentinel://` URL) or Redis Cluster (`cluster_nodes`, or a
+//! `redis+cluster://` URL). Parsed here so validation and the tier agree.
 
 use super::file::RedisSection;
 
@@ -10,6 +11,58 @@ pub(crate) enum Endpoint {
     Url(String),
     /// Asked of the sentinels, again after each failover.
     Sentinel(SentinelSet),
+    /// A Redis Cluster, found from these seed nodes.
+    Cluster(ClusterSeeds),
+}
+
+/// The seed nodes of a Redis Cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ClusterSeeds {
+    /// `host`, `port` of each seed node.
+    pub(crate) nodes: Vec<(String, u16)>,
+    /// Credentials a `redis+cluster://user:pass@…` URL carries.
+    pub(crate) url_username: Option<String>,
+    pub(crate) url_password: Option<String>,
+}
+
+/// `[user:pass@]` of a URL's authority: (username, password, the hosts after it).
+fn split_creds(authority: &str) -> (Option<String>, Option<String>, &str) {
+    let (creds, hosts) = match authority.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, authority),
+    };
+    match creds {
+        None => (None, None, hosts),
+        Some(c) => {
+            let (u, p) = c.split_once(':').map_or((c, None), |(u, p)| (u, Some(p)));
+            (
+                (!u.is_empty()).then(|| u.to_string()),
+                p.filter(|p| !p.is_empty()).map(str::to_string),
+                hosts,
+            )
+        }
+    }
+}
+
+/// `redis+cluster://[user:pass@]h1:6379,h2:6379[/]`.
+fn parse_cluster_url(url: &str) -> Result<ClusterSeeds, String> {
+    let rest = url
+        .strip_prefix("redis+cluster://")
+        .ok_or("not a redis+cluster:// URL")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.contains(['/', '?', '#']) {
+        return Err("redis+cluster:// URLs name nodes only (no database: Cluster has one)".into());
+    }
+    let (url_username, url_password, hosts) = split_creds(authority);
+    let nodes = hosts
+        .split(',')
+        .map(|n| parse_node(n).ok_or_else(|| format!("cluster node {n:?} is not host:port")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ClusterSeeds {
+        nodes,
+        url_username,
+        url_password,
+    })
 }
 
 /// The sentinels of one monitored primary.
@@ -44,20 +97,7 @@ fn parse_sentinel_url(url: &str) -> Result<SentinelSet, String> {
     if master.is_empty() || master.contains(['/', '?', '#']) {
         return Err("redis+sentinel:// URLs end in /<master name>".into());
     }
-    let (creds, hosts) = match authority.rsplit_once('@') {
-        Some((c, h)) => (Some(c), h),
-        None => (None, authority),
-    };
-    let (url_username, url_password) = match creds {
-        None => (None, None),
-        Some(c) => {
-            let (u, p) = c.split_once(':').map_or((c, None), |(u, p)| (u, Some(p)));
-            (
-                (!u.is_empty()).then(|| u.to_string()),
-                p.filter(|p| !p.is_empty()).map(str::to_string),
-            )
-        }
-    };
+    let (url_username, url_password, hosts) = split_creds(authority);
     let nodes = hosts
         .split(',')
         .map(|n| parse_node(n).ok_or_else(|| format!("sentinel {n:?} is not host:port")))
@@ -73,6 +113,48 @@ fn parse_sentinel_url(url: &str) -> Result<SentinelSet, String> {
 impl Endpoint {
     /// From `[cache.redis]`; the error names the key at fault.
     pub(crate) fn of(r: &RedisSection) -> Result<Self, (&'static str, String)> {
+        if !r.cluster_nodes.is_empty() {
+            if !r.url.is_empty() || !r.sentinels.is_empty() {
+                return Err((
+                    "cache.redis.cluster_nodes",
+                    "set exactly one of url, sentinels and cluster_nodes".into(),
+                ));
+            }
+            if r.master_name.is_some() {
+                return Err((
+                    "cache.redis.master_name",
+                    "only with sentinels or a redis+sentinel:// URL".into(),
+                ));
+            }
+            let nodes = r
+                .cluster_nodes
+                .iter()
+                .map(|n| {
+                    parse_node(n).ok_or_else(|| {
+                        (
+                            "cache.redis.cluster_nodes",
+                            format!("{n:?} is not host:port"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Endpoint::Cluster(ClusterSeeds {
+                nodes,
+                url_username: None,
+                url_password: None,
+            }));
+        }
+        if r.url.starts_with("redis+cluster://") {
+            if !r.sentinels.is_empty() || r.master_name.is_some() {
+                return Err((
+                    "cache.redis.sentinels",
+                    "set exactly one of url, sentinels and cluster_nodes".into(),
+                ));
+            }
+            return parse_cluster_url(&r.url)
+                .map(Endpoint::Cluster)
+                .map_err(|e| ("cache.redis.url", e));
+        }
         if !r.url.is_empty() && !r.sentinels.is_empty() {
             return Err((
                 "cache.redis.sentinels",
@@ -126,7 +208,7 @@ impl Endpoint {
         {
             return Err((
                 "cache.redis.url",
-                "must be a redis://host:port, rediss://host:port or redis+sentinel://h1:port,h2:port/<master> URL".into(),
+                "must be a redis://host:port, rediss://host:port, redis+sentinel://h1:port,h2:port/<master> or redis+cluster://h1:port,h2:port URL".into(),
             ));
         }
         Ok(Endpoint::Url(r.url.clone()))
@@ -211,6 +293,46 @@ mod tests {
             "redis+sentinel://h1:26379/",
             "redis+sentinel://h1/m",
         ] {
+            let r = section(|r| r.url = bad.into());
+            assert_eq!(
+                Endpoint::of(&r).map_err(|e| e.0),
+                Err("cache.redis.url"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_nodes_or_a_cluster_url() {
+        let r = section(|r| r.cluster_nodes = vec!["n1:7000".into(), "n2:7001".into()]);
+        let Ok(Endpoint::Cluster(c)) = Endpoint::of(&r) else {
+            panic!("{:?}", Endpoint::of(&r));
+        };
+        assert_eq!(
+            c.nodes,
+            vec![("n1".to_string(), 7000), ("n2".to_string(), 7001)]
+        );
+        let r = section(|r| r.url = "redis+cluster://u:p@h1:6379,h2:6380".into());
+        let Ok(Endpoint::Cluster(c)) = Endpoint::of(&r) else {
+            panic!("{:?}", Endpoint::of(&r));
+        };
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.url_username.as_deref(), Some("u"));
+        assert_eq!(c.url_password.as_deref(), Some("p"));
+        let both = section(|r| {
+            r.url = "redis://h:6379".into();
+            r.cluster_nodes = vec!["n1:7000".into()];
+        });
+        assert_eq!(
+            Endpoint::of(&both).map_err(|e| e.0),
+            Err("cache.redis.cluster_nodes")
+        );
+        let bad = section(|r| r.cluster_nodes = vec!["n1".into()]);
+        assert_eq!(
+            Endpoint::of(&bad).map_err(|e| e.0),
+            Err("cache.redis.cluster_nodes")
+        );
+        for bad in ["redis+cluster://h1:6379/0", "redis+cluster://h1"] {
             let r = section(|r| r.url = bad.into());
             assert_eq!(
                 Endpoint::of(&r).map_err(|e| e.0),

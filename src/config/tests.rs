@@ -490,3 +490,21 @@ fn tls_listener_keys_are_validated() {
     assert_eq!(c.listen_tls.map(|a| a.port()), Some(9443));
     assert_eq!(c.raw.tls.min_version, "1.3");
 }
+
+#[test]
+fn redis_cluster_nodes_parse_and_errors_name_the_key() {
+    let src =
+        format!("{BASE}\n[cache.redis]\ncluster_nodes = [\"10.0.0.1:7000\", \"10.0.0.2:7000\"]\n");
+    let c = Config::parse(&src, "r.toml", env(&[])).expect("valid");
+    let r = c.raw.cache.redis.expect("shared tier on");
+    assert_eq!(r.cluster_nodes.len(), 2);
+    let src = format!(
+        "{BASE}\n[cache.redis]\nurl = \"redis://h:6379\"\ncluster_nodes = [\"10.0.0.1:7000\"]\n"
+    );
+    let e = Config::parse(&src, "r.toml", env(&[])).expect_err("two endpoints");
+    assert_eq!(e.key, "cache.redis.cluster_nodes");
+    let src = format!("{BASE}\n[cache.redis]\ncluster_nodes = [\"10.0.0.1\"]\n");
+    let e = Config::parse(&src, "r.toml", env(&[])).expect_err("no port");
+    assert_eq!(e.key, "cache.redis.cluster_nodes");
+    assert!(e.message.contains("host:port"), "{}", e.message);
+}

@@ -45,12 +45,17 @@ pub fn key(path_and_query: &str) -> String {
 
 /// The Redis hash holding the variants of `path_and_query`.
 pub fn entry_key(path_and_query: &str) -> String {
-    format!("{NS}:v1:e:{}", key(path_and_query))
+    format!("{NS}:v2:e:{{{}}}", key(path_and_query))
 }
 
-/// `{NS}:v1:{rest}`.
+/// `{NS}:v2:{rest}`.
 pub fn ns_key(rest: &str) -> String {
-    format!("{NS}:v1:{rest}")
+    format!("{NS}:v2:{rest}")
+}
+
+/// `{NS}:v2:{shared}:{rest}`: the tag index, purge stream and heartbeats (one hash tag).
+pub fn shared_key(rest: &str) -> String {
+    format!("{NS}:v2:{{shared}}:{rest}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,7 +356,7 @@ impl RedisServer {
 
     /// Waits (bounded by [`EVENTUALLY`]) until exactly `n` replica heartbeats exist.
     pub async fn wait_heartbeats(&self, n: usize) {
-        let pattern = ns_key("hb:*");
+        let pattern = shared_key("hb:*");
         let poll = Poll::new(format!("{n} heartbeats ({pattern})"), EVENTUALLY);
         loop {
             let hb = self.keys(&pattern).await;

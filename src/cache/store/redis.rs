@@ -3,6 +3,7 @@
 //! `timeout` and sits behind the tier's own breaker, so Redis trouble only ever costs hits.
 
 pub mod bus;
+mod cluster;
 pub mod codec;
 mod journal;
 mod lock;
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{FromRedisValue, RedisError};
+use cluster::Conn;
 use http::HeaderName;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
@@ -157,17 +159,18 @@ pub enum TierError {
     NotReplicated,
 }
 
-/// The connection to the current primary.
+/// The connection to the current primary (or to the cluster).
 struct Link {
-    client: ::redis::Client,
-    conn: ConnectionManager,
+    /// The node's own client (pub/sub); none for a cluster (any node will do).
+    client: Option<::redis::Client>,
+    conn: Conn,
     /// Where it points, when a sentinel named it.
     primary: Option<(String, u16)>,
 }
 
 /// The shared tier.
 pub struct SharedTier {
-    /// None until the sentinels name a primary.
+    /// None until the sentinels name a primary (or the cluster first answers).
     link: RwLock<Option<Link>>,
     access: sentinel::Access,
     /// Asks the sentinel follower to look for the primary again.
@@ -229,8 +232,8 @@ fn link_to(
         .set_max_delay(Duration::from_secs(2));
     let conn = ConnectionManager::new_lazy_with_config(client.clone(), mgr)?;
     Ok(Link {
-        client,
-        conn,
+        client: Some(client),
+        conn: Conn::Single(conn),
         primary,
     })
 }
@@ -278,7 +281,7 @@ impl SharedTier {
                     .map_err(|e| anyhow::anyhow!("cache.redis: {e}"))?,
             ),
             // The follower finds it (connecting is async, and Seawall starts without Redis).
-            sentinel::Access::Sentinel { .. } => None,
+            sentinel::Access::Sentinel { .. } | sentinel::Access::Cluster { .. } => None,
         };
         let breaker = Breaker::new(
             BreakerConfig {
@@ -341,10 +344,11 @@ impl SharedTier {
         tokio::spawn(bus::run(self.clone(), cache));
         tokio::spawn(self.clone().drain_journal());
         tokio::spawn(sentinel::follow(self.clone()));
+        tokio::spawn(cluster::connect(self.clone()));
     }
 
     /// The primary's connection, if one is known.
-    fn conn(&self) -> Option<ConnectionManager> {
+    fn conn(&self) -> Option<Conn> {
         let l = self.link.read().unwrap_or_else(|e| e.into_inner());
         l.as_ref().map(|l| l.conn.clone())
     }
@@ -352,7 +356,7 @@ impl SharedTier {
     /// A client for the primary (the listener's own connection), if one is known.
     fn client(&self) -> Option<::redis::Client> {
         let l = self.link.read().unwrap_or_else(|e| e.into_inner());
-        l.as_ref().map(|l| l.client.clone())
+        l.as_ref().and_then(|l| l.client.clone())
     }
 
     /// The primary a sentinel named, if any.
@@ -403,7 +407,7 @@ impl SharedTier {
     /// newest purge this replica knows is refused from now on.
     pub(super) async fn check_run_id(&self) -> Result<(), TierError> {
         let info: String = self
-            .cmd("replay", ::redis::cmd("INFO").arg("server"))
+            .at_stream_node("replay", ::redis::cmd("INFO").arg("server"))
             .await?;
         let Some(now) = info_field(&info, "run_id").map(str::to_string) else {
             return Ok(());
@@ -430,7 +434,7 @@ impl SharedTier {
     /// holds it, so a failover right after cannot lose it.
     async fn replicated(&self) -> Result<(), TierError> {
         let info: String = self
-            .cmd("purge", ::redis::cmd("INFO").arg("replication"))
+            .at_stream_node("purge", ::redis::cmd("INFO").arg("replication"))
             .await?;
         let replicas = info_field(&info, "connected_slaves")
             .and_then(|n| n.parse::<u64>().ok())
@@ -441,7 +445,7 @@ impl SharedTier {
         // Below the call timeout, so a silent replica is a refusal, not a timeout (an outage).
         let wait_ms = (self.cfg.timeout.as_millis() as u64 / 2).max(1);
         let acked: i64 = self
-            .cmd("purge", ::redis::cmd("WAIT").arg(1).arg(wait_ms))
+            .at_stream_node("purge", ::redis::cmd("WAIT").arg(1).arg(wait_ms))
             .await?;
         if acked >= 1 {
             Ok(())
@@ -485,36 +489,52 @@ impl SharedTier {
         self.metrics.up.set(i64::from(self.status() == "ok"));
     }
 
+    // Key layout (format 2): an entry (all its variants, in one hash) and its fill lock carry
+    // the primary key as their Cluster hash tag, so they share a slot; the tag index, the purge
+    // stream, its counter and the heartbeats all sit under the fixed tag `{shared}`, so the
+    // stream's script and the tag writes never cross slots. Standalone uses the same names.
+
     fn entry_key(&self, key: &str) -> String {
-        format!("{}e:{key}", self.prefix)
+        format!("{}e:{{{key}}}", self.prefix)
+    }
+
+    /// The primary key of an entry key, if it is one.
+    fn key_of<'a>(&self, ekey: &'a str) -> Option<&'a str> {
+        ekey.strip_prefix(&self.prefix)?
+            .strip_prefix("e:{")?
+            .strip_suffix('}')
+    }
+
+    fn shared_key(&self, rest: &str) -> String {
+        format!("{}{{shared}}:{rest}", self.prefix)
     }
 
     fn tag_key(&self, tag: &str) -> String {
-        format!("{}t:{tag}", self.prefix)
+        self.shared_key(&format!("t:{tag}"))
     }
 
     fn lock_key(&self, key: &str) -> String {
-        format!("{}l:{key}", self.prefix)
+        format!("{}l:{{{key}}}", self.prefix)
     }
 
     fn hb_key(&self, replica: &str) -> String {
-        format!("{}hb:{replica}", self.prefix)
+        self.shared_key(&format!("hb:{replica}"))
     }
 
     fn stream_key(&self) -> String {
-        format!("{}purges", self.prefix)
+        self.shared_key("purges")
     }
 
     fn seq_key(&self) -> String {
-        format!("{}purge-seq", self.prefix)
+        self.shared_key("purge-seq")
     }
 
     fn purge_channel(&self) -> String {
-        format!("{}purge", self.prefix)
+        self.shared_key("purge")
     }
 
     fn fill_channel(&self) -> String {
-        format!("{}fill", self.prefix)
+        self.shared_key("fill")
     }
 
     /// Runs one call: breaker, timeout, metrics.
@@ -589,7 +609,7 @@ impl SharedTier {
         r
     }
 
-    async fn cmd<T: FromRedisValue>(
+    pub(super) async fn cmd<T: FromRedisValue>(
         &self,
         op: &'static str,
         c: &::redis::Cmd,
@@ -695,6 +715,16 @@ impl SharedTier {
         // NX sets a first TTL, GT only ever extends it: the longest-lived variant decides.
         p.cmd("PEXPIRE").arg(&ekey).arg(ms).arg("NX").ignore();
         p.cmd("PEXPIRE").arg(&ekey).arg(ms).arg("GT").ignore();
+        if self.pipe::<()>("write", &p).await.is_err() {
+            return "error";
+        }
+        if e.tags.is_empty() {
+            return "stored";
+        }
+        // The tag index lives in another slot (`{shared}`): its own transaction, after the
+        // entry (a tag naming a missing entry costs a no-op purge; the reverse would miss one).
+        let mut p = ::redis::pipe();
+        p.atomic();
         for t in &e.tags {
             let tkey = self.tag_key(t);
             p.cmd("SADD").arg(&tkey).arg(&*e.key).ignore();

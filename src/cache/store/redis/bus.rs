@@ -153,14 +153,19 @@ pub(super) async fn run(tier: Arc<SharedTier>, cache: Weak<CacheShared>) {
 
 async fn subscribe(tier: &SharedTier) -> Result<(PubSubSink, PubSubStream), String> {
     let wait = tier.cfg.connect_timeout;
-    let client = tier
-        .client()
-        .ok_or_else(|| "no primary known yet".to_string())?;
-    let ps = tokio::time::timeout(wait, client.get_async_pubsub())
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let (mut sink, stream) = ps.split();
+    let mut last = "no primary known yet".to_string();
+    let mut ps = None;
+    for client in tier.pubsub_clients().await {
+        match tokio::time::timeout(wait, client.get_async_pubsub()).await {
+            Ok(Ok(p)) => {
+                ps = Some(p);
+                break;
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "connect timed out".to_string(),
+        }
+    }
+    let (mut sink, stream) = ps.ok_or(last)?.split();
     tokio::time::timeout(
         wait,
         sink.subscribe(&[tier.purge_channel(), tier.fill_channel()]),

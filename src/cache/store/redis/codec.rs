@@ -1,5 +1,5 @@
-//! The L2 entry format (version 1): a magic, a length-prefixed JSON head with the freshness
-//! facts, then the body bytes. Anything that does not decode is reported, never guessed at.
+//! The L2 entry format (version 2: version 1's value under hash-tagged keys): a magic, a
+//! length-prefixed JSON head with the freshness facts, then the body bytes. Anything that does not decode is reported, never guessed at.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -13,7 +13,7 @@ use crate::cache::entry::{self, Entry};
 use crate::cache::policy::{self, Freshness};
 
 /// Entry format version; part of every key's namespace.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 const MAGIC: &[u8; 4] = b"SWE1";
 

@@ -42,6 +42,9 @@ fn glob_escape(s: &str) -> String {
 impl SharedTier {
     /// Keys matching `pattern` (already prefixed and escaped), by `SCAN`.
     pub(super) async fn scan(&self, pattern: &str) -> Result<Vec<String>, TierError> {
+        if self.is_cluster() {
+            return self.scan_cluster(pattern).await;
+        }
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
@@ -66,7 +69,7 @@ impl SharedTier {
 
     /// Replicas with a live heartbeat.
     pub async fn live_replicas(&self) -> Result<usize, TierError> {
-        let pattern = format!("{}hb:*", glob_escape(&self.prefix));
+        let pattern = format!("{}{{shared}}:hb:*", glob_escape(&self.prefix));
         Ok(self.scan(&pattern).await?.len())
     }
 
@@ -81,12 +84,11 @@ impl SharedTier {
                 keys.iter().map(|k| self.entry_key(k)).collect()
             }
             _ => {
-                let pattern = format!("{}e:*", glob_escape(&self.prefix));
-                let strip = format!("{}e:", self.prefix);
+                let pattern = format!("{}e:{{*", glob_escape(&self.prefix));
                 self.scan(&pattern)
                     .await?
                     .into_iter()
-                    .filter(|k| k.strip_prefix(&strip).is_some_and(|k| sel.matches(k)))
+                    .filter(|k| self.key_of(k).is_some_and(|k| sel.matches(k)))
                     .collect()
             }
         })
@@ -98,9 +100,8 @@ impl SharedTier {
         let mut n = 0;
         if soft {
             let now = SystemTime::now();
-            let strip = format!("{}e:", self.prefix);
             for ekey in &keys {
-                let Some(k) = ekey.strip_prefix(&strip) else {
+                let Some(k) = self.key_of(ekey) else {
                     continue;
                 };
                 let k: Arc<str> = k.into();
@@ -132,7 +133,7 @@ impl SharedTier {
                 Selector::Tag(t) => vec![self.tag_key(t)],
                 // Clear takes the tag index with it (the namespace only, never the database).
                 Selector::All => {
-                    self.scan(&format!("{}t:*", glob_escape(&self.prefix)))
+                    self.scan(&format!("{}{{shared}}:t:*", glob_escape(&self.prefix)))
                         .await?
                 }
                 _ => Vec::new(),

@@ -14,8 +14,8 @@ use crate::config::redis::{Endpoint, SentinelSet};
 /// Credentials, from the config and the files it names.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Login {
-    username: Option<String>,
-    password: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
 }
 
 impl Login {
@@ -49,6 +49,11 @@ pub(super) enum Access {
         data: Login,
         sentinel: Login,
     },
+    /// A Redis Cluster, from its seed nodes.
+    Cluster {
+        nodes: Vec<(String, u16)>,
+        data: Login,
+    },
 }
 
 impl Access {
@@ -69,6 +74,13 @@ impl Access {
                 let r = login.apply(info.redis_settings().clone());
                 Access::Url(info.set_redis_settings(r))
             }
+            Endpoint::Cluster(seeds) => Access::Cluster {
+                data: Login {
+                    username: cfg.username.clone().or(seeds.url_username),
+                    password: password.or(seeds.url_password),
+                },
+                nodes: seeds.nodes,
+            },
             Endpoint::Sentinel(set) => Access::Sentinel {
                 data: Login {
                     username: cfg.username.clone().or_else(|| set.url_username.clone()),
@@ -90,13 +102,13 @@ impl Access {
     pub(super) fn data_node(&self, host: &str, port: u16) -> ::redis::RedisResult<ConnectionInfo> {
         let login = match self {
             Access::Url(_) => Login::default(),
-            Access::Sentinel { data, .. } => data.clone(),
+            Access::Sentinel { data, .. } | Access::Cluster { data, .. } => data.clone(),
         };
         node(host, port, &login)
     }
 }
 
-fn node(host: &str, port: u16, login: &Login) -> ::redis::RedisResult<ConnectionInfo> {
+pub(super) fn node(host: &str, port: u16, login: &Login) -> ::redis::RedisResult<ConnectionInfo> {
     let info = ConnectionAddr::Tcp(host.to_string(), port).into_connection_info()?;
     let r = login.apply(info.redis_settings().clone());
     Ok(info.set_redis_settings(r))
