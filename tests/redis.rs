@@ -2,8 +2,8 @@
 //! per cold key across the fleet, 304s that refresh the shared copy, purges that reach every
 //! replica (also one that was cut off, and ones journalled while Redis was down), Redis paused
 //! or killed without a failed request, corrupt or foreign keys, Sentinel failover (a purge just
-//! before it holds), a Redis restarted from a snapshot older than a purge, and Redis Cluster
-//! (redis/cluster.rs).
+//! before it holds), a Redis restarted from a snapshot older than a purge, Redis Cluster
+//! (redis/cluster.rs, a primary failover too) and Sentinel and Cluster over TLS (redis/tls.rs).
 //! Needs `redis-server`, `redis-sentinel` and `redis-cli` on PATH; every instance is started
 //! and removed here.
 #![allow(clippy::unwrap_used)]
@@ -16,6 +16,12 @@ mod redis_support;
 
 #[path = "redis/cluster.rs"]
 mod cluster;
+
+#[path = "redis/tls.rs"]
+mod tls;
+
+#[path = "redis/sentinel.rs"]
+mod sentinel;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -164,6 +164,9 @@ fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
         for (key, v) in t {
             let kind = match v {
                 toml::Value::Integer(_) => Kind::Int,
+                toml::Value::Boolean(_) => Kind::Bool,
+                toml::Value::Float(_) => Kind::Float,
+                toml::Value::Array(_) => Kind::List,
                 _ => Kind::Str,
             };
             let env = format!("SEAWALL_CACHE_REDIS_{key}").to_uppercase();
@@ -179,12 +182,22 @@ fn env_keys() -> BTreeMap<String, (String, String, Kind)> {
         "password_file",
         "sentinel_username",
         "sentinel_password_file",
+        "tls_ca_file",
     ] {
         let env = format!("SEAWALL_CACHE_REDIS_{key}").to_uppercase();
         out.insert(env, ("cache".into(), format!("redis.{key}"), Kind::Str));
     }
+    // `host:port` lists (absent from the serialized default, which skips empty lists).
+    for key in NODE_LISTS {
+        let env = format!("SEAWALL_CACHE_REDIS_{key}").to_uppercase();
+        out.insert(env, ("cache".into(), format!("redis.{key}"), Kind::List));
+    }
     out
 }
+
+/// The `[cache.redis]` lists of `host:port` nodes, checked entry by entry when set from the
+/// environment so the error names the variable (the file's own lists are checked later).
+const NODE_LISTS: [&str; 2] = ["sentinels", "cluster_nodes"];
 
 /// Applies the `SEAWALL_*` variables of `env` to the parsed file `doc`; returns the warnings
 /// (unknown variables).
@@ -233,6 +246,23 @@ pub(super) fn apply(
                 _ => return Err(bad("true or false")),
             }),
         };
+        if let (toml::Value::Array(items), Some(list)) = (&v, key.strip_prefix("redis."))
+            && NODE_LISTS.contains(&list)
+        {
+            for (j, item) in items.iter().enumerate() {
+                let node = item.as_str().unwrap_or_default();
+                if super::redis::parse_node(node).is_none() {
+                    return Err(ConfigError {
+                        file: "<env>".into(),
+                        line: None,
+                        key: format!("{section}.{key}[{j}] ({var})"),
+                        message: format!(
+                            "{node:?} is not host:port; expected host:port entries separated by commas, got {value:?}"
+                        ),
+                    });
+                }
+            }
+        }
         let sec = doc
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));

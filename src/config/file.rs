@@ -294,6 +294,12 @@ pub struct RedisSection {
     /// File holding the sentinels' password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel_password_file: Option<String>,
+    /// TLS to the sentinels, the primaries they name and every Cluster node (a `url` says
+    /// `rediss://` instead).
+    pub tls: bool,
+    /// PEM file of the certificates to trust for Redis TLS; unset: the public web roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
     /// Key prefix; the entry format version is appended (`seawall:v2:`), so two Seawall
     /// versions never read each other's entries.
     pub namespace: String,
@@ -361,6 +367,8 @@ impl Default for RedisSection {
             replica_id: None,
             journal_max: 1000,
             journal_file: None,
+            tls: false,
+            tls_ca_file: None,
         }
     }
 }

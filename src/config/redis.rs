@@ -1,6 +1,6 @@
 //! Where `[cache.redis]` finds its data nodes: one `url`, Redis Sentinel (`sentinels` +
 //! `master_name`, or a `redis+sentinel://` URL) or Redis Cluster (`cluster_nodes`, or a
-//! `redis+cluster://` URL). Parsed here so validation and the tier agree.
+//! `redis+cluster://` URL), and whether over TLS. Parsed here so validation and the tier agree.
 
 use super::file::RedisSection;
 
@@ -111,8 +111,33 @@ fn parse_sentinel_url(url: &str) -> Result<SentinelSet, String> {
 }
 
 impl Endpoint {
-    /// From `[cache.redis]`; the error names the key at fault.
+    /// From `[cache.redis]`, with its TLS keys checked; the error names the key at fault.
     pub(crate) fn of(r: &RedisSection) -> Result<Self, (&'static str, String)> {
+        let e = Self::of_nodes(r)?;
+        let url_tls = matches!(&e, Endpoint::Url(u) if u.starts_with("rediss://"));
+        if r.tls && matches!(e, Endpoint::Url(_)) && !url_tls {
+            return Err((
+                "cache.redis.tls",
+                "with a url, write rediss:// for TLS (tls is for sentinels and cluster_nodes)"
+                    .into(),
+            ));
+        }
+        if r.tls_ca_file.is_some() && !(r.tls || url_tls) {
+            return Err((
+                "cache.redis.tls_ca_file",
+                "needs tls = true (or a rediss:// url)".into(),
+            ));
+        }
+        if r.tls_ca_file.as_deref().is_some_and(str::is_empty) {
+            return Err((
+                "cache.redis.tls_ca_file",
+                "must be a file path (or left out)".into(),
+            ));
+        }
+        Ok(e)
+    }
+
+    fn of_nodes(r: &RedisSection) -> Result<Self, (&'static str, String)> {
         if !r.cluster_nodes.is_empty() {
             if !r.url.is_empty() || !r.sentinels.is_empty() {
                 return Err((
@@ -300,6 +325,39 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn tls_is_for_sentinels_and_cluster_nodes_and_a_ca_needs_tls() {
+        let r = section(|r| {
+            r.cluster_nodes = vec!["n1:7000".into()];
+            r.tls = true;
+            r.tls_ca_file = Some("/etc/ca.pem".into());
+        });
+        assert!(matches!(Endpoint::of(&r), Ok(Endpoint::Cluster(_))));
+        let r = section(|r| {
+            r.url = "redis+sentinel://s1:26379/main".into();
+            r.tls = true;
+        });
+        assert!(matches!(Endpoint::of(&r), Ok(Endpoint::Sentinel(_))));
+        let r = section(|r| {
+            r.url = "rediss://h:6380".into();
+            r.tls_ca_file = Some("/etc/ca.pem".into());
+        });
+        assert!(matches!(Endpoint::of(&r), Ok(Endpoint::Url(_))));
+        let r = section(|r| {
+            r.url = "redis://h:6379".into();
+            r.tls = true;
+        });
+        assert_eq!(Endpoint::of(&r).map_err(|e| e.0), Err("cache.redis.tls"));
+        let r = section(|r| {
+            r.cluster_nodes = vec!["n1:7000".into()];
+            r.tls_ca_file = Some("/etc/ca.pem".into());
+        });
+        assert_eq!(
+            Endpoint::of(&r).map_err(|e| e.0),
+            Err("cache.redis.tls_ca_file")
+        );
     }
 
     #[test]

@@ -508,3 +508,99 @@ fn redis_cluster_nodes_parse_and_errors_name_the_key() {
     assert_eq!(e.key, "cache.redis.cluster_nodes");
     assert!(e.message.contains("host:port"), "{}", e.message);
 }
+
+#[test]
+fn sentinels_and_cluster_nodes_come_from_comma_separated_variables() {
+    let c = Config::parse(
+        BASE,
+        "r.toml",
+        env(&[
+            (
+                "SEAWALL_CACHE_REDIS_SENTINELS",
+                "s1:26379, s2:26379,[::1]:26380",
+            ),
+            ("SEAWALL_CACHE_REDIS_MASTER_NAME", "main"),
+        ]),
+    )
+    .expect("valid");
+    let r = c
+        .raw
+        .cache
+        .redis
+        .as_ref()
+        .expect("sentinels alone turn the tier on");
+    assert_eq!(r.sentinels, vec!["s1:26379", "s2:26379", "[::1]:26380"]);
+    assert_eq!(r.master_name.as_deref(), Some("main"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    // The variable replaces the file's list.
+    let src = format!("{BASE}\n[cache.redis]\ncluster_nodes = [\"old:7000\"]\n");
+    let c = Config::parse(
+        &src,
+        "r.toml",
+        env(&[("SEAWALL_CACHE_REDIS_CLUSTER_NODES", "n1:7000,n2:7001,")]),
+    )
+    .expect("valid");
+    let r = c.raw.cache.redis.as_ref().expect("redis section");
+    assert_eq!(r.cluster_nodes, vec!["n1:7000", "n2:7001"]);
+    assert!(!r.tls);
+
+    // TLS from the environment too (a boolean, and the CA file).
+    let c = Config::parse(
+        &src,
+        "r.toml",
+        env(&[
+            ("SEAWALL_CACHE_REDIS_TLS", "true"),
+            ("SEAWALL_CACHE_REDIS_TLS_CA_FILE", "/etc/seawall/ca.pem"),
+        ]),
+    )
+    .expect("valid");
+    let r = c.raw.cache.redis.as_ref().expect("redis section");
+    assert!(r.tls);
+    assert_eq!(r.tls_ca_file.as_deref(), Some("/etc/seawall/ca.pem"));
+    let e = Config::parse(
+        &src,
+        "r.toml",
+        env(&[("SEAWALL_CACHE_REDIS_TLS", "sometimes")]),
+    )
+    .expect_err("not a boolean");
+    assert_eq!(e.key, "cache.redis.tls (SEAWALL_CACHE_REDIS_TLS)");
+
+    let e = Config::parse(
+        BASE,
+        "r.toml",
+        env(&[("SEAWALL_CACHE_REDIS_CLUSTER_NODES", "n1:7000,n2")]),
+    )
+    .expect_err("no port");
+    assert_eq!(e.file, "<env>");
+    assert_eq!(
+        e.key,
+        "cache.redis.cluster_nodes[1] (SEAWALL_CACHE_REDIS_CLUSTER_NODES)"
+    );
+    assert!(
+        e.message.contains("\"n2\" is not host:port"),
+        "{}",
+        e.message
+    );
+    let e = Config::parse(
+        BASE,
+        "r.toml",
+        env(&[
+            ("SEAWALL_CACHE_REDIS_SENTINELS", "s1:port"),
+            ("SEAWALL_CACHE_REDIS_MASTER_NAME", "main"),
+        ]),
+    )
+    .expect_err("bad port");
+    assert_eq!(
+        e.key,
+        "cache.redis.sentinels[0] (SEAWALL_CACHE_REDIS_SENTINELS)"
+    );
+    // Sentinels without a master name: the validation names the key.
+    let e = Config::parse(
+        BASE,
+        "r.toml",
+        env(&[("SEAWALL_CACHE_REDIS_SENTINELS", "s1:26379")]),
+    )
+    .expect_err("no master name");
+    assert_eq!(e.key, "cache.redis.master_name");
+}

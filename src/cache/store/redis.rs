@@ -218,13 +218,13 @@ fn no_primary() -> RedisError {
     ))
 }
 
-/// A connection manager (lazy: it connects on first use and reconnects by itself) to `info`.
+/// A connection manager (lazy: it connects on first use and reconnects by itself) to the
+/// node of `client`.
 fn link_to(
     cfg: &RedisSection,
-    info: ::redis::ConnectionInfo,
+    client: ::redis::Client,
     primary: Option<(String, u16)>,
 ) -> Result<Link, RedisError> {
-    let client = ::redis::Client::open(info)?;
     let mgr = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(cfg.connect_timeout))
         .set_response_timeout(Some(cfg.timeout))
@@ -276,8 +276,10 @@ impl SharedTier {
     ) -> anyhow::Result<Arc<Self>> {
         let access = sentinel::Access::new(cfg)?;
         let link = match &access {
-            sentinel::Access::Url(info) => Some(
-                link_to(cfg, info.clone(), None)
+            sentinel::Access::Url { info, login } => Some(
+                login
+                    .client(info.clone())
+                    .and_then(|c| link_to(cfg, c, None))
                     .map_err(|e| anyhow::anyhow!("cache.redis: {e}"))?,
             ),
             // The follower finds it (connecting is async, and Seawall starts without Redis).
@@ -367,14 +369,14 @@ impl SharedTier {
 
     /// Moves every connection to the primary at `addr`.
     fn relink(&self, addr: (String, u16)) {
-        let info = match self.access.data_node(&addr.0, addr.1) {
-            Ok(i) => i,
+        let client = match self.access.data_client(&addr.0, addr.1) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "Shared tier: cannot address the new primary.");
                 return;
             }
         };
-        match link_to(&self.cfg, info, Some(addr.clone())) {
+        match link_to(&self.cfg, client, Some(addr.clone())) {
             Ok(l) => {
                 let old = self.primary();
                 *self.link.write().unwrap_or_else(|e| e.into_inner()) = Some(l);

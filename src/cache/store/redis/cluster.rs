@@ -93,14 +93,21 @@ async fn open(
     nodes: &[(String, u16)],
     login: &Login,
 ) -> RedisResult<ClusterConnection> {
+    // Credentials go to the builder (for every node it discovers), TLS to the seeds and to it.
     let seeds = nodes
         .iter()
-        .map(|(h, p)| super::sentinel::node(h, *p, &Login::default()))
+        .map(|(h, p)| super::sentinel::node(h, *p, &login.transport()))
         .collect::<RedisResult<Vec<_>>>()?;
     let mut b = ClusterClientBuilder::new(seeds)
         .connection_timeout(cfg.connect_timeout)
         .response_timeout(cfg.timeout)
         .retries(2);
+    if login.tls {
+        b = b.tls(::redis::TlsMode::Secure);
+    }
+    if let Some(certs) = login.certificates() {
+        b = b.certs(certs);
+    }
     if let Some(u) = &login.username {
         b = b.username(u);
     }
@@ -260,11 +267,7 @@ impl SharedTier {
         addrs.extend(nodes.iter().cloned());
         addrs
             .iter()
-            .filter_map(|(h, p)| {
-                super::sentinel::node(h, *p, data)
-                    .and_then(::redis::Client::open)
-                    .ok()
-            })
+            .filter_map(|(h, p)| super::sentinel::node_client(h, *p, data).ok())
             .collect()
     }
 }
