@@ -208,6 +208,7 @@ fn the_history_stays_under_512_kib_with_every_tier_and_route_slot_full() {
         "{used} > {bound} + {names_bytes}"
     );
     assert!(used <= MAX_BYTES, "{used} > {MAX_BYTES}");
+    println!("history: bound {bound} bytes, measured {used} bytes, limit {MAX_BYTES}");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
