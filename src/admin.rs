@@ -14,6 +14,7 @@
 //! - `GET /admin/breakers`; `POST /admin/breakers/{upstream}/open|close|reset`
 //! - `GET /admin/config`; `POST /admin/reload`; `POST /admin/drain`; `POST /admin/drain/cancel`
 //! - `GET /admin/tls` the served certificates (names, issuer, expiry, fingerprint, file)
+//! - `GET /admin/ui/` the dashboard (no token: static files); `GET /admin/whoami` the role
 //!
 //! Any answer is indented with `?pretty`.
 
@@ -23,6 +24,7 @@ mod cache;
 mod config;
 mod status;
 mod tls;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -54,6 +56,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 
 /// The admin router; `tokens` guard everything under `/admin/` (the router's own, not shared state).
 pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
+    let ui = ui::router(tokens.clone());
     let admin = Router::new()
         .route("/admin/status", get(status::status))
         .route("/admin/cache/stats", get(cache::cache_stats))
@@ -82,6 +85,7 @@ pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
         .merge(admin)
+        .merge(ui)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
