@@ -1,6 +1,6 @@
 //! A headless Chromium driven through chromedriver over the W3C WebDriver protocol: the dozen
 //! JSON calls the dashboard tests need (a client crate would add two `http` and `cookie` majors).
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

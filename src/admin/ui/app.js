@@ -195,14 +195,16 @@
       const tr = document.createElement("tr");
       tr.dataset.key = e.key;
       td(tr, e.key, "key mono");
-      td(tr, e.route ?? hostOf(e.key));
-      const status = e.status ?? (e.ttl >= 0 ? "fresh" : "stale");
-      td(tr, stateSpan(status));
+      // `route` is null when no route serves the key any more (after a reload).
+      td(tr, e.route === undefined ? hostOf(e.key) : e.route ?? "(none)");
+      const state = e.state || (e.ttl >= 0 ? "fresh" : "stale");
+      const st = td(tr, stateSpan(state));
+      if (e.status) st.prepend(e.status + " ");
       td(tr, bytes(e.size), "num");
       td(tr, secs(e.age), "num");
       td(tr, secs(e.ttl), "num");
       td(tr, e.hits, "num");
-      td(tr, e.variants, "num");
+      td(tr, e.variants + (e.vary && e.vary.length ? " (" + e.vary.join(", ") + ")" : ""), "num");
       const tags = document.createElement("span");
       for (const t of e.tags || []) { const s = document.createElement("span"); s.className = "tag"; s.textContent = t; tags.appendChild(s); }
       td(tr, tags);
