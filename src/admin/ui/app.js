@@ -484,7 +484,8 @@
     facts("health-components", [
       ["overall", st.healthy ? "ok" : "degraded", true],
       ["cache", comp.cache || (stats.enabled ? "ok" : "disabled"), true],
-      ["shared tier", comp.shared_tier || "disabled", true],
+      // A shared tier that is not configured is no fault: plain text, not a red state.
+      ["shared tier", comp.shared_tier || "disabled", !!comp.shared_tier && comp.shared_tier !== "disabled"],
       ["trace exporter", comp.trace_exporter || "–"],
       ["phase", st.phase + (st.ready ? ", ready" : ", not ready")],
       ["version", st.version],
