@@ -292,3 +292,77 @@ async fn the_read_only_token_sees_data_but_no_management_actions() {
     assert!(!where_[3].as_str().unwrap().contains("read-only-token"));
     b.quit().await;
 }
+
+#[tokio::test]
+async fn management_purges_a_prefix_after_a_dry_run_and_clears_only_when_typed() {
+    let origin = MockOrigin::new()
+        .route("/shop/a", cacheable("a"))
+        .route("/shop/b", cacheable("b"))
+        .route("/blog/c", cacheable("c"))
+        .start()
+        .await;
+    let proxy = TestProxy::start(&origin.url()).await;
+    for p in ["/shop/a", "/shop/b", "/blog/c"] {
+        let (status, _, _) = get(&proxy.url(p)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let b = Browser::start().await;
+    log_in(&b, &proxy, TEST_ADMIN_TOKEN).await;
+    b.wait_text("#whoami", "full access").await;
+    b.click("#tab-management").await;
+
+    // The dry run counts; nothing is purged until the second button.
+    b.select("#purge-kind", "prefix").await;
+    b.fill("#purge-value", "/shop/").await;
+    b.click("#purge-soft").await; // hard purge
+    b.click("#purge-dry-run").await;
+    let dry = b.wait_text("#purge-result", "Dry run").await;
+    assert!(dry.contains("2 entries"), "{dry}");
+    let (_, h, _) = get(&proxy.url("/shop/a")).await;
+    assert!(
+        cache_status(&h).contains("hit"),
+        "still cached after the dry run: {h:?}"
+    );
+    b.click("#purge-confirm").await;
+    b.wait_text("#purge-result", "Purged 2 entries").await;
+    let (_, h, _) = get(&proxy.url("/shop/a")).await;
+    assert!(cache_status(&h).contains("fwd="), "{h:?}");
+    assert_eq!(origin.hits("/shop/a"), 2);
+    let (_, h, _) = get(&proxy.url("/blog/c")).await;
+    assert!(
+        cache_status(&h).contains("hit"),
+        "outside the prefix: {h:?}"
+    );
+
+    // The kill switch, both ways.
+    b.wait_text("#cache-state", "enabled").await;
+    b.click("#cache-toggle").await;
+    b.wait_text("#cache-toggle-result", "Cache disabled").await;
+    let (_, h, _) = get(&proxy.url("/blog/c")).await;
+    assert!(!cache_status(&h).contains("hit"), "disabled: {h:?}");
+    b.click("#cache-toggle").await;
+    b.wait_text("#cache-toggle-result", "Cache enabled").await;
+
+    // The emergency clear stays disabled until CLEAR-ALL is typed exactly.
+    b.fill("#clear-confirm", "clear-all").await;
+    let disabled = b
+        .exec(
+            "return document.getElementById('clear-submit').disabled;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(disabled, true);
+    b.fill("#clear-confirm", "CLEAR-ALL").await;
+    b.click("#clear-submit").await;
+    b.wait_text("#clear-result", "Cleared").await;
+    let (_, h, _) = get(&proxy.url("/blog/c")).await;
+    assert!(cache_status(&h).contains("fwd="), "{h:?}");
+
+    // Reload answers in the page (this instance has no config file: refused, and said so).
+    b.click("#reload").await;
+    let answer = b
+        .wait_text("#reload-result", "started without a config file")
+        .await;
+    assert!(answer.contains("422"), "{answer}");
+    b.quit().await;
+}
