@@ -366,3 +366,37 @@ async fn management_purges_a_prefix_after_a_dry_run_and_clears_only_when_typed()
     assert!(answer.contains("422"), "{answer}");
     b.quit().await;
 }
+
+#[tokio::test]
+async fn a_url_list_warm_up_runs_to_done_with_its_progress() {
+    let origin = MockOrigin::new()
+        .route("/warm/1", cacheable("1"))
+        .route("/warm/2", cacheable("2"))
+        .start()
+        .await;
+    let proxy = TestProxy::start(&origin.url()).await;
+    let b = Browser::start().await;
+    log_in(&b, &proxy, TEST_ADMIN_TOKEN).await;
+    b.wait_text("#whoami", "full access").await;
+    b.click("#tab-management").await;
+    b.select("#warm-kind", "urls").await;
+    b.fill("#warm-urls", "/warm/1\n/warm/2").await;
+    b.click("#warm-start").await;
+    let status = b.wait_text("#warm-status", "done").await;
+    assert!(
+        status.contains("2/2 handled, 2 stored, 0 failed"),
+        "{status}"
+    );
+    let progress = b
+        .exec(
+            "const p = document.getElementById('warm-progress'); return [p.value, p.max];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(progress, json!([2, 2]));
+    assert_eq!(origin.hits("/warm/1"), 1);
+    let (_, h, _) = get(&proxy.url("/warm/2")).await;
+    assert!(cache_status(&h).contains("hit"), "{h:?}");
+    assert_eq!(origin.hits("/warm/2"), 1);
+    b.quit().await;
+}
