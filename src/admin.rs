@@ -15,13 +15,22 @@
 //! - `GET /admin/config`; `POST /admin/reload`; `POST /admin/drain`; `POST /admin/drain/cancel`
 //! - `GET /admin/tls` the served certificates (names, issuer, expiry, fingerprint, file)
 //! - `GET /admin/ui/` the dashboard (no token: static files); `GET /admin/whoami` the role
+//! - `GET /admin/stats/history?range=1h|6h|24h|7d|30d[&route=NAME][&format=csv]` performance
+//!   over time since process start (`history`)
+//! - `GET /admin/alerts[?history=1]` the alerts firing now, and their fired/resolved log
+//! - `GET /admin/cache/entries` also filters by `prefix=` (absolute or path) and `tag=`
+//!
+//! `GET /` redirects (308) to the dashboard at `/admin/ui/`, without a token. A `POST` under
+//! `/admin/` from another origin (`Origin` not this `Host`, `Sec-Fetch-Site: cross-site`) gets 403.
 //!
 //! Any answer is indented with `?pretty`.
 
+mod alerts;
 pub(crate) mod auth;
 mod breakers;
 mod cache;
 mod config;
+pub(crate) mod history;
 mod status;
 mod tls;
 mod ui;
@@ -34,7 +43,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
@@ -54,11 +63,18 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-/// The admin router; `tokens` guard everything under `/admin/` (the router's own, not shared state).
-pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
+/// The admin router; `tokens` guard everything under `/admin/` (the router's own, not shared
+/// state); `history` is what the sampler fills.
+pub(crate) fn router(
+    state: Arc<AppState>,
+    tokens: auth::Tokens,
+    history: Arc<history::History>,
+) -> Router {
     let ui = ui::router(tokens.clone());
     let admin = Router::new()
         .route("/admin/status", get(status::status))
+        .route("/admin/stats/history", get(history::history))
+        .route("/admin/alerts", get(alerts::alerts))
         .route("/admin/cache/stats", get(cache::cache_stats))
         .route("/admin/cache/entries", get(cache::entries))
         .route("/admin/cache/entry", get(cache::entry))
@@ -79,8 +95,10 @@ pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
         .route("/admin/tls", get(tls::certificates))
         .route("/admin/drain", post(status::drain))
         .route("/admin/drain/cancel", post(status::drain_cancel))
-        .route_layer(middleware::from_fn_with_state(Arc::new(tokens), auth));
+        .route_layer(middleware::from_fn_with_state(Arc::new(tokens), auth))
+        .route_layer(middleware::from_fn(same_origin));
     Router::new()
+        .route("/", get(|| async { Redirect::permanent("/admin/ui/") }))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
@@ -91,6 +109,7 @@ pub(crate) fn router(state: Arc<AppState>, tokens: auth::Tokens) -> Router {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
         })
         .layer(middleware::from_fn(pretty))
+        .layer(axum::Extension(history))
         .with_state(state)
 }
 
@@ -173,6 +192,55 @@ async fn auth(State(tokens): State<Arc<auth::Tokens>>, req: Request, next: Next)
     }
 }
 
+/// Refuses a state-changing call (anything but `GET`/`HEAD`/`OPTIONS`) a browser sent from
+/// another site: an `Origin` whose host and port are not this listener's `Host`, or
+/// `Sec-Fetch-Site: cross-site`. Clients that send neither (curl) pass; the token is still
+/// checked after this.
+async fn same_origin(req: Request, next: Next) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let cross_site = h
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let foreign_origin = h
+        .get(header::ORIGIN)
+        .is_some_and(|o| !origin_matches(o.to_str().unwrap_or(""), host));
+    if cross_site || foreign_origin {
+        return ApiError(StatusCode::FORBIDDEN, "cross-origin request refused".into())
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names `host` (`host[:port]`, the port defaulting
+/// to the origin scheme's). `null` and anything unparsable do not.
+fn origin_matches(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let Ok(uri) = origin.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
+        return false;
+    };
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    let Ok(want) = host.parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    auth.host().eq_ignore_ascii_case(want.host())
+        && auth.port_u16().unwrap_or(default) == want.port_u16().unwrap_or(default)
+}
+
 /// `?pretty` re-indents JSON answers.
 async fn pretty(req: Request, next: Next) -> Response {
     let wants = req.uri().query().is_some_and(|q| {
@@ -211,4 +279,25 @@ fn unix(t: SystemTime) -> u64 {
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_matches;
+
+    #[test]
+    fn origins_match_host_and_port() {
+        let host = Some("127.0.0.1:9090");
+        assert!(origin_matches("http://127.0.0.1:9090", host));
+        assert!(!origin_matches("http://127.0.0.1:9091", host));
+        assert!(!origin_matches("http://evil.example:9090", host));
+        assert!(!origin_matches("null", host));
+        assert!(!origin_matches("http://127.0.0.1:9090", None));
+        assert!(origin_matches("http://Admin.Local", Some("admin.local:80")));
+        assert!(origin_matches("https://admin.local", Some("admin.local")));
+        assert!(!origin_matches(
+            "https://admin.local",
+            Some("admin.local:80")
+        ));
+    }
 }

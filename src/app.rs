@@ -201,7 +201,14 @@ pub async fn start_with_token(
         let _ = state.data_addr.set(a);
     }
 
-    let admin_app = admin::router(state.clone(), admin_auth);
+    // Performance history and alert log, sampled every 10 s from process start.
+    let since = state
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let history = Arc::new(admin::history::History::new(since));
+    let sampler = admin::history::spawn_sampler(state.clone(), history.clone());
+    let admin_app = admin::router(state.clone(), admin_auth, history);
     let admin_tls = match (&tls, config.raw.admin.tls) {
         (Some(t), true) => Some(
             t.admin_acceptor()
@@ -297,6 +304,7 @@ pub async fn start_with_token(
             };
             let clean = tokio::time::timeout(grace, waits).await.unwrap_or(false);
             admin_task.abort();
+            sampler.abort();
             if let Some(t) = tier {
                 t.stop().await;
             }

@@ -67,6 +67,8 @@ fn is_miss(cs: &str) -> bool {
 mod auth;
 #[path = "admin/entries.rs"]
 mod entries;
+#[path = "admin/history.rs"]
+mod history;
 #[path = "admin/operate.rs"]
 mod operate;
 #[path = "admin/purge.rs"]

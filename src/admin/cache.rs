@@ -24,6 +24,11 @@ pub(super) struct EntriesQuery {
     top: Option<usize>,
     sort: Option<String>,
     format: Option<String>,
+    /// A URL prefix as a prefix purge takes it: absolute (`http://host/path`, that host) or
+    /// a path (`/path`, every host).
+    prefix: Option<String>,
+    /// Only keys carrying this tag.
+    tag: Option<String>,
 }
 
 fn csv_field(s: &str) -> String {
@@ -42,7 +47,42 @@ pub(super) async fn entries(
     if !matches!(sort.as_str(), "hits" | "size" | "age") {
         return Err(bad("sort must be hits, size or age"));
     }
-    let list = ops::listings(&s.cache, &sort, q.top.unwrap_or(100));
+    let rt = s.rt.load();
+    let prefix = match q.prefix.as_deref() {
+        None | Some("") => None,
+        Some(p) if p.starts_with('/') => Some(Selector::Prefix {
+            host: None,
+            prefix: p.to_string(),
+        }),
+        Some(p) => {
+            let uri: axum::http::Uri = p
+                .parse()
+                .map_err(|_| bad("prefix must be a path (/…) or an absolute URL"))?;
+            let (Some(host), true) = (
+                uri.authority().map(|a| a.as_str()),
+                matches!(uri.scheme_str(), Some("http" | "https")),
+            ) else {
+                return Err(bad("prefix must be a path (/…) or an absolute URL"));
+            };
+            // Keys hold the path and query: an absolute prefix keeps its query part.
+            let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+            Some(Selector::Prefix {
+                host: Some(ops::key_host(&rt.router, host, uri.path())),
+                prefix: path.to_string(),
+            })
+        }
+    };
+    let tagged: Option<std::collections::HashSet<Arc<str>>> = q.tag.as_deref().map(|t| {
+        s.cache
+            .matching_keys(&Selector::Tag(t.to_string()))
+            .into_iter()
+            .collect()
+    });
+    let keep = |k: &str| {
+        prefix.as_ref().is_none_or(|p| p.matches(k))
+            && tagged.as_ref().is_none_or(|t| t.contains(k))
+    };
+    let list = ops::listings(&s.cache, &rt.router, keep, &sort, q.top.unwrap_or(100));
     if q.format.as_deref() == Some("csv") {
         let mut out = String::from("key,variants,size,age,ttl,hits,tags\n");
         for l in &list {

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use serde_json::{Value, json};
 
 use super::ApiError;
+use super::alerts;
+use super::history::History;
+use crate::breaker::state::StateKind;
 use crate::server::Phase;
 use crate::state::AppState;
 
@@ -65,40 +68,33 @@ pub(super) async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse
     )
 }
 
-pub(super) async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+pub(super) async fn status(
+    State(s): State<Arc<AppState>>,
+    Extension(h): Extension<Arc<History>>,
+) -> impl IntoResponse {
     let rt = s.rt.load();
     let a = &rt.config.raw.admin;
-    let mut recent = s.window.recent(a.status_window);
+    let recent = alerts::recent(&s);
     let total = s.window.total();
-    // A cold or quiet slot has no hit ratio worth judging (the rollout gate reads `null`).
-    if recent.cacheable_requests < a.alert_min_requests {
-        recent.hit_ratio = None;
-    }
-    let mut alerts = Vec::new();
-    if let Some(r) = recent.hit_ratio
-        && r < a.alert_hit_ratio_below
-    {
-        alerts.push(json!({"name": "hit_ratio_low", "severity": "warning", "message": format!("hit ratio {:.2} below {}", r, a.alert_hit_ratio_below)}));
-    }
-    if recent.requests >= a.alert_min_requests && recent.error_rate > a.alert_error_rate_above {
-        alerts.push(json!({"name": "error_rate_high", "severity": "critical", "message": format!("5xx rate {:.3} above {}", recent.error_rate, a.alert_error_rate_above)}));
-    }
-    let breakers: Vec<Value> = rt
+    let states: Vec<(String, StateKind)> = rt
         .breakers
         .all()
-        .map(|b| {
-            let st = b.state();
-            if st != crate::breaker::state::StateKind::Closed {
-                alerts.push(json!({"name": "breaker_open", "severity": "warning", "message": format!("breaker of upstream {} is {}", b.upstream, st.as_str())}));
-            }
-            json!({"upstream": b.upstream, "state": st.as_str()})
-        })
+        .map(|b| (b.upstream.clone(), b.state()))
         .collect();
     let cache_on = s.cache.is_enabled();
-    if !cache_on {
-        alerts.push(json!({"name": "cache_disabled", "severity": "warning", "message": "the cache is disabled (kill switch): every request goes to the origin"}));
-    }
-    let healthy = cache_on && !alerts.iter().any(|a| a["severity"] == "critical");
+    let firing = alerts::evaluate(&alerts::Inputs {
+        recent: &recent,
+        cfg: a,
+        breakers: states.clone(),
+        cache_on,
+    });
+    // Whoever looks also feeds the alert history, between two sampler ticks.
+    alerts::note(&h.alerts, &firing);
+    let breakers: Vec<Value> = states
+        .iter()
+        .map(|(u, st)| json!({"upstream": u, "state": st.as_str()}))
+        .collect();
+    let healthy = cache_on && !firing.iter().any(|a| a.severity == "critical");
     Json(json!({
         "healthy": healthy,
         "ready": s.ready(),
@@ -121,7 +117,7 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse 
             "shared_tier": s.cache.tier().map_or("disabled", |t| t.status()),
             "trace_exporter": "not configured",
         },
-        "alerts": alerts,
+        "alerts": firing,
     }))
 }
 

@@ -184,16 +184,38 @@ pub struct Listing {
     pub hits: u64,
     /// Tags.
     pub tags: Vec<String>,
+    /// The route that serves the key now (`None`: no route does any more).
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Stored HTTP status (first variant).
+    #[serde(default)]
+    pub status: u16,
+    /// `fresh` or `stale` (first variant).
+    #[serde(default)]
+    pub state: String,
+    /// The Vary field names that select the variants (first variant's).
+    #[serde(default)]
+    pub vary: Vec<String>,
 }
 
-/// Listings sorted by `sort` (`hits`, `size` or `age`), the top `n`.
-pub fn listings(cache: &CacheShared, sort: &str, n: usize) -> Vec<Listing> {
+/// Listings of the keys `keep` accepts, sorted by `sort` (`hits`, `size` or `age`), the top
+/// `n`; `router` names each key's route.
+pub fn listings(
+    cache: &CacheShared,
+    router: &Router,
+    keep: impl Fn(&str) -> bool,
+    sort: &str,
+    n: usize,
+) -> Vec<Listing> {
     let now = cache.clock.now();
     let mut v: Vec<Listing> = cache
         .store
         .iter()
+        .filter(|(k, _)| keep(k))
         .filter_map(|(k, vs)| {
             let first = vs.entries.first()?;
+            let (host, path) = split_key(&k);
+            let ttl = policy::ttl_secs(&first.fresh, now);
             let mut tags: Vec<String> = Vec::new();
             for e in &vs.entries {
                 for t in &e.tags {
@@ -207,13 +229,28 @@ pub fn listings(cache: &CacheShared, sort: &str, n: usize) -> Vec<Listing> {
                 variants: vs.entries.len(),
                 size: vs.entries.iter().map(|e| e.weight()).sum(),
                 age: policy::current_age(&first.fresh, now).as_secs(),
-                ttl: policy::ttl_secs(&first.fresh, now),
+                ttl,
                 hits: vs
                     .entries
                     .iter()
                     .map(|e| e.hits.load(Ordering::Relaxed))
                     .sum(),
                 tags,
+                route: router
+                    .route(Some(host), path.split('?').next().unwrap_or("/"))
+                    .map(|r| r.name.clone()),
+                status: first.status.as_u16(),
+                state: if policy::current_age(&first.fresh, now) < first.fresh.lifetime {
+                    "fresh"
+                } else {
+                    "stale"
+                }
+                .to_string(),
+                vary: first
+                    .vary
+                    .iter()
+                    .map(|(h, _)| h.as_str().to_string())
+                    .collect(),
             })
         })
         .collect();
