@@ -148,14 +148,18 @@ async fn the_performance_tab_charts_24h_and_exports_csv() {
         .wait_for(
             "points on the 24 h request chart",
             "const s = document.querySelector('#chart-requests svg'); \
-             return s ? Number(s.dataset.points) : 0;",
+             const shown = document.getElementById('panel-performance').dataset.range; \
+             return s && shown === '24h' ? Number(s.dataset.points) : 0;",
             json!([]),
             |v| v.as_u64().is_some_and(|n| n > 0),
         )
         .await;
     assert!(drawn.as_u64().unwrap() >= 1);
     assert!(
-        b.text("#perf-since").await.unwrap().contains("1 min"),
+        b.text("#perf-since")
+            .await
+            .unwrap()
+            .contains("one point per 1 min"),
         "24 h has one point per minute"
     );
     let circles = b
@@ -209,6 +213,26 @@ async fn a_tripped_breaker_shows_on_the_health_tab() {
         components.contains(env!("CARGO_PKG_VERSION")),
         "{components}"
     );
+    let history = b.wait_text("#alerts-history-body", "breaker_open").await;
+    assert!(history.contains("firing"), "{history}");
+
+    // Closed from the management tab: the history shows the alert resolved.
+    b.click("#tab-management").await;
+    b.click("#mgmt-breakers-body tr[data-upstream=origin] button[data-action=close]")
+        .await;
+    b.wait_text("#breaker-result", "now closed").await;
+    b.click("#tab-health").await;
+    b.wait_text("#alerts-history-body", "resolved").await;
+    let state = b
+        .wait_for(
+            "the origin's breaker closed",
+            "const r = document.querySelector('#health-breakers-body tr[data-upstream=origin]'); \
+             return r ? r.dataset.state : null;",
+            json!([]),
+            |v| v == "closed",
+        )
+        .await;
+    assert_eq!(state, "closed");
     b.quit().await;
 }
 

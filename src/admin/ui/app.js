@@ -291,7 +291,7 @@
     const now = Date.now() / 1000;
     const from = Math.max(h.since || 0, now - (RANGE_SECS[h.range] || 3600));
     const step = h.step_secs || 10;
-    $("perf-since").textContent = "History starts at process start, " + when(h.since) + "; one point per " + secs(step) +
+    $("perf-since").textContent = "History starts at process start, " + when(h.since) + "; one point per " + (step % 3600 === 0 ? step / 3600 + " h" : step % 60 === 0 ? step / 60 + " min" : step + " s") +
       (h.route ? "; route " + h.route : "; all routes") + ". Prometheus keeps the long-term series.";
     const opts = { from, to: now, step };
     const rate = (k) => (p) => (p.by_status ? (p.by_status[k] || 0) / step : null);
@@ -305,6 +305,9 @@
     C.draw($("chart-upstream"), pts, ["p50", "p95", "p99"].map((q) => ({ name: q, get: (p) => p.upstream_latency_ms?.[q] ?? null })), opts);
     C.draw($("chart-coalesced"), pts, [{ name: "coalesced", get: (p) => p.coalesced }], { ...opts, bars: true });
     C.draw($("chart-breakers"), pts, [{ name: "breaker changes", get: (p) => p.breaker_changes }], { ...opts, bars: true });
+    // Which answer the charts show (tests and scripts wait on it after switching the range).
+    $("panel-performance").dataset.range = h.range;
+    $("panel-performance").dataset.route = h.route || "";
     const partial = pts.some((p) => p.partial);
     say("perf-message", pts.length ? plural(pts.length, "point", "points") + (partial ? " (the newest is still filling)" : "") + ", updated " + new Date().toLocaleTimeString() + "." : "No points yet in this range.");
   }
@@ -530,7 +533,8 @@
     }
     const hist = $("alerts-history-body");
     hist.replaceChildren();
-    const items = ((alerts && alerts.history) || []).slice().reverse();
+    // Newest first, as the API lists them.
+    const items = (alerts && alerts.history) || [];
     for (const a of items) {
       const tr = document.createElement("tr");
       td(tr, when(a.at)); td(tr, a.name); td(tr, stateSpan(a.severity)); td(tr, stateSpan(a.state)); td(tr, a.detail || a.message || "");
