@@ -289,7 +289,8 @@
     }
     const pts = h.points || [];
     const now = Date.now() / 1000;
-    const from = Math.max(h.since || 0, now - (RANGE_SECS[h.range] || 3600));
+    // Points are stamped with the start of their step, which may precede the process start.
+    const from = Math.min(Math.max(h.since || 0, now - (RANGE_SECS[h.range] || 3600)), ...pts.map((p) => p.t));
     const step = h.step_secs || 10;
     $("perf-since").textContent = "History starts at process start, " + when(h.since) + "; one point per " + (step % 3600 === 0 ? step / 3600 + " h" : step % 60 === 0 ? step / 60 + " min" : step + " s") +
       (h.route ? "; route " + h.route : "; all routes") + ". Prometheus keeps the long-term series.";

@@ -21,7 +21,8 @@ const SeawallCharts = (() => {
 
   function clock(t, spanSecs) {
     const d = new Date(t * 1000);
-    const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    // Seconds matter only on a short span (a process that just started).
+    const hm = d.toLocaleTimeString([], spanSecs < 600 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" });
     return spanSecs > 86400 ? d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + hm : hm;
   }
 
@@ -31,7 +32,7 @@ const SeawallCharts = (() => {
     opts = opts || {};
     fig.querySelectorAll("svg, .legend").forEach((n) => n.remove());
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": fig.querySelector("figcaption")?.textContent || "chart" }, fig);
-    const fmt = opts.fmt || ((v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : +v.toFixed(2) + ""));
+    const fmt = opts.fmt || ((v) => (Number.isInteger(v) || Math.abs(v) >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : +v.toFixed(2) + ""));
     const values = [];
     for (const s of series) for (const p of points) { const v = s.get(p); if (v != null && isFinite(v)) values.push(v); }
     const ts = points.map((p) => p.t);
