@@ -115,6 +115,16 @@ async fn a_logged_in_operator_sees_an_entry_and_purges_it_from_the_list() {
     let detail = b.wait_text("#entry-detail-body", "cache-control").await;
     assert!(detail.contains("max-age=300"), "{detail}");
 
+    // Search by tag and by URL prefix (the API's filters).
+    b.fill("#entries-tag", "no-such-tag").await;
+    b.click("#entries-search").await;
+    b.wait_text("#entries-message", "No entries match").await;
+    b.fill("#entries-tag", "ui-test").await;
+    b.fill("#entries-prefix", "/ui/").await;
+    b.click("#entries-search").await;
+    b.wait_text("#entries-message", "1 entry shown").await;
+    assert_eq!(entry_keys(&b).await, vec![key.clone()]);
+
     // Purge (hard) from the row: the next request goes to the origin again.
     b.click(&format!("{row} button[data-action=purge-hard]"))
         .await;
