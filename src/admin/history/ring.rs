@@ -274,7 +274,9 @@ impl Tier {
         let cap = self.ring.len();
         let mut out: Vec<Viewed> = Vec::new();
         for i in 0..self.len {
-            let t = self.last_t - (self.len - 1 - i) as u64 * self.step;
+            let t = self
+                .last_t
+                .saturating_sub((self.len - 1 - i) as u64 * self.step);
             if t + self.step > from {
                 out.push((t, self.ring[(self.start + i) % cap], false));
             }

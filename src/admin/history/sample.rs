@@ -169,7 +169,14 @@ impl Snapshot {
             ..Default::default()
         };
         let class_of = |v: &str| CacheClass::ALL.iter().position(|c| c.as_str() == v);
-        for f in families {
+        const READ: [&str; 5] = [
+            "seawall_requests_total",
+            "seawall_response_first_byte_seconds",
+            "seawall_coalesced_requests_total",
+            "seawall_upstream_duration_seconds",
+            "seawall_breaker_transitions_total",
+        ];
+        for f in families.iter().filter(|f| READ.contains(&f.name())) {
             for m in f.get_metric() {
                 match f.name() {
                     "seawall_requests_total" => {
@@ -214,7 +221,7 @@ impl Snapshot {
                                 m.get_counter().get_value() as u64;
                         }
                     }
-                    _ => break,
+                    _ => {}
                 }
             }
         }
