@@ -14,6 +14,7 @@
 //! - `GET /admin/breakers`; `POST /admin/breakers/{upstream}/open|close|reset`
 //! - `GET /admin/config`; `POST /admin/reload`; `POST /admin/drain`; `POST /admin/drain/cancel`
 //! - `GET /admin/tls` the served certificates (names, issuer, expiry, fingerprint, file)
+//! - `GET /admin/ui/` the dashboard (no token: static files); `GET /admin/whoami` the role
 //! - `GET /admin/stats/history?range=1h|6h|24h|7d|30d[&route=NAME][&format=csv]` performance
 //!   over time since process start (`history`)
 //! - `GET /admin/alerts[?history=1]` the alerts firing now, and their fired/resolved log
@@ -32,6 +33,7 @@ mod config;
 pub(crate) mod history;
 mod status;
 mod tls;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -68,6 +70,7 @@ pub(crate) fn router(
     tokens: auth::Tokens,
     history: Arc<history::History>,
 ) -> Router {
+    let ui = ui::router(tokens.clone());
     let admin = Router::new()
         .route("/admin/status", get(status::status))
         .route("/admin/stats/history", get(history::history))
@@ -100,6 +103,7 @@ pub(crate) fn router(
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
         .merge(admin)
+        .merge(ui)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
