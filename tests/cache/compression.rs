@@ -114,6 +114,13 @@ async fn gzip_and_identity_clients_get_exact_bodies_from_one_stored_copy() {
     assert_eq!(b, body);
 
     assert_eq!(origin.hits("/doc"), 1);
+    let (s, _, v) = get(&proxy.admin_url(&format!("/admin/cache/entry?url={url}"))).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&v).unwrap();
+    let var = &v["variants"][0];
+    assert_eq!(var["stored_encoding"], "gzip", "{v}");
+    assert_eq!(var["identity_bytes"], body.len());
+    assert_eq!(var["body_bytes"], e.body.len());
     let z = &proxy.running().state.cache().compressor.stats;
     assert_eq!(z.compressed.load(Ordering::Relaxed), 1);
     assert_eq!(z.decoded.load(Ordering::Relaxed), 4);
