@@ -244,11 +244,18 @@ pub enum Repr {
 
 impl Repr {
     /// For `req` from `entry`. A `no-transform` request (RFC 9111 §5.2.1.6) gets the origin's
-    /// identity content back, byte for byte: never a coding the origin did not apply.
+    /// identity content back, byte for byte: never a coding the origin did not apply; so does
+    /// every request once a 304 added `no-transform` to the stored response.
     pub fn choose(req: &HeaderMap, entry: &Entry) -> Self {
         match entry.transformed {
             None => Self::AsStored,
-            Some(t) if accepts(req, t.coding) && !no_transform(req) => Self::Encoded(t),
+            Some(t)
+                if accepts(req, t.coding)
+                    && !no_transform(req)
+                    && !no_transform(&entry.headers) =>
+            {
+                Self::Encoded(t)
+            }
             Some(t) => Self::Decoded(t),
         }
     }

@@ -466,3 +466,46 @@ async fn compression_off_stores_responses_as_they_came() {
     assert_eq!(b, body);
     assert!(!h.contains_key("content-encoding"));
 }
+
+#[tokio::test]
+async fn a_304_adding_no_transform_stops_the_encoded_copy_going_out() {
+    let body = doc(8 * 1024, 11);
+    let b2 = body.clone();
+    let Scene { origin, proxy } = MockOrigin::new()
+        .route("/nt304", move |parts: &Parts, _: &Bytes| {
+            if parts
+                .headers
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"v1\"")
+            {
+                MockResponse::with_status(304)
+                    .header("etag", "\"v1\"")
+                    .header("cache-control", "max-age=600, no-transform")
+            } else {
+                MockResponse::ok(b2.clone())
+                    .header("content-type", "application/json")
+                    .header("cache-control", "max-age=30")
+                    .header("etag", "\"v1\"")
+            }
+        })
+        .behind_proxy()
+        .await;
+    let url = proxy.url("/nt304");
+    get(&url).await;
+    settle(&proxy).await;
+    let (_, h, _) = get_with(&url, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(
+        hv(&h, "content-encoding"),
+        "gzip",
+        "fresh: the stored coding"
+    );
+    advance(&proxy, 60);
+    for _ in 0..2 {
+        let (s, h, b) = get_with(&url, &[("accept-encoding", "gzip")]).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(hv(&h, "content-encoding"), "", "{h:?}");
+        assert_eq!(hv(&h, "etag"), "\"v1\"");
+        assert_eq!(b, body);
+    }
+    assert_eq!(origin.hits("/nt304"), 2, "one fill, one revalidation");
+}
