@@ -6,6 +6,7 @@
 
 pub mod cache_control;
 pub mod coalesce;
+pub mod compress;
 pub mod date;
 pub mod entry;
 pub mod fill;
@@ -46,7 +47,7 @@ use policy::{Decision, Revalidate};
 use store::Lookup;
 
 use outcome::{CACHE_STATUS, Detail, Outcome};
-use respond::{answer_conditional, answer_conditional_to, answer_range};
+use respond::{answer_body, answer_conditional, answer_conditional_to};
 pub use shared::{BUILTIN_UNKEYED_REQUEST_HEADERS, CacheShared, CacheStats, Clock};
 
 /// What the decision tree knows about a cacheable request once it has looked it up; each
@@ -729,13 +730,12 @@ where
     ) -> Response<ProxyBody> {
         entry.hit();
         let head = req.method() == Method::HEAD;
-        let mut res = Response::new(if head {
-            ProxyBody::empty()
-        } else {
-            ProxyBody::full(entry.body.clone())
-        });
+        // The representation this client gets (HEAD reports the one a GET would get).
+        let repr = compress::Repr::choose(req.headers(), entry);
+        let mut res = Response::new(ProxyBody::empty());
         *res.status_mut() = entry.status;
         *res.headers_mut() = entry.headers.clone();
+        repr.head(res.headers_mut(), entry.body.len());
         let age = policy::current_age(&entry.fresh, now).as_secs();
         res.headers_mut()
             .insert(header::AGE, HeaderValue::from(age));
@@ -746,11 +746,15 @@ where
             }
         }
         let res = answer_conditional(req, res);
-        let res = if res.status() == StatusCode::OK && !head {
-            answer_range(req, res, &entry.body)
-        } else {
-            res
-        };
+        // HEAD and 304s go without a body; ranges are answered on 200s only (and only 200s
+        // are ever encoded).
+        let mut res = res;
+        if !head && res.status() == StatusCode::OK {
+            let decoded = &self.shared.compressor.stats.decoded;
+            res = answer_body(req, res, entry, repr, decoded);
+        } else if !head && res.status() == entry.status {
+            *res.body_mut() = ProxyBody::full(entry.body.clone());
+        }
         self.decorate(res, &outcome)
     }
 }

@@ -352,6 +352,9 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             ));
         }
     }
+    if let Err((key, message)) = raw.cache.compression.check() {
+        return Err(fail(format!("cache.compression.{key}"), message));
+    }
     if !(0.0..=1.0).contains(&raw.telemetry.sampling_ratio) {
         return Err(fail(
             "telemetry.sampling_ratio".into(),

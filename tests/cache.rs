@@ -79,6 +79,8 @@ fn etag_route(parts: &Parts, _: &Bytes) -> MockResponse {
 
 const STORED: &str = "seawall; fwd=uri-miss; stored";
 
+#[path = "cache/compression.rs"]
+mod compression;
 #[path = "cache/freshness.rs"]
 mod freshness;
 #[path = "cache/invalidation.rs"]

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
+use super::compress::Transformed;
 use super::policy::Freshness;
 
 /// One stored variant.
@@ -21,6 +22,9 @@ pub struct Entry {
     pub headers: HeaderMap,
     /// Stored body.
     pub body: Bytes,
+    /// Set when Seawall encoded the body itself (`[cache.compression]`); `headers` stay the
+    /// origin's identity ones.
+    pub transformed: Option<Transformed>,
     /// Freshness facts.
     pub fresh: Freshness,
     /// The request values of the Vary fields that select this variant.
@@ -69,6 +73,7 @@ impl Entry {
             status: self.status,
             headers: self.headers.clone(),
             body: self.body.clone(),
+            transformed: self.transformed,
             fresh,
             vary: self.vary.clone(),
             normalise_ae: self.normalise_ae,

@@ -77,7 +77,22 @@ pub(crate) fn register(
         "Upstream fetches cancelled because no client waited for them any more.",
         &["reason"],
     )?;
+    let compressed = IntCounter::new(
+        "seawall_cache_compressed_total",
+        "Responses stored compressed by [cache.compression].",
+    )?;
+    let bytes_saved = IntCounter::new(
+        "seawall_cache_compressed_bytes_saved_total",
+        "Identity bytes minus stored bytes, over responses stored compressed.",
+    )?;
+    let decoded = IntCounter::new(
+        "seawall_cache_decode_total",
+        "Hits decoded while streaming for a client that does not accept the stored coding.",
+    )?;
     let metrics: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        Box::new(compressed.clone()),
+        Box::new(bytes_saved.clone()),
+        Box::new(decoded.clone()),
         Box::new(cache_entries.clone()),
         Box::new(cache_bytes.clone()),
         Box::new(cache_capacity.clone()),
@@ -97,6 +112,10 @@ pub(crate) fn register(
         cache_capacity.set(cache.store.capacity() as i64);
         cache_enabled.set(i64::from(cache.enabled.load(Ordering::Relaxed)));
         inflight_bytes.set(coalesce.inflight_bytes() as i64);
+        let z = &cache.compressor.stats;
+        set_counter(&compressed, z.compressed.load(Ordering::Relaxed));
+        set_counter(&bytes_saved, z.bytes_saved.load(Ordering::Relaxed));
+        set_counter(&decoded, z.decoded.load(Ordering::Relaxed));
         let ev = &cache.store.evictions;
         set_counter(
             &evictions.with_label_values(&["size"]),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::entry::Entry;
@@ -289,9 +289,11 @@ pub struct Record {
 }
 
 impl Record {
-    /// From a stored variant.
-    pub fn from_entry(e: &Entry, now: SystemTime) -> Self {
-        Record {
+    /// From a stored variant, with its identity content (a compressed copy travels decoded,
+    /// so any importer reads it; `None` when it does not decode).
+    pub fn from_entry(e: &Entry, now: SystemTime) -> Option<Self> {
+        let body = super::compress::identity_body(e)?;
+        Some(Record {
             key: e.key.to_string(),
             status: e.status.as_u16(),
             headers: e
@@ -299,7 +301,7 @@ impl Record {
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
                 .collect(),
-            body: base64::engine::general_purpose::STANDARD.encode(&e.body),
+            body: base64::engine::general_purpose::STANDARD.encode(&body),
             vary: e
                 .vary
                 .iter()
@@ -310,7 +312,7 @@ impl Record {
             lifetime: e.fresh.lifetime.as_secs(),
             hits: e.hits.load(Ordering::Relaxed),
             exported_at: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        }
+        })
     }
 
     /// Stores this record in `cache`, keeping its age; false when it does not decode or no
@@ -357,12 +359,18 @@ impl Record {
         // The record's age and lifetime travel as they were: the importer's clock starts now.
         fresh.initial_age = Duration::from_secs(self.age);
         fresh.lifetime = Duration::from_secs(self.lifetime);
+        let (body, transformed) = cache.compressor.stored_form(status, &headers, body.into());
+        if transformed.is_some() {
+            // One encoded copy serves every Accept-Encoding.
+            vary.retain(|(n, _)| n != header::ACCEPT_ENCODING);
+        }
         let e = Entry {
             key: self.key.as_str().into(),
             status,
             tags: super::entry::tags_of(&headers),
             headers,
-            body: body.into(),
+            body,
+            transformed,
             fresh,
             vary,
             normalise_ae: self.normalise_ae,
@@ -386,5 +394,7 @@ pub fn export(cache: &CacheShared, n: usize) -> Vec<Record> {
             .cmp(&a.hits.load(Ordering::Relaxed))
     });
     all.truncate(n);
-    all.iter().map(|e| Record::from_entry(e, now)).collect()
+    all.iter()
+        .filter_map(|e| Record::from_entry(e, now))
+        .collect()
 }

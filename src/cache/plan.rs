@@ -166,9 +166,14 @@ impl FetchPlan {
     pub fn on_complete(self: Arc<Self>, lock: Option<FillLock>) -> fill::OnComplete {
         let response_time = self.shared.clock.now();
         Box::new(move |head: &fill::Head, body: Bytes| {
+            // Encoded once, here, off the clients' path: the fill already streamed the body.
+            let stored = self
+                .shared
+                .compressor
+                .stored_form(head.status, &head.headers, body);
             let (entry, keep) =
                 self.shared
-                    .make_entry(&self, head.status, &head.headers, body, response_time);
+                    .make_entry(&self, head.status, &head.headers, stored, response_time);
             self.shared.store.insert(entry.clone(), keep);
             self.shared.stats.stored.fetch_add(1, Ordering::Relaxed);
             if let Some(t) = self.shared.tier() {

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
+use super::compress::{Compressor, Transformed};
 use super::entry::Entry;
 use super::plan::FetchPlan;
 use super::store::Store;
@@ -77,6 +78,8 @@ pub struct CacheShared {
     /// Counters.
     pub stats: CacheStats,
     pub(super) tier: std::sync::OnceLock<Arc<SharedTier>>,
+    /// `[cache.compression]` and its counters.
+    pub compressor: Compressor,
 }
 
 impl std::fmt::Debug for CacheShared {
@@ -151,6 +154,7 @@ impl CacheShared {
             refreshing: Mutex::new(HashSet::new()),
             stats: CacheStats::default(),
             tier: std::sync::OnceLock::new(),
+            compressor: Compressor::new(&c.compression),
         }
     }
 
@@ -170,12 +174,13 @@ impl CacheShared {
     }
 
     /// Builds the stored entry for a complete response.
+    /// `body` is in its stored form already: encoded as `transformed` says.
     pub(super) fn make_entry(
         &self,
         plan: &FetchPlan,
         status: StatusCode,
         res: &HeaderMap,
-        body: Bytes,
+        (body, transformed): (Bytes, Option<Transformed>),
         response_time: SystemTime,
     ) -> (Arc<Entry>, Duration) {
         let cc = policy::effective_cc(res, &self.targeted);
@@ -203,6 +208,11 @@ impl CacheShared {
         let ae = plan.route.cache.normalize_accept_encoding;
         let fields = key::vary_fields(res).unwrap_or_default();
         let mut vary = key::vary_key(&plan.req_headers, &fields, ae);
+        if transformed.is_some() {
+            // One encoded copy serves every Accept-Encoding (decoded for those that do not
+            // accept its coding): Accept-Encoding variants collapse into it.
+            vary.retain(|(n, _)| n != header::ACCEPT_ENCODING);
+        }
         if plan.route.cache.vary_language == crate::route::VaryLanguage::ContentLanguage
             && let Some(v) = key::content_language_variant(res)
         {
@@ -220,6 +230,7 @@ impl CacheShared {
             tags: entry::tags_of(res),
             headers,
             body,
+            transformed,
             fresh,
             stored_at: response_time,
             hits: AtomicU64::new(0),
@@ -255,14 +266,20 @@ impl CacheShared {
                 headers.append(name.clone(), v.clone());
             }
         }
-        let (new, keep) =
-            self.make_entry(plan, old.status, &headers, old.body.clone(), response_time);
+        let (new, keep) = self.make_entry(
+            plan,
+            old.status,
+            &headers,
+            (old.body.clone(), old.transformed),
+            response_time,
+        );
         // The variant stays the one the stored response was selected by.
         let new = Arc::new(Entry {
             key: new.key.clone(),
             status: new.status,
             headers: new.headers.clone(),
             body: new.body.clone(),
+            transformed: old.transformed,
             fresh: new.fresh.clone(),
             vary: old.vary.clone(),
             normalise_ae: old.normalise_ae,

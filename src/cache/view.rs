@@ -47,6 +47,12 @@ struct VariantView {
     headers: Vec<(String, String)>,
     size: u64,
     body_bytes: usize,
+    /// The coding Seawall stored the body in (`[cache.compression]`); absent: as it came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored_encoding: Option<&'static str>,
+    /// The identity content's length, for a body Seawall compressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity_bytes: Option<u64>,
     hits: u64,
     stored_at: u64,
     vary: Vec<VaryView>,
@@ -144,6 +150,8 @@ fn variant_view(e: &Entry, now: SystemTime) -> VariantView {
             .collect(),
         size: e.weight(),
         body_bytes: e.body.len(),
+        stored_encoding: e.transformed.map(|t| t.coding.token()),
+        identity_bytes: e.transformed.map(|t| t.identity_len),
         hits: e.hits.load(Ordering::Relaxed),
         stored_at: e
             .stored_at

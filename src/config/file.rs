@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod compression;
 mod upstream;
+pub use compression::CompressionSection;
 pub use upstream::{
     BreakerSection, HealthCheckSection, OutlierSection, RetrySection, UpstreamSection,
     breaker_defaults,
@@ -262,6 +264,8 @@ pub struct CacheSection {
     /// `[cache.redis]`: the shared tier across replicas; absent, a self-contained cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSection>,
+    /// `[cache.compression]`: one compressed copy per stored object.
+    pub compression: CompressionSection,
 }
 
 /// `[cache.redis]`.
@@ -387,6 +391,7 @@ impl Default for CacheSection {
             unkeyed_request_headers: Vec::new(),
             stale_if_unreachable: Duration::from_secs(60),
             redis: None,
+            compression: CompressionSection::default(),
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The L2 entry format (version 2: version 1's value under hash-tagged keys): a magic, a
-//! length-prefixed JSON head with the freshness facts, then the body bytes. Anything that does not decode is reported, never guessed at.
+//! length-prefixed JSON head with the freshness facts, then the body bytes. A body Seawall
+//! compressed itself is written under its own magic (`SWE3`, with the coding in the head), which
+//! replicas from before `[cache.compression]` refuse instead of serving it as identity content.
+//! Anything that does not decode is reported, never guessed at.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -9,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::compress::{Coding, Transformed};
 use crate::cache::entry::{self, Entry};
 use crate::cache::policy::{self, Freshness};
 
@@ -16,6 +20,8 @@ use crate::cache::policy::{self, Freshness};
 pub const FORMAT: u32 = 2;
 
 const MAGIC: &[u8; 4] = b"SWE1";
+/// An entry whose body Seawall encoded (`Head::transformed` set).
+const MAGIC_TRANSFORMED: &[u8; 4] = b"SWE3";
 
 #[derive(Serialize, Deserialize)]
 struct Head {
@@ -31,6 +37,9 @@ struct Head {
     heuristic: bool,
     set_cookie: bool,
     route_sie_ms: Option<u64>,
+    /// The coding Seawall applied to the body and the identity length (`[cache.compression]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    transformed: Option<(String, u64)>,
 }
 
 /// Why an L2 value was refused.
@@ -90,10 +99,17 @@ pub fn encode(e: &Entry) -> Option<Vec<u8>> {
         heuristic: e.fresh.heuristic,
         set_cookie: e.fresh.set_cookie,
         route_sie_ms: e.fresh.route_stale_if_error.map(|d| d.as_millis() as u64),
+        transformed: e
+            .transformed
+            .map(|t| (t.coding.token().to_string(), t.identity_len)),
     };
     let json = serde_json::to_vec(&head).ok()?;
     let mut out = Vec::with_capacity(8 + json.len() + e.body.len());
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(if e.transformed.is_some() {
+        MAGIC_TRANSFORMED
+    } else {
+        MAGIC
+    });
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(&e.body);
@@ -102,7 +118,14 @@ pub fn encode(e: &Entry) -> Option<Vec<u8>> {
 
 /// Decodes an entry stored under `key`; `targeted` are the configured targeted CC fields.
 pub fn decode(key: &Arc<str>, raw: &[u8], targeted: &[HeaderName]) -> Result<Entry, DecodeError> {
-    let rest = raw.strip_prefix(MAGIC).ok_or(DecodeError::Magic)?;
+    let (rest, transformed_magic) = match raw.strip_prefix(MAGIC) {
+        Some(rest) => (rest, false),
+        None => (
+            raw.strip_prefix(MAGIC_TRANSFORMED)
+                .ok_or(DecodeError::Magic)?,
+            true,
+        ),
+    };
     if rest.len() < 4 {
         return Err(DecodeError::Malformed("short header"));
     }
@@ -139,8 +162,18 @@ pub fn decode(key: &Arc<str>, raw: &[u8], targeted: &[HeaderName]) -> Result<Ent
         set_cookie: head.set_cookie,
         route_stale_if_error: head.route_sie_ms.map(Duration::from_millis),
     };
+    let transformed = match head.transformed {
+        None if transformed_magic => return Err(DecodeError::Malformed("coding missing")),
+        None => None,
+        Some(_) if !transformed_magic => return Err(DecodeError::Malformed("coding")),
+        Some((coding, identity_len)) => Some(Transformed {
+            coding: Coding::parse(&coding).ok_or(DecodeError::Malformed("coding"))?,
+            identity_len,
+        }),
+    };
     Ok(Entry {
         key: key.clone(),
+        transformed,
         status,
         tags: entry::tags_of(&headers),
         headers,
@@ -179,6 +212,10 @@ mod tests {
             },
             headers,
             body: Bytes::from_static(b"hello\x00world"),
+            transformed: Some(Transformed {
+                coding: Coding::Br,
+                identity_len: 42,
+            }),
             vary: vec![
                 (
                     HeaderName::from_static("accept-encoding"),
@@ -201,6 +238,7 @@ mod tests {
         assert_eq!(d.status, e.status);
         assert_eq!(d.headers, e.headers);
         assert_eq!(d.body, e.body);
+        assert_eq!(d.transformed, e.transformed);
         assert_eq!(d.fresh, e.fresh);
         assert_eq!(d.vary, e.vary);
         assert_eq!(d.tags, e.tags);
@@ -227,6 +265,27 @@ mod tests {
         let mut bad = raw.clone();
         bad[10] = b'!';
         assert!(decode(&k, &bad, &[]).is_err());
+    }
+
+    #[test]
+    fn only_compressed_entries_get_the_new_magic() {
+        let mut e = sample();
+        let raw = encode(&e).expect("encodes");
+        assert_eq!(&raw[..4], b"SWE3");
+        // A replica from before compression looks for SWE1 only.
+        assert!(!raw.starts_with(b"SWE1"));
+        e.transformed = None;
+        let raw = encode(&e).expect("encodes");
+        assert_eq!(&raw[..4], b"SWE1");
+        let d = decode(&e.key, &raw, &[]).expect("decodes");
+        assert!(d.transformed.is_none());
+        // A compressed head under the old magic is refused, not served as identity.
+        let mut forged = encode(&sample()).expect("encodes");
+        forged[..4].copy_from_slice(b"SWE1");
+        assert_eq!(
+            decode(&e.key, &forged, &[]).err(),
+            Some(DecodeError::Malformed("coding"))
+        );
     }
 
     #[test]
