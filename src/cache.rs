@@ -9,6 +9,7 @@ pub mod coalesce;
 pub mod date;
 pub mod entry;
 pub mod fill;
+pub mod governor;
 pub mod key;
 pub(crate) mod metrics;
 pub mod ops;
@@ -632,6 +633,10 @@ where
     }
 
     fn refresh_in_background(&self, req: &Request<ProxyBody>, cx: &LookupCtx, entry: &Arc<Entry>) {
+        // Memory is short: the stale copy is served, the refresh waits for a later request.
+        if self.shared.memory.skip_background() {
+            return;
+        }
         let primary = cx.primary.clone();
         {
             let mut r = self

@@ -81,6 +81,8 @@ const STORED: &str = "seawall; fwd=uri-miss; stored";
 
 #[path = "cache/freshness.rs"]
 mod freshness;
+#[path = "cache/governor.rs"]
+mod governor;
 #[path = "cache/invalidation.rs"]
 mod invalidation;
 #[path = "cache/keys.rs"]

@@ -115,6 +115,7 @@ pub(super) async fn status(State(s): State<Arc<AppState>>) -> impl IntoResponse 
         "recent": recent,
         "since_start": total,
         "coalesced": s.coalesce.view(),
+        "memory": s.cache.memory.view(&s.cache.store),
         "breakers": breakers,
         "components": {
             "cache": if cache_on { "ok" } else { "disabled" },

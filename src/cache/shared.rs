@@ -77,6 +77,8 @@ pub struct CacheShared {
     /// Counters.
     pub stats: CacheStats,
     pub(super) tier: std::sync::OnceLock<Arc<SharedTier>>,
+    /// Memory pressure, as the governor last saw it.
+    pub memory: Arc<super::governor::Pressure>,
 }
 
 impl std::fmt::Debug for CacheShared {
@@ -109,8 +111,19 @@ pub const BUILTIN_UNKEYED_REQUEST_HEADERS: [&str; 15] = [
 ];
 
 impl CacheShared {
-    /// From `[cache]`.
+    /// From `[cache]`; a `max_size` given as a share of the memory limit is resolved against
+    /// the limit read now (256 MiB when none can be read; `app` refuses to start then).
     pub fn new(cfg: &Config) -> Self {
+        let limit = || crate::telemetry::memory::limit().map(|l| l.bytes);
+        let max_size = match cfg.raw.cache.max_size {
+            crate::config::MemSize::Bytes(n) => n,
+            share => share.resolve(limit()).unwrap_or(256 << 20),
+        };
+        Self::with_capacity(cfg, max_size)
+    }
+
+    /// From `[cache]`, with `max_size` already resolved to bytes.
+    pub fn with_capacity(cfg: &Config, max_size: u64) -> Self {
         let c = &cfg.raw.cache;
         let targeted: Vec<HeaderName> = c
             .targeted_fields
@@ -139,7 +152,7 @@ impl CacheShared {
             strip_downstream.push(HeaderName::from_static("cache-tag"));
         }
         Self {
-            store: Store::new(c.max_size, c.max_variants),
+            store: Store::new(max_size, c.max_variants),
             enabled: AtomicBool::new(c.enabled),
             name: c.name.as_str().into(),
             max_object_size: c.max_object_size,
@@ -151,6 +164,7 @@ impl CacheShared {
             refreshing: Mutex::new(HashSet::new()),
             stats: CacheStats::default(),
             tier: std::sync::OnceLock::new(),
+            memory: Arc::default(),
         }
     }
 
