@@ -97,7 +97,7 @@ fn main() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         cache.store.run_pending_tasks();
-        let region = Region::new(GLOBAL);
+        let fill_region = Region::new(GLOBAL);
         let entries_before = cache.store.entry_count();
         let weight_before = cache.store.weighted_size();
         for i in 0..N {
@@ -110,7 +110,7 @@ fn main() {
         cache.store.run_pending_tasks();
         let stored = (cache.store.entry_count() - entries_before) as usize;
         let weight = cache.store.weighted_size() - weight_before;
-        let bytes = live(&region);
+        let bytes = live(&fill_region);
         assert_eq!(stored, N, "every response stored");
         let per = bytes as f64 / N as f64;
         println!("entries stored:               {stored}");
@@ -121,6 +121,49 @@ fn main() {
             "weigher charge per entry:     {:.0} (overhead charged: {:.0})",
             weight as f64 / N as f64,
             weight as f64 / N as f64 - BODY as f64
+        );
+        // The store's own share: the same entries inserted into a second, empty store.
+        let entries: Vec<_> = cache
+            .store
+            .iter()
+            .filter_map(|(_, v)| v.entries.first().cloned())
+            .collect();
+        let other = seawall::cache::store::Store::new(1 << 30, 16);
+        let region = Region::new(GLOBAL);
+        for e in &entries {
+            other.insert(e.clone(), Duration::from_secs(3600));
+        }
+        other.run_pending_tasks();
+        let store = live(&region) as f64 / entries.len() as f64;
+        println!("  store (moka node, key, variant list, index): {store:.0}");
+        drop(other);
+        let e = entries[0].clone();
+        let keys: Vec<_> = cache.store.iter().map(|(k, _)| k.to_string()).collect();
+        for k in &keys {
+            cache.store.remove(k);
+        }
+        drop(keys);
+        drop(entries);
+        cache.store.run_pending_tasks();
+        let without = live(&fill_region) as f64 / N as f64;
+        let headers: usize = e
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        println!(
+            "  entry struct: {} bytes + key {} + {} header fields ({} bytes of names and values)",
+            std::mem::size_of::<seawall::cache::entry::Entry>(),
+            e.key.len(),
+            e.headers.len(),
+            headers
+        );
+        println!("  still live once every entry is removed (not the store's): {without:.0}");
+        println!(
+            "  tasks alive: {}",
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
         );
     });
 }

@@ -178,7 +178,9 @@ impl Store {
         let mut before: Vec<Arc<str>> = Vec::new();
         let mut after: Vec<Arc<str>> = Vec::new();
         self.cache.entry(key.clone()).and_compute_with(|cur| {
-            let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(max.min(4));
+            // Most URLs have one variant: no spare slots until a second one comes.
+            let n = cur.as_ref().map_or(1, |c| c.value().entries.len() + 1);
+            let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(max.min(n));
             entries.push(entry.clone());
             let mut keep = keep;
             if let Some(cur) = cur {
