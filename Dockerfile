@@ -31,6 +31,7 @@ RUN mkdir -p src benches \
     && printf 'fn main() {}\n' > src/main.rs \
     && touch src/lib.rs \
     && printf 'fn main() {}\n' > benches/cache.rs \
+    && printf 'fn main() {}\n' > benches/entry_overhead.rs \
     && cargo build --locked --profile dist \
     && rm -rf src benches \
         target/dist/seawall target/dist/seawall.d target/dist/libseawall.* \

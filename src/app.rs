@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::admin;
 use crate::cache::CacheShared;
 use crate::cache::coalesce::CoalesceShared;
+use crate::cache::governor::{Governor, MemoryProbe};
 use crate::cache::store::redis::SharedTier;
 use crate::config::Config;
 use crate::server::{self, Lifecycle, Phase};
@@ -102,6 +103,16 @@ pub async fn start_with_token(
     config: Config,
     admin_token: Option<String>,
 ) -> anyhow::Result<Running> {
+    start_with_probe(config, admin_token, MemoryProbe::system()).await
+}
+
+/// Like `start_with_token`, with the memory governor reading `probe` (tests inject the limit
+/// and the resident reading) instead of this process's cgroup and `/proc`.
+pub async fn start_with_probe(
+    config: Config,
+    admin_token: Option<String>,
+    probe: MemoryProbe,
+) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     for w in &config.warnings {
         tracing::warn!(warning = %w, "Configuration warning.");
@@ -109,11 +120,31 @@ pub async fn start_with_token(
     let read_token = admin::auth::configured_read_token(&config)?;
     let admin_token = admin::auth::full_token(&config, admin_token)?;
     let admin_auth = admin::auth::Tokens::new(&admin_token, read_token.as_deref());
-    crate::telemetry::memory::warn_if_over_limit(config.raw.cache.max_size);
+    let limit = probe.limit.map(|l| l.bytes);
+    let max_size = config.raw.cache.max_size.resolve(limit).with_context(|| {
+        format!(
+            "cache.max_size = \"{}\" is a share of the memory limit, but none could be read (cgroup memory.max, /proc/meminfo); give a size instead",
+            config.raw.cache.max_size
+        )
+    })?;
+    crate::telemetry::memory::warn_if_over_limit(max_size);
     let slot = std::env::var("SEAWALL_SLOT").unwrap_or_else(|_| "none".into());
     let registry = crate::telemetry::metrics::registry(env!("CARGO_PKG_VERSION"), &slot)
         .map_err(|e| anyhow::anyhow!(e))?;
-    let cache = Arc::new(CacheShared::new(&config));
+    let cache = Arc::new(CacheShared::with_capacity(&config, max_size));
+    match Governor::new(&cache, probe, config.raw.cache.memory_high_watermark) {
+        Some(g) => {
+            tracing::info!(
+                limit = limit,
+                cache_max_size = max_size,
+                "Memory governor on."
+            );
+            g.spawn();
+        }
+        None => tracing::info!(
+            "Memory governor off: no memory limit to take cache.memory_high_watermark as a share of."
+        ),
+    }
     if let Some(r) = &config.raw.cache.redis {
         let tier = SharedTier::new(r, cache.targeted().to_vec(), &registry)?;
         cache.set_tier(tier.clone());

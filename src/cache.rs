@@ -10,6 +10,7 @@ pub mod compress;
 pub mod date;
 pub mod entry;
 pub mod fill;
+pub mod governor;
 pub mod key;
 pub(crate) mod metrics;
 pub mod ops;
@@ -633,6 +634,10 @@ where
     }
 
     fn refresh_in_background(&self, req: &Request<ProxyBody>, cx: &LookupCtx, entry: &Arc<Entry>) {
+        // Memory is short: the stale copy is served, the refresh waits for a later request.
+        if self.shared.memory.skip_background() {
+            return;
+        }
         let primary = cx.primary.clone();
         {
             let mut r = self

@@ -13,7 +13,7 @@ use http::Uri;
 use ipnet::IpNet;
 
 pub use env::UPSTREAM_VAR;
-pub use file::FileConfig;
+pub use file::{FileConfig, MemSize};
 
 /// A configuration problem, located as precisely as the source allows.
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +324,10 @@ fn validate(raw: FileConfig, src: &str, name: &str) -> Result<Config, ConfigErro
             })?;
         purge_allow.push(net);
     }
-    if raw.cache.max_object_size > raw.cache.max_size {
+    // A share of the memory limit is checked at start, once the limit is read.
+    if let file::MemSize::Bytes(max) = raw.cache.max_size
+        && raw.cache.max_object_size > max
+    {
         return Err(fail(
             "cache.max_object_size".into(),
             "must not exceed cache.max_size".into(),

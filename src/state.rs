@@ -146,6 +146,9 @@ fn restart_keys() -> Vec<(&'static str, Pin)> {
             f.server.grace_period = r.server.grace_period
         }),
         ("cache.max_size", |f, r| f.cache.max_size = r.cache.max_size),
+        ("cache.memory_high_watermark", |f, r| {
+            f.cache.memory_high_watermark = r.cache.memory_high_watermark
+        }),
         ("cache.max_object_size", |f, r| {
             f.cache.max_object_size = r.cache.max_object_size
         }),

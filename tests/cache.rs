@@ -83,6 +83,8 @@ const STORED: &str = "seawall; fwd=uri-miss; stored";
 mod compression;
 #[path = "cache/freshness.rs"]
 mod freshness;
+#[path = "cache/governor.rs"]
+mod governor;
 #[path = "cache/invalidation.rs"]
 mod invalidation;
 #[path = "cache/keys.rs"]

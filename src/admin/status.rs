@@ -111,6 +111,7 @@ pub(super) async fn status(
         "recent": recent,
         "since_start": total,
         "coalesced": s.coalesce.view(),
+        "memory": s.cache.memory.view(&s.cache.store),
         "breakers": breakers,
         "components": {
             "cache": if cache_on { "ok" } else { "disabled" },

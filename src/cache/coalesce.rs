@@ -205,6 +205,7 @@ impl CoalesceShared {
             slow_readers: self.stats.slow_readers.clone(),
             abandoned: self.stats.cancelled_not_storable.clone(),
             over_stream_limit: self.stats.cancelled_stream_limit.clone(),
+            pressure: plan.shared.memory.clone(),
         }
     }
 }

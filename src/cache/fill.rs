@@ -68,6 +68,8 @@ pub struct FillLimits {
     pub abandoned: Arc<AtomicU64>,
     /// Counts fills given up because their last reader's connection had no stream to spare.
     pub over_stream_limit: Arc<AtomicU64>,
+    /// Memory pressure: while the governor sheds, a fill nobody reads stops.
+    pub pressure: Arc<super::governor::Pressure>,
 }
 
 #[derive(Debug, Default)]
@@ -279,13 +281,15 @@ impl Fill {
                     let st = self.lock();
                     if st.attached_once
                         && st.live_readers == 0
-                        && (!st.keep || st.over_limit)
+                        && (!st.keep || st.over_limit || self.limits.pressure.shedding())
                         && self.holds.load(Ordering::Relaxed) == 0
                     {
-                        let counter = if st.keep {
+                        let counter = if !st.keep {
+                            &self.limits.abandoned
+                        } else if st.over_limit {
                             &self.limits.over_stream_limit
                         } else {
-                            &self.limits.abandoned
+                            &self.limits.pressure.dropped_fills
                         };
                         drop(st);
                         // Nobody reads it and it will not be stored: dropping the body

@@ -104,6 +104,7 @@ pub(crate) fn register(
         Box::new(hit_for_pass_marked.clone()),
         Box::new(fetches_cancelled.clone()),
     ];
+    super::governor::register(r, cache)?;
     let (cache, coalesce) = (cache.clone(), coalesce.clone());
     OnScrape::register(r, metrics, move || {
         cache.store.run_pending_tasks();
@@ -128,6 +129,10 @@ pub(crate) fn register(
         set_counter(
             &evictions.with_label_values(&["explicit"]),
             ev.explicit.load(Ordering::Relaxed),
+        );
+        set_counter(
+            &evictions.with_label_values(&["memory"]),
+            ev.memory.load(Ordering::Relaxed),
         );
         let cs = &coalesce.stats;
         set_counter(

@@ -80,6 +80,8 @@ pub struct CacheShared {
     pub(super) tier: std::sync::OnceLock<Arc<SharedTier>>,
     /// `[cache.compression]` and its counters.
     pub compressor: Compressor,
+    /// Memory pressure, as the governor last saw it.
+    pub memory: Arc<super::governor::Pressure>,
 }
 
 impl std::fmt::Debug for CacheShared {
@@ -112,8 +114,19 @@ pub const BUILTIN_UNKEYED_REQUEST_HEADERS: [&str; 15] = [
 ];
 
 impl CacheShared {
-    /// From `[cache]`.
+    /// From `[cache]`; a `max_size` given as a share of the memory limit is resolved against
+    /// the limit read now (256 MiB when none can be read; `app` refuses to start then).
     pub fn new(cfg: &Config) -> Self {
+        let limit = || crate::telemetry::memory::limit().map(|l| l.bytes);
+        let max_size = match cfg.raw.cache.max_size {
+            crate::config::MemSize::Bytes(n) => n,
+            share => share.resolve(limit()).unwrap_or(256 << 20),
+        };
+        Self::with_capacity(cfg, max_size)
+    }
+
+    /// From `[cache]`, with `max_size` already resolved to bytes.
+    pub fn with_capacity(cfg: &Config, max_size: u64) -> Self {
         let c = &cfg.raw.cache;
         let targeted: Vec<HeaderName> = c
             .targeted_fields
@@ -142,7 +155,7 @@ impl CacheShared {
             strip_downstream.push(HeaderName::from_static("cache-tag"));
         }
         Self {
-            store: Store::new(c.max_size, c.max_variants),
+            store: Store::new(max_size, c.max_variants),
             enabled: AtomicBool::new(c.enabled),
             name: c.name.as_str().into(),
             max_object_size: c.max_object_size,
@@ -155,6 +168,7 @@ impl CacheShared {
             stats: CacheStats::default(),
             tier: std::sync::OnceLock::new(),
             compressor: Compressor::new(&c.compression),
+            memory: Arc::default(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! The memory store: moka, bounded in bytes by a weigher, one slot per primary key holding
-//! up to `max_variants` Vary variants, plus a tag → keys index for purges.
+//! up to `max_variants` Vary variants, plus a tag → keys index for purges. Under memory
+//! pressure the governor lowers a soft byte budget below moka's fixed capacity (moka cannot
+//! shrink at runtime): inserts past it are refused and `evict_to` takes the coldest keys out.
 
 pub mod redis;
 
@@ -41,6 +43,8 @@ pub struct Evictions {
     pub expired: AtomicU64,
     /// Removed by purge or invalidation.
     pub explicit: AtomicU64,
+    /// Evicted by the memory governor (counted under `explicit` by moka's listener first).
+    pub memory: AtomicU64,
 }
 
 struct Expiry;
@@ -84,6 +88,10 @@ pub struct Store {
     cache: moka::sync::Cache<Arc<str>, Arc<Variants>>,
     max_variants: usize,
     max_size: u64,
+    /// The governor's soft budget: `max_size` unless memory is short.
+    budget: AtomicU64,
+    /// Inserts refused because the store was past `budget`.
+    refused: AtomicU64,
     tags: TagIndex,
     /// Eviction counters.
     pub evictions: Arc<Evictions>,
@@ -123,6 +131,8 @@ impl Store {
             cache,
             max_variants,
             max_size,
+            budget: AtomicU64::new(max_size),
+            refused: AtomicU64::new(0),
             tags,
             evictions,
         }
@@ -149,15 +159,28 @@ impl Store {
     /// Stores `entry`, replacing the variant with the same Vary values; the oldest variants go
     /// past `max_variants`. Objects larger than the whole budget are refused.
     pub fn insert(&self, entry: Arc<Entry>, keep: Duration) {
-        if entry.weight() > self.max_size {
+        let weight = entry.weight();
+        if weight > self.max_size {
             return;
+        }
+        // Only while the governor holds the budget below capacity (one load on the fill path
+        // otherwise); moka's size lags its pending writes, so they are applied first.
+        let budget = self.budget.load(Ordering::Relaxed);
+        if budget < self.max_size {
+            self.cache.run_pending_tasks();
+            if self.cache.weighted_size() + weight > budget {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
         let key = entry.key.clone();
         let max = self.max_variants;
         let mut before: Vec<Arc<str>> = Vec::new();
         let mut after: Vec<Arc<str>> = Vec::new();
         self.cache.entry(key.clone()).and_compute_with(|cur| {
-            let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(max.min(4));
+            // Most URLs have one variant: no spare slots until a second one comes.
+            let n = cur.as_ref().map_or(1, |c| c.value().entries.len() + 1);
+            let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(max.min(n));
             entries.push(entry.clone());
             let mut keep = keep;
             if let Some(cur) = cur {
@@ -282,6 +305,73 @@ impl Store {
     /// Configured capacity in bytes.
     pub fn capacity(&self) -> u64 {
         self.max_size
+    }
+
+    /// The governor's soft budget in bytes (`capacity()` unless memory is short).
+    pub fn budget(&self) -> u64 {
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Sets the soft budget (at most the capacity).
+    pub fn set_budget(&self, bytes: u64) {
+        self.budget
+            .store(bytes.min(self.max_size), Ordering::Relaxed);
+    }
+
+    /// Inserts refused for the soft budget so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Removes the coldest keys (fewest hits, then oldest) until the weighted size is at most
+    /// `target`; returns how many keys went. moka exposes no eviction order, so this scans a
+    /// snapshot of the keys: it runs once a second, and only while memory is short.
+    pub fn evict_to(&self, target: u64) -> u64 {
+        self.cache.run_pending_tasks();
+        let size = self.cache.weighted_size();
+        if size <= target {
+            return 0;
+        }
+        let mut keys: Vec<(u64, std::time::SystemTime, u32, Arc<str>)> = self
+            .cache
+            .iter()
+            .map(|(k, v)| {
+                let hits = v
+                    .entries
+                    .iter()
+                    .map(|e| e.hits.load(Ordering::Relaxed))
+                    .sum();
+                let stored = v
+                    .entries
+                    .iter()
+                    .map(|e| e.stored_at)
+                    .max()
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (hits, stored, v.weight(), Arc::clone(&*k))
+            })
+            .collect();
+        keys.sort_unstable_by_key(|k| (k.0, k.1));
+        let mut over = size - target;
+        let mut n = 0;
+        for (_, _, weight, key) in keys {
+            if over == 0 {
+                break;
+            }
+            if self.cache.remove(&key).is_some() {
+                over = over.saturating_sub(u64::from(weight));
+                n += 1;
+            }
+        }
+        self.cache.run_pending_tasks();
+        // moka's listener counted these as explicit removals; they are the governor's.
+        let ev = &self.evictions;
+        ev.memory.fetch_add(n, Ordering::Relaxed);
+        let _ = ev
+            .explicit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
+                Some(e.saturating_sub(n))
+            });
+        n
     }
 
     /// Runs moka's pending maintenance (eviction, expiry, listeners).

@@ -239,9 +239,12 @@ pub struct CacheSection {
     pub enabled: bool,
     /// Cache name in `Cache-Status`.
     pub name: String,
-    /// Memory budget for stored responses (key + headers + body).
-    #[serde(with = "size")]
-    pub max_size: u64,
+    /// Memory budget for stored responses (key + headers + body + bookkeeping): a size, or a
+    /// share of the memory limit (`"60%"` of the cgroup's `memory.max`, else of physical memory).
+    pub max_size: MemSize,
+    /// Resident memory above which the memory governor evicts harder and drops detached fills:
+    /// a share of the memory limit (`"85%"`) or a size.
+    pub memory_high_watermark: MemSize,
     /// Larger responses stream through and are never stored.
     #[serde(with = "size")]
     pub max_object_size: u64,
@@ -382,7 +385,8 @@ impl Default for CacheSection {
         Self {
             enabled: true,
             name: "seawall".into(),
-            max_size: 256 * 1024 * 1024,
+            max_size: MemSize::Bytes(256 * 1024 * 1024),
+            memory_high_watermark: MemSize::Percent(85.0),
             max_object_size: 8 * 1024 * 1024,
             max_variants: 16,
             targeted_fields: vec!["seawall-cache-control".into(), "cdn-cache-control".into()],
@@ -643,6 +647,69 @@ pub mod opt_dur {
         match v {
             Some(v) => super::dur::serialize(v, s),
             None => s.serialize_none(),
+        }
+    }
+}
+
+/// A size in bytes, or a share of the memory limit (`"60%"`), resolved once the limit is read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MemSize {
+    /// A fixed size.
+    Bytes(u64),
+    /// A share of the memory limit, in percent (more than 0, at most 100).
+    Percent(f64),
+}
+
+impl MemSize {
+    /// Parses `"60%"`, `"256MiB"` or `"1024"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let Some(p) = t.strip_suffix('%') else {
+            return size::parse(t).map(Self::Bytes);
+        };
+        match p.trim().parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= 100.0 => Ok(Self::Percent(v)),
+            _ => Err(format!(
+                "invalid share {s:?}: expected more than 0% and at most 100% of the memory limit"
+            )),
+        }
+    }
+
+    /// Bytes, given the memory limit (`None` when a share has no limit to be a share of).
+    pub fn resolve(self, limit: Option<u64>) -> Option<u64> {
+        match self {
+            Self::Bytes(n) => Some(n),
+            Self::Percent(p) => limit.map(|l| (l as f64 * p / 100.0) as u64),
+        }
+    }
+}
+
+impl std::fmt::Display for MemSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(n) => write!(f, "{}", bytesize::ByteSize(*n).display().iec_short()),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for MemSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for MemSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Self::Bytes(n)),
+            Raw::S(s) => Self::parse(&s).map_err(serde::de::Error::custom),
         }
     }
 }

@@ -27,7 +27,7 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn base_config_parses_with_defaults() {
     let c = Config::parse(BASE, "t.toml", env(&[])).expect("valid");
     assert_eq!(c.listen.map(|a| a.port()).unwrap_or(0), 8080);
-    assert_eq!(c.raw.cache.max_size, 256 * 1024 * 1024);
+    assert_eq!(c.raw.cache.max_size, MemSize::Bytes(256 * 1024 * 1024));
     assert_eq!(c.raw.cache.max_object_size, 8 * 1024 * 1024);
     assert_eq!(c.raw.server.drain_delay, std::time::Duration::from_secs(5));
     assert_eq!(c.route_name(0), "default");
@@ -95,7 +95,7 @@ fn env_overrides_known_keys_and_reports_unknown() {
     .expect("valid");
     assert_eq!(c.listen.map(|a| a.port()).unwrap_or(0), 18080);
     assert!(!c.raw.cache.enabled);
-    assert_eq!(c.raw.cache.max_size, 16 * 1024 * 1024);
+    assert_eq!(c.raw.cache.max_size, MemSize::Bytes(16 * 1024 * 1024));
     assert_eq!(c.raw.server.worker_threads, 3);
     assert_eq!(
         c.raw.coalesce.wait_timeout,
@@ -120,8 +120,42 @@ fn env_override_with_bad_value_is_an_error() {
 fn sizes_accept_units_and_integers() {
     let src = format!("{BASE}\n[cache]\nmax_size = \"64MiB\"\nmax_object_size = 1024\n");
     let c = Config::parse(&src, "t.toml", env(&[])).expect("valid");
-    assert_eq!(c.raw.cache.max_size, 64 * 1024 * 1024);
+    assert_eq!(c.raw.cache.max_size, MemSize::Bytes(64 * 1024 * 1024));
     assert_eq!(c.raw.cache.max_object_size, 1024);
+}
+
+#[test]
+fn max_size_and_the_watermark_take_shares_of_the_memory_limit() {
+    let c = Config::parse(BASE, "t.toml", env(&[])).expect("valid");
+    assert_eq!(c.raw.cache.memory_high_watermark, MemSize::Percent(85.0));
+    let src = format!("{BASE}\n[cache]\nmax_size = \"60%\"\nmemory_high_watermark = \"400MiB\"\n");
+    let c = Config::parse(&src, "t.toml", env(&[])).expect("valid");
+    assert_eq!(c.raw.cache.max_size, MemSize::Percent(60.0));
+    assert_eq!(c.raw.cache.max_size.resolve(Some(1000)), Some(600));
+    assert_eq!(c.raw.cache.max_size.resolve(None), None);
+    assert_eq!(
+        c.raw.cache.memory_high_watermark,
+        MemSize::Bytes(400 * 1024 * 1024)
+    );
+    let c =
+        Config::parse(BASE, "t.toml", env(&[("SEAWALL_CACHE_MAX_SIZE", "12.5%")])).expect("valid");
+    assert_eq!(c.raw.cache.max_size, MemSize::Percent(12.5));
+    for bad in ["0%", "150%", "lots%", "-5%", "%"] {
+        let src = format!("{BASE}\n[cache]\nmax_size = {bad:?}\n");
+        let e = Config::parse(&src, "t.toml", env(&[])).expect_err(bad);
+        assert_eq!(e.key, "cache.max_size", "{bad}: {e}");
+        assert!(e.message.contains("memory limit"), "{bad}: {e}");
+        let src = format!("{BASE}\n[cache]\nmemory_high_watermark = {bad:?}\n");
+        let e = Config::parse(&src, "t.toml", env(&[])).expect_err(bad);
+        assert_eq!(e.key, "cache.memory_high_watermark", "{bad}: {e}");
+    }
+    let e = Config::parse(
+        BASE,
+        "t.toml",
+        env(&[("SEAWALL_CACHE_MEMORY_HIGH_WATERMARK", "200%")]),
+    )
+    .expect_err("bad share");
+    assert_eq!(e.key, "cache.memory_high_watermark");
 }
 
 #[test]
