@@ -32,6 +32,7 @@ RUN mkdir -p src benches \
     && touch src/lib.rs \
     && printf 'fn main() {}\n' > benches/cache.rs \
     && printf 'fn main() {}\n' > benches/entry_overhead.rs \
+    && printf 'fn main() {}\n' > benches/pass.rs \
     && cargo build --locked --profile dist \
     && rm -rf src benches \
         target/dist/seawall target/dist/seawall.d target/dist/libseawall.* \

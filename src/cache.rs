@@ -215,7 +215,9 @@ where
             }
             // RFC 9111 §4.4: any other method, extension methods included, may change the
             // target.
-            _ => return self.unsafe_method(req, &route).await,
+            // Boxed, as revalidation below: the rarer paths' state would otherwise sit in
+            // every request's future and be moved with it.
+            _ => return Box::pin(self.unsafe_method(req, &route)).await,
         }
         if crate::http_util::is_upgrade(&req) {
             return self.pass(req, Detail::Upgrade).await;
@@ -272,7 +274,7 @@ where
                     if cx.req_cc.only_if_cached {
                         return self.error(ProxyError::OnlyIfCached, "stale");
                     }
-                    self.revalidate(req, cx, entry, why).await
+                    Box::pin(self.revalidate(req, cx, entry, why)).await
                 }
             },
             lookup => {
@@ -315,20 +317,20 @@ where
         *out.uri_mut() = uri.clone();
         *out.version_mut() = version;
         let mut h = headers.clone();
-        // Removals hash; find the few that apply in one pass over the names.
-        let drop: Vec<HeaderName> = h
-            .keys()
-            .filter(|n| {
-                *n == header::IF_NONE_MATCH
-                    || *n == header::IF_MODIFIED_SINCE
-                    || *n == header::IF_RANGE
-                    || *n == header::RANGE
-                    || self.shared.unkeyed.contains(n)
-            })
-            .cloned()
-            .collect();
-        for n in drop {
-            h.remove(n);
+        // Removals hash; find the few that apply in one pass over the names, and allocate
+        // the list only when there is one (most requests carry none).
+        let dropped = |n: &HeaderName| {
+            *n == header::IF_NONE_MATCH
+                || *n == header::IF_MODIFIED_SINCE
+                || *n == header::IF_RANGE
+                || *n == header::RANGE
+                || self.shared.unkeyed.contains(n)
+        };
+        if h.keys().any(dropped) {
+            let drop: Vec<HeaderName> = h.keys().filter(|n| dropped(n)).cloned().collect();
+            for n in drop {
+                h.remove(n);
+            }
         }
         *out.headers_mut() = h;
         if let Some(r) = extensions.get::<Arc<Route>>() {

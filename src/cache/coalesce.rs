@@ -263,6 +263,22 @@ where
         let Some(plan) = req.extensions().get::<Arc<FetchPlan>>().cloned() else {
             return Box::pin(inner.oneshot(req));
         };
+        // The common case, a lone miss, leads at once: the fetch is not wrapped in the async
+        // block below, whose state (followers, re-elections) would be moved into a box too.
+        if shared.enabled
+            && !shared.hit_for_pass.contains(&plan.primary)
+            && let Some(flight) = try_lead(&shared, &plan, &req)
+        {
+            shared.stats.leaders.fetch_add(1, Ordering::Relaxed);
+            let fetch = Box::pin(lead(
+                inner,
+                shared.clone(),
+                plan.clone(),
+                flight.clone(),
+                req,
+            ));
+            return Box::pin(Detached::new(fetch, shared, plan, flight));
+        }
         Box::pin(async move {
             if !shared.enabled {
                 if let Some(e) = plan.shared_copy().await {
@@ -289,14 +305,7 @@ where
                             (f.clone(), false)
                         }
                         Entry::Vacant(slot) => {
-                            let f = Arc::new(Flight {
-                                tx: watch::Sender::new(None),
-                                waiters: AtomicUsize::new(0),
-                                holds: Arc::new(AtomicUsize::new(0)),
-                                leader_headers: req.headers().clone(),
-                                headed: AtomicBool::new(false),
-                                left: Notify::new(),
-                            });
+                            let f = new_flight(&req);
                             slot.insert(f.clone());
                             (f, true)
                         }
@@ -329,6 +338,35 @@ where
                 }
             }
         })
+    }
+}
+
+fn new_flight(req: &Request<ProxyBody>) -> Arc<Flight> {
+    Arc::new(Flight {
+        tx: watch::Sender::new(None),
+        waiters: AtomicUsize::new(0),
+        holds: Arc::new(AtomicUsize::new(0)),
+        leader_headers: req.headers().clone(),
+        headed: AtomicBool::new(false),
+        left: Notify::new(),
+    })
+}
+
+/// Registers a flight for `plan`'s key when none is in the air; `None` when one is (the
+/// caller then follows it, or leads after it ended, through the election loop).
+fn try_lead(
+    shared: &CoalesceShared,
+    plan: &FetchPlan,
+    req: &Request<ProxyBody>,
+) -> Option<Arc<Flight>> {
+    let mut flights = shared.flights.lock().unwrap_or_else(|e| e.into_inner());
+    match flights.entry(plan.key.clone()) {
+        Entry::Occupied(_) => None,
+        Entry::Vacant(slot) => {
+            let f = new_flight(req);
+            slot.insert(f.clone());
+            Some(f)
+        }
     }
 }
 

@@ -416,7 +416,9 @@ async fn route_and_call(
     check_request(&req, &rt.config)?;
     if req.method().as_str() == "PURGE" {
         // Answered here: never routed, never forwarded to an origin.
-        return Ok(http_purge(rt, &req).await);
+        // Boxed: its state (the shared tier's purge) would otherwise sit in every request's
+        // future and be moved with it.
+        return Ok(Box::pin(http_purge(rt, &req)).await);
     }
     let route = rt
         .router

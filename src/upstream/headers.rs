@@ -254,7 +254,8 @@ fn set_forwarded_element(
     }
     v.push_str(";proto=");
     v.push_str(proto.as_str());
-    match HeaderValue::from_str(&v) {
+    // The buffer becomes the value without another copy.
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(v.into_bytes())) {
         Ok(value) => {
             headers.insert(header::FORWARDED, value);
         }
