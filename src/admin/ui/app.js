@@ -299,7 +299,10 @@
     const lat = (which, q) => (p) => p.latency_ms?.[which]?.[q] ?? null;
     const C = SeawallCharts;
     C.draw($("chart-hit-ratio"), pts, [{ name: "hit ratio", get: (p) => p.hit_ratio }], { ...opts, yMax: 1 });
-    C.draw($("chart-requests"), pts, ["hit", "miss", "stale", "bypass", "revalidated", "error"].map((k) => ({ name: k, get: rate(k) })), opts);
+    // The API's classes (`/admin/stats/history`); 5xx answers are counted apart, across classes.
+    const series = ["hit", "miss", "stale", "uncacheable", "revalidated"].map((k) => ({ name: k, get: rate(k) }));
+    series.push({ name: "5xx", get: (p) => (p.errors_5xx ?? 0) / step });
+    C.draw($("chart-requests"), pts, series, opts);
     C.draw($("chart-origin"), pts, [{ name: "origin requests", get: (p) => p.origin_requests }, { name: "saved", get: (p) => p.origin_saved }], opts);
     C.draw($("chart-latency-hit"), pts, ["p50", "p95", "p99"].map((q) => ({ name: "hit " + q, get: lat("hit", q) })), opts);
     C.draw($("chart-latency-miss"), pts, ["p50", "p95", "p99"].map((q) => ({ name: "miss " + q, get: lat("miss", q) })), opts);
