@@ -36,36 +36,47 @@ impl Scan {
                 return;
             }
         }
-        for &b in data {
-            if b == b'\n' {
-                // A blank line ends a header block (or is a blank line in a body).
-                let blank = self.line_total == 0 || (self.line_total == 1 && self.line[0] == b'\r');
-                if blank {
-                    if self.te && self.cl {
-                        state.te_and_cl.store(true, Ordering::Relaxed);
-                    }
-                    self.te = false;
-                    self.cl = false;
-                } else {
-                    let l = &self.line[..self.line_len];
-                    if l.starts_with(b"transfer-encoding:") || l.starts_with(b"transfer-encoding ")
-                    {
-                        self.te = true;
-                    } else if l.starts_with(b"content-length:") || l.starts_with(b"content-length ")
-                    {
-                        self.cl = true;
-                    }
-                }
-                self.line_len = 0;
-                self.line_total = 0;
-            } else {
-                if self.line_len < self.line.len() {
-                    self.line[self.line_len] = b.to_ascii_lowercase();
-                    self.line_len += 1;
-                }
-                self.line_total += 1;
+        // Line ends are found with memchr (SIMD), and only a line's first bytes are kept:
+        // the field names that matter fit in them.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (seg, end) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], Some(i)),
+                None => (rest, None),
+            };
+            let room = (self.line.len() - self.line_len).min(seg.len());
+            for (dst, src) in self.line[self.line_len..self.line_len + room]
+                .iter_mut()
+                .zip(seg)
+            {
+                *dst = src.to_ascii_lowercase();
+            }
+            self.line_len += room;
+            self.line_total += seg.len();
+            let Some(i) = end else { break };
+            self.end_line(state);
+            rest = &rest[i + 1..];
+        }
+    }
+
+    fn end_line(&mut self, state: &ConnState) {
+        let blank = self.line_total == 0 || (self.line_total == 1 && self.line[0] == b'\r');
+        if blank {
+            if self.te && self.cl {
+                state.te_and_cl.store(true, Ordering::Relaxed);
+            }
+            self.te = false;
+            self.cl = false;
+        } else {
+            let l = &self.line[..self.line_len];
+            if l.starts_with(b"transfer-encoding:") || l.starts_with(b"transfer-encoding ") {
+                self.te = true;
+            } else if l.starts_with(b"content-length:") || l.starts_with(b"content-length ") {
+                self.cl = true;
             }
         }
+        self.line_len = 0;
+        self.line_total = 0;
     }
 }
 
